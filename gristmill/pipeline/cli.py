@@ -1,0 +1,141 @@
+"""The `beam` command: run recipes on Apache Beam, generate the sample crawl, provision models, tokenize."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from gristmill.errors import UserError
+
+RUN_EPILOG = """\
+examples:
+  beam run recipes/cc_en.py                                 # bundled sample crawl, local runner, all cores
+  beam run recipes/cc_en.py --input 'crawl/*.warc.gz' --output out/cc_en -p language=fr
+  beam run recipes/cc_en.py --direct_num_workers=1           # any Beam pipeline option passes through
+  beam run recipes/cc_en.py --runner=DataflowRunner --project=P --region=us-central1 \\
+      --temp_location=gs://B/tmp --input 'gs://B/crawl/*.warc.gz' --output gs://B/out
+  beam run recipes/cc_en.py --runner=FlinkRunner --flink_job_server_jar=/path/beam-runners-flink-job-server.jar
+  beam run recipes/cc_en.py --runner=SparkRunner --spark_job_server_jar=/path/beam-runners-spark-job-server.jar
+"""
+
+# Modules that add subcommand groups to `beam` through a `register(subparsers)` function.
+SUBCOMMAND_MODULES = [
+    "gristmill.pipeline.sample",
+    "gristmill.filters.cli",
+    "gristmill.dedup.cli",
+    "gristmill.tokenize.cli",
+]
+
+
+def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    from gristmill.pipeline.recipe import load_recipe
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+
+    recipe = load_recipe(args.recipe, args.param)
+    if args.input:
+        inp = args.input
+        if not FileSystems.match([inp])[0].metadata_list:
+            raise UserError(f"no input files match {inp}")
+    else:
+        from gristmill.pipeline.sample import default_sample_paths
+
+        paths = default_sample_paths()
+        inp = os.path.join(os.path.dirname(paths[0]), "*.warc.gz")
+        print(f"input: bundled sample crawl ({len(paths)} file(s) in {os.path.dirname(paths[0])})", file=sys.stderr)
+    output = args.output or os.path.join("out", recipe.name)
+    stages = recipe.stages()
+    ctx = RunContext(input=inp, output=output, params=recipe.params, seed=args.seed, recipe_name=recipe.name,
+                     recipe_hash=recipe.sha256(stages), num_workers=args.workers or 0)
+    print(f"running recipe {recipe.name} ({len(stages)} stages) -> {output}", file=sys.stderr)
+    stats = run_stages(stages, ctx, beam_args)
+    print_summary(stats)
+    print(f"stats: {ctx.path('stats.json')}")
+    return 0 if stats.get("balanced", True) else 1
+
+
+def print_summary(stats: dict) -> None:
+    rows = []
+    for label, node in stats["stages"].items():
+        if "in" not in node:
+            continue
+        reasons = sorted(node.get("dropped", {}).items(), key=lambda kv: -kv[1])
+        top = ", ".join(f"{r} {n}" for r, n in reasons[:3]) + (" ..." if len(reasons) > 3 else "")
+        rows.append((label, node["in"], node.get("kept", 0), node.get("dropped_total", 0), top))
+    w = max([len(r[0]) for r in rows] + [5])
+    print(f"{'stage':<{w}} {'in':>9} {'kept':>9} {'dropped':>9}  top drop reasons", file=sys.stderr)
+    for label, n_in, kept, dropped, top in rows:
+        print(f"{label:<{w}} {n_in:>9} {kept:>9} {dropped:>9}  {top}", file=sys.stderr)
+    if not stats.get("balanced", True):
+        print(f"error: counts do not add up in {', '.join(stats['unbalanced_stages'])}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beam", description="gristmill's Beam pipeline: WARC files to filtered, deduplicated, tokenized data.",
+        epilog="example:\n  beam run recipes/cc_en.py\n  beam sample sample.warc.gz\n  beam run --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run", help="run a recipe on a Beam runner (default: in-process, one worker per core)",
+        description="Run a recipe. Flags not listed here are Beam pipeline options (--runner, --direct_num_workers, "
+                    "--project, --flink_job_server_jar, ...).",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("recipe", help="recipe file, e.g. recipes/cc_en.py")
+    run.add_argument("--input", help="input glob (local, gs://, s3://); default: the bundled sample crawl")
+    run.add_argument("--output", help="output directory (default: out/<recipe name>)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe parameter (repeatable), e.g. -p language=fr")
+    run.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    run.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")
+    run.set_defaults(func=_cmd_run, takes_beam_args=True)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # that area is not built in this checkout
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # apache_beam warns about optional GCP client libraries at import; it is not actionable here.
+    logging.getLogger().addFilter(lambda r: "apitools not found" not in r.getMessage())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "takes_beam_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if getattr(args, "takes_beam_args", False):
+            return args.func(args, extra) or 0
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            last = str(e).strip().splitlines()[-1:] or [""]
+            print(f"error: {type(e).__name__}: {last[0][:500]} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The Document record that flows through every pipeline stage, and its JSON form."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def stable_id(*parts: str) -> str:
+    """A 20-hex-digit id that depends only on its parts, so re-runs give the same ids."""
+    h = hashlib.blake2b(digest_size=10)
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+@dataclass
+class Document:
+    """One extracted web page plus everything later stages learn about it.
+
+    id        stable hash of the WARC record id and URL
+    url       target URI of the WARC response record
+    text      extracted plain text (UTF-8)
+    warc      WARC/HTTP metadata: record_id, date, file, offset, content_type, charset, status
+    language, language_score   set by language ID
+    scores    numeric scores written by filters (annotate or drop mode), keyed "<filter>.<score>"
+    decisions filter label -> "keep" or the drop reason it would have given (annotate mode)
+    dup_count exact copies of this text seen (1 = unique), set by exact dedup
+    cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup
+    weight    log-count resampling weight (1.0 = no resampling)
+    repeats   whole number of times the tokenizer emits this document (stochastic rounding of weight)
+    source    name of the recipe/source that produced it
+    meta      anything else a stage wants to keep
+    """
+
+    id: str
+    url: str
+    text: str
+    warc: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
+    language_score: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    decisions: dict[str, str] = field(default_factory=dict)
+    dup_count: int = 1
+    cluster_id: str | None = None
+    cluster_size: int = 1
+    weight: float = 1.0
+    repeats: int = 1
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        # sort_keys and fixed separators: the same document always serialises to the same bytes.
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Document":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> "Document":
+        return cls.from_dict(json.loads(line))

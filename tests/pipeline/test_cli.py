@@ -1,0 +1,76 @@
+"""User mistakes give one clear line and a non-zero exit, never a traceback; every command has --help."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gristmill.errors import UserError
+from gristmill.pipeline.recipe import load_recipe
+from gristmill.pipeline.runner import pipeline_options
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def beam(*args, cwd=ROOT):
+    return subprocess.run([str(BIN / "beam"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(r, fragment):
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert any(l.startswith("error: ") and fragment in l for l in lines), r.stderr
+
+
+def test_missing_input(tmp_path):
+    r = beam("run", "recipes/cc_en.py", "--input", str(tmp_path / "nothing-*.warc.gz"), "--output", str(tmp_path / "o"))
+    assert_one_line_error(r, "no input files match")
+
+
+def test_missing_recipe(tmp_path):
+    assert_one_line_error(beam("run", str(tmp_path / "nope.py")), "recipe not found")
+
+
+def test_recipe_with_syntax_error(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def stages(p):\n    return [\n")
+    assert_one_line_error(beam("run", str(bad)), "syntax error")
+
+
+def test_unknown_beam_flag(tmp_path):
+    r = beam("run", "recipes/cc_en.py", "--no_such_beam_option=3", "--input", str(ROOT / "pyproject.toml"))
+    assert_one_line_error(r, "--no_such_beam_option")
+
+
+def test_unknown_recipe_parameter(tmp_path):
+    assert_one_line_error(beam("run", "recipes/cc_en.py", "-p", "colour=blue"), "no parameter 'colour'")
+
+
+def test_parameter_types():
+    r = load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["doc_shards=7", "language=fr"])
+    assert r.params["doc_shards"] == 7 and r.params["language"] == "fr"
+    with pytest.raises(UserError, match="expected a int"):
+        load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["doc_shards=many"])
+
+
+def test_local_defaults_never_use_the_downloading_direct_runner():
+    opts = pipeline_options([], num_workers=2).get_all_options()
+    assert opts["runner"] == "FnApiRunner"
+    assert opts["direct_num_workers"] == 2 and opts["direct_running_mode"] == "multi_processing"
+    mine = pipeline_options(["--direct_num_workers=1", "--direct_running_mode=in_memory"]).get_all_options()
+    assert mine["direct_num_workers"] == 1 and mine["direct_running_mode"] == "in_memory"
+
+
+@pytest.mark.parametrize("cmd", ["beam", "mix", "trainer"])
+def test_every_command_and_subcommand_has_help_with_an_example(cmd):
+    top = subprocess.run([str(BIN / cmd), "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and "example" in top.stdout.lower(), top.stdout + top.stderr
+    # subcommands listed in the top-level usage line: {a,b,c}
+    usage = top.stdout.split("{", 1)[1].split("}", 1)[0] if "{" in top.stdout else ""
+    for sub in filter(None, usage.split(",")):
+        r = subprocess.run([str(BIN / cmd), sub, "--help"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "example" in r.stdout.lower(), f"{cmd} {sub} --help:\n{r.stdout}{r.stderr}"

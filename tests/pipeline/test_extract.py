@@ -1,0 +1,45 @@
+"""Charset handling and text extraction, checked against the exact strings that were encoded."""
+from __future__ import annotations
+
+import pytest
+
+from gristmill.pipeline.extract import choose_encoding, html_to_text
+
+RUSSIAN = "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 6
+JAPANESE = "日本語のテキストです。これは文字コードの試験のための文章です。" * 6
+FRENCH = "Le cœur déçu mais l'âme plutôt naïve, Louÿs rêva de crapaüter en canoë. " * 6
+
+
+def html(body: str, meta: str = "") -> str:
+    return f"<html><head>{meta}<title>t</title></head><body><article><p>{body}</p></article></body></html>"
+
+
+@pytest.mark.parametrize("text,codec", [(RUSSIAN, "windows-1251"), (JAPANESE, "shift_jis"), (FRENCH, "windows-1252")])
+def test_declared_http_charset(text, codec):
+    out, enc, how = html_to_text(html(text).encode(codec), codec)
+    assert out == text.strip() and how == "http"
+
+
+@pytest.mark.parametrize("text,codec", [(RUSSIAN, "koi8-r"), (JAPANESE, "euc-jp")])
+def test_meta_charset(text, codec):
+    payload = html(text, f'<meta charset="{codec}">').encode(codec)
+    out, enc, how = html_to_text(payload, None)
+    assert out == text.strip() and how == "meta"
+
+
+@pytest.mark.parametrize("text,codec", [(RUSSIAN, "utf-8"), (JAPANESE, "utf-8"), (RUSSIAN, "windows-1251")])
+def test_undeclared_charset_is_detected(text, codec):
+    out, enc, how = html_to_text(html(text).encode(codec), None)
+    assert how == "detected" and out == text.strip()
+
+
+def test_unknown_declared_charset_falls_back():
+    enc, how = choose_encoding(html(FRENCH).encode("utf-8"), "x-no-such-charset")
+    assert how == "detected" and enc == "utf-8"
+
+
+def test_boilerplate_removed_from_main_content():
+    page = ("<html><body><nav><ul><li><a href='/'>Home</a></li><li><a href='/a'>About us</a></li></ul></nav>"
+            f"<main><p>{FRENCH}</p></main><footer>Copyright 2026 All rights reserved</footer></body></html>")
+    out, _, _ = html_to_text(page.encode(), "utf-8")
+    assert FRENCH.strip() in out and "About us" not in out

@@ -1,0 +1,100 @@
+"""The WARC reader counts every record, skips bad ones, and keeps reading after damage."""
+from __future__ import annotations
+
+import io
+import random
+from collections import Counter
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.warcwriter import WARCWriter
+
+from gristmill.pipeline.warc import iter_warc
+from warc_factory import response, write_warc
+
+
+def outcomes(path):
+    with open(path, "rb") as f:
+        return list(iter_warc(f, path.name))
+
+
+def summary(outs):
+    kept = [o.page for o in outs if o.page is not None]
+    reasons = Counter(o.reason for o in outs if o.page is None)
+    return kept, reasons
+
+
+def test_good_file_matches_warcio_record_count(tmp_path):
+    p = tmp_path / "good.warc.gz"
+    write_warc(p, n=20)
+    with open(p, "rb") as f:
+        reference = Counter(r.rec_type for r in ArchiveIterator(f))
+    kept, reasons = summary(outcomes(p))
+    assert len(kept) == 20 == reference["response"] - 1
+    assert reasons == Counter({"type:request": 1, "status:404": 1})
+    assert sum(reference.values()) == len(kept) + sum(reasons.values())
+    assert [pg.url for pg in kept] == [f"http://example.com/{i}" for i in range(20)]
+
+
+def test_plain_uncompressed_warc(tmp_path):
+    p = tmp_path / "plain.warc"
+    write_warc(p, n=5, gz=False)
+    kept, reasons = summary(outcomes(p))
+    assert len(kept) == 5 and reasons["type:request"] == 1
+
+
+def test_offsets_point_at_the_records(tmp_path):
+    p = tmp_path / "good.warc.gz"
+    write_warc(p, n=5)
+    data = p.read_bytes()
+    for pg in summary(outcomes(p))[0]:
+        with io.BytesIO(data[pg.offset:]) as f:
+            rec = next(iter(ArchiveIterator(f)))
+            assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+
+
+def test_broken_record_mid_file_is_counted_and_the_rest_is_read(tmp_path):
+    p = tmp_path / "broken.warc.gz"
+    chunks = write_warc(p, n=20)
+    bad = bytearray(chunks[7])
+    for i in range(30, len(bad) - 30):  # corrupt the deflate data of record 7, keep its gzip header
+        bad[i] ^= 0x5A
+    chunks[7] = bytes(bad)
+    p.write_bytes(b"".join(chunks))
+    kept, reasons = summary(outcomes(p))
+    assert [pg.url for pg in kept] == [f"http://example.com/{i}" for i in range(20) if i != 7]
+    assert sum(n for r, n in reasons.items() if r.startswith("bad:")) >= 1
+    assert reasons["type:request"] == 1 and reasons["status:404"] == 1
+
+
+def test_truncated_gzip(tmp_path):
+    p = tmp_path / "trunc.warc.gz"
+    chunks = write_warc(p, n=10)
+    data = b"".join(chunks[:6]) + chunks[6][: len(chunks[6]) // 2]
+    p.write_bytes(data)
+    kept, reasons = summary(outcomes(p))
+    assert len(kept) == 6
+    assert sum(n for r, n in reasons.items() if r.startswith("bad:")) == 1
+
+
+def test_garbage_and_empty_files(tmp_path):
+    g = tmp_path / "garbage.warc.gz"
+    g.write_bytes(random.Random(1).randbytes(50_000))
+    kept, reasons = summary(outcomes(g))
+    assert kept == [] and all(r.startswith("bad:") for r in reasons)
+    e = tmp_path / "empty.warc.gz"
+    e.write_bytes(b"")
+    kept, reasons = summary(outcomes(e))
+    assert kept == [] and reasons == Counter({"bad:empty_file": 1})
+
+
+def test_non_html_oversized_and_missing_content_type(tmp_path):
+    p = tmp_path / "mixed.warc.gz"
+    with open(p, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        w.write_record(response(w, "http://x/img.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "image/png"))
+        w.write_record(response(w, "http://x/big", b"<html><body>" + b"a " * (3 << 20) + b"</body></html>"))
+        w.write_record(response(w, "http://x/none", b"<p>no type</p>", ""))
+        w.write_record(response(w, "http://x/ok", b"<p>fine</p>", "text/html"))
+    kept, reasons = summary(outcomes(p))
+    assert [pg.url for pg in kept] == ["http://x/ok"]
+    assert reasons == Counter({"not_html:image/png": 1, "oversized": 1, "not_html:none": 1})
