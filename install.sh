@@ -13,6 +13,12 @@ PY=${PYTHON:-python3}
 KENLM_VERSION=0.3.0
 TORCH_VERSION=${GRISTMILL_TORCH_VERSION:-2.13.0}
 log() { printf '[install] %s\n' "$*" >&2; }
+# Run a noisy step with its output in a log file; show the log's tail only if it fails.
+quiet() {
+  local logf; logf=$(mktemp)
+  if ! "$@" >"$logf" 2>&1; then tail -n 40 "$logf" >&2; log "error: failed: $*"; rm -f "$logf"; exit 1; fi
+  rm -f "$logf"
+}
 
 # --- 1. Debian packages -------------------------------------------------------
 apt_pkgs=(build-essential cmake pkg-config libboost-program-options-dev libboost-system-dev
@@ -33,23 +39,23 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q -U pip
+  quiet "$VENV/bin/pip" install -U pip
 fi
 VPY="$VENV/bin/python"
 if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   # Install the CPU build before anything can pull the multi-GB CUDA build in through 'torch>=2.11'.
   log "installing torch==$TORCH_VERSION"
   if [ -n "${GRISTMILL_TORCH_INDEX:-}" ]; then
-    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" --index-url "$GRISTMILL_TORCH_INDEX"
+    quiet "$VENV/bin/pip" install "torch==$TORCH_VERSION" --index-url "$GRISTMILL_TORCH_INDEX"
   else
-    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+    quiet "$VENV/bin/pip" install "torch==$TORCH_VERSION"
   fi
 fi
 stamp="$VENV/.gristmill-install-stamp"
 want=$(cat pyproject.toml install.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing gristmill and its dependencies (a few minutes on first run)"
-  "$VENV/bin/pip" install -q -e ".[test]"
+  quiet "$VENV/bin/pip" install -e ".[test]"
   echo "$want" > "$stamp"
 fi
 
@@ -58,11 +64,15 @@ if [ ! -x "$VENV/bin/lmplz" ] || [ ! -x "$VENV/bin/build_binary" ]; then
   log "building KenLM lmplz and build_binary from the kenlm $KENLM_VERSION source distribution"
   work="$ROOT/.cache/kenlm-build"
   rm -rf "$work"; mkdir -p "$work"
-  "$VENV/bin/pip" download -q --no-deps --no-binary :all: "kenlm==$KENLM_VERSION" -d "$work"
+  quiet "$VENV/bin/pip" download --no-deps --no-binary kenlm --no-build-isolation "kenlm==$KENLM_VERSION" -d "$work"
   tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
   src=$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'kenlm*' | head -n1)
-  cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 >/dev/null
-  make -C "$work/build" -j"$(nproc)" lmplz build_binary >/dev/null
+  if ! { cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release &&
+          make -C "$work/build" -j"$(nproc)" lmplz build_binary; } >"$work/build.log" 2>&1; then
+    tail -n 40 "$work/build.log" >&2
+    log "error: building lmplz failed (full log: $work/build.log)"
+    exit 1
+  fi
   cp "$work/build/bin/lmplz" "$work/build/bin/build_binary" "$VENV/bin/"
   rm -rf "$work"
 fi

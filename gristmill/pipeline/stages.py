@@ -51,7 +51,9 @@ class StageCounters:
 
 
 class Stage:
-    """A named step of a recipe. Subclasses implement `expand`."""
+    """A named step of a recipe. Subclasses implement `expand`, and may implement `validate(ctx)`,
+    which the runner calls on the launching machine before building the pipeline, to fail fast with a
+    UserError (missing model, bad path) instead of failing inside a worker."""
 
     label: str = "Stage"
 
@@ -141,6 +143,12 @@ class FilterStage(Stage):
         self.filter = filter
         self.mode = mode
         self.batch_size = batch_size
+
+    def validate(self, ctx: RunContext) -> None:
+        """Fail before the pipeline starts (one clear line) when the filter's model is missing or corrupt."""
+        check = getattr(self.filter, "validate", None)
+        if check is not None:
+            check()
 
     def expand(self, pcoll, ctx):
         return pcoll | self.label >> beam.ParDo(_FilterFn(self.filter, self.label, self.mode, self.batch_size))

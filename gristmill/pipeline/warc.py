@@ -208,21 +208,26 @@ class _ReadWarcFn(beam.DoFn):
 class ReadWarc(Stage):
     """Reads WARC files (the run's --input glob) and emits HTTP 200 HTML responses as RawPage.
 
-    One file is read by one worker; pages are then reshuffled so extraction spreads over all workers.
+    A file is the unit of parallelism, as Common Crawl's many WARC files are: one worker reads a file and
+    the following stages fuse with the read, so page bytes never cross workers. With few, large files
+    set `rebalance=True` to reshuffle pages across workers (costs a serialisation of every page).
     Everything else is counted: `type/<warc type>` for each record, and `dropped/<reason>` for records
     that are not documents (other record types, non-200 status, non-HTML, oversized, bad).
     """
 
-    def __init__(self, label: str = "Read", max_bytes: int = 2 << 20):
+    def __init__(self, label: str = "Read", max_bytes: int = 2 << 20, rebalance: bool = False):
         self.label = label
         self.max_bytes = max_bytes
+        self.rebalance = rebalance
 
     def expand(self, root, ctx: RunContext):
         files = sorted(m.path for m in FileSystems.match([ctx.input])[0].metadata_list)
-        return (
+        pages = (
             root
             | f"{self.label}/Files" >> beam.Create(files)
             | f"{self.label}/SpreadFiles" >> beam.Reshuffle()
             | f"{self.label}/Records" >> beam.ParDo(_ReadWarcFn(self.label, self.max_bytes))
-            | f"{self.label}/SpreadPages" >> beam.Reshuffle()
         )
+        if self.rebalance:
+            pages = pages | f"{self.label}/SpreadPages" >> beam.Reshuffle()
+        return pages

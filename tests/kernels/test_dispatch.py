@@ -1,0 +1,74 @@
+"""The backend switch: auto picks Triton only for CUDA tensors; the env variable and set_backend force a path."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import gristmill.kernels as kernels
+from gristmill.errors import UserError
+
+
+def _path_taken() -> str:
+    x = torch.randn(4, 8, requires_grad=True)
+    return kernels.rms_norm(x, torch.ones(8)).grad_fn.name()
+
+
+def test_env_variable_chooses_the_path(monkeypatch):
+    monkeypatch.delenv("GRISTMILL_KERNELS", raising=False)
+    assert kernels.backend() == "auto" and "RMSNormFunction" not in _path_taken()  # auto on a CPU tensor
+    monkeypatch.setenv("GRISTMILL_KERNELS", "triton")
+    assert "RMSNormFunction" in _path_taken()
+    monkeypatch.setenv("GRISTMILL_KERNELS", " Torch ")
+    assert kernels.backend() == "torch" and "RMSNormFunction" not in _path_taken()
+
+
+def test_set_backend_wins_over_the_env(monkeypatch):
+    monkeypatch.setenv("GRISTMILL_KERNELS", "torch")
+    kernels.set_backend("triton")
+    try:
+        assert "RMSNormFunction" in _path_taken()
+        with kernels.use_backend("torch"):
+            assert not kernels.use_triton(torch.ones(1))
+        assert kernels.backend() == "triton"
+    finally:
+        kernels.set_backend(None)
+    assert kernels.backend() == "torch"
+
+
+def test_bad_values_are_user_errors(monkeypatch):
+    monkeypatch.setenv("GRISTMILL_KERNELS", "cuda")
+    with pytest.raises(UserError, match="GRISTMILL_KERNELS must be one of auto, triton, torch; got 'cuda'"):
+        kernels.backend()
+    with pytest.raises(UserError, match="kernel backend must be one of"):
+        kernels.set_backend("fast")
+
+
+def test_import_needs_no_gpu_and_no_interpreter():
+    script = textwrap.dedent("""
+        import os, torch
+        import gristmill.kernels as k
+        from gristmill.errors import UserError
+        x, w = torch.randn(3, 8), torch.ones(8)
+        assert k.use_triton(x) is False
+        torch.testing.assert_close(k.rms_norm(x, w), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+        os.environ["GRISTMILL_KERNELS"] = "triton"
+        try:
+            k.rms_norm(x, w)
+        except UserError as e:
+            print("refused:", e)
+    """)
+    env = {key: v for key, v in os.environ.items() if key not in ("TRITON_INTERPRET", "GRISTMILL_KERNELS")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: the Triton kernels got a CPU tensor but Triton's interpreter is off" in proc.stdout
+
+
+@pytest.mark.gpu
+def test_auto_uses_triton_on_cuda(monkeypatch):
+    monkeypatch.delenv("GRISTMILL_KERNELS", raising=False)
+    x = torch.randn(4, 8, device="cuda", requires_grad=True)
+    assert "RMSNormFunction" in kernels.rms_norm(x, torch.ones(8, device="cuda")).grad_fn.name()

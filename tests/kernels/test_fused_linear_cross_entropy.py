@@ -1,0 +1,183 @@
+"""Fused linear cross-entropy against F.cross_entropy(x @ W.T, y) (plus z-loss written out here), chunked."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from gristmill.kernels import fused_linear_cross_entropy, use_backend
+from gristmill.kernels.fused_linear_cross_entropy import chunk_rows, fused_linear_cross_entropy_reference
+
+IGNORE = -100
+
+
+def _problem(rows=37, hidden=64, vocab=1100, seed=0, ignore_every=5):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, hidden, generator=gen)
+    w = torch.randn(vocab, hidden, generator=gen) / hidden ** 0.5 * 4
+    y = torch.randint(0, vocab, (rows,), generator=gen)
+    y[::ignore_every] = IGNORE
+    return x, w, y
+
+
+def _by_hand(x, w, y, z_loss=0.0, label_smoothing=0.0, reduction="mean"):
+    """The definition, from F.cross_entropy on the full logits and z_loss * logsumexp^2 on the kept tokens."""
+    logits = x.reshape(-1, x.shape[-1]) @ w.t()
+    y = y.reshape(-1)
+    loss = F.cross_entropy(logits, y, ignore_index=IGNORE, label_smoothing=label_smoothing, reduction=reduction)
+    kept = y != IGNORE
+    z = (z_loss * torch.logsumexp(logits, -1)[kept] ** 2).sum()
+    return loss + (z / kept.sum() if reduction == "mean" else z)
+
+
+def _triton(**kw):
+    def run(x, w, y):
+        with use_backend("triton"):
+            return fused_linear_cross_entropy(x, w, y, ignore_index=IGNORE, **kw)
+    return run
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"z_loss": 1e-2},
+    {"label_smoothing": 0.1},
+    {"z_loss": 1e-3, "label_smoothing": 0.2, "reduction": "sum"},
+])
+def test_matches_cross_entropy_fp32(kw, values_and_grads):
+    x, w, y = _problem()
+    # Several chunks, the last one partial, and two blocks of the vocab (1024 on the CPU), the last one masked.
+    assert chunk_rows(37, 64) == 16
+    out, grads = values_and_grads(lambda x, w: _triton(**kw)(x, w, y), x, w)
+    ref_out, ref_grads = values_and_grads(lambda x, w: _by_hand(x, w, y, **kw), x, w)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(grads, ref_grads)
+    # and the reference that the dispatcher uses off the GPU is the same function
+    torch.testing.assert_close(fused_linear_cross_entropy_reference(x, w, y, IGNORE, **kw), ref_out[0])
+
+
+def test_batched_hidden_and_backward_scale():
+    x, w, y = _problem(rows=2 * 19, seed=1)
+    x3, y3 = x.view(2, 19, 64).requires_grad_(), y.view(2, 19)
+    w1 = w.clone().requires_grad_()
+    (3.0 * _triton(z_loss=1e-4)(x3, w1, y3)).backward()
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    (3.0 * _by_hand(xr, wr, y, z_loss=1e-4)).backward()
+    assert x3.grad.shape == (2, 19, 64)
+    torch.testing.assert_close(x3.grad.view(-1, 64), xr.grad)
+    torch.testing.assert_close(w1.grad, wr.grad)
+
+
+@pytest.mark.parametrize("accum_dtype", [None, torch.float32])
+def test_bf16_no_worse_than_eager(accum_dtype, values_and_grads, assert_no_worse_than_eager):
+    x, w, y = _problem(seed=8)
+    x, w = x.bfloat16(), w.bfloat16()
+    out, grads = values_and_grads(lambda x, w: _triton(z_loss=1e-3, accum_dtype=accum_dtype)(x, w, y), x, w)
+    assert grads[1].dtype == torch.bfloat16
+    eager = values_and_grads(lambda x, w: fused_linear_cross_entropy_reference(x, w, y, IGNORE, 1e-3), x, w)
+    exact = values_and_grads(lambda x, w: _by_hand(x, w, y, z_loss=1e-3), x.double(), w.double())
+    assert_no_worse_than_eager(out + grads, eager[0] + eager[1], exact[0] + exact[1])
+
+
+def test_bf16_autocast_with_fp32_weights(values_and_grads, assert_no_worse_than_eager):
+    # The trainer's setting: fp32 parameters, bf16 autocast; the loss and gradients come back in fp32.
+    x, w, y = _problem(seed=9)
+
+    def under_autocast(fn):
+        def run(x, w):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn(x, w)
+        return run
+
+    out, grads = values_and_grads(under_autocast(lambda x, w: _triton(z_loss=1e-3)(x, w, y)), x, w)
+    assert out[0].dtype == grads[0].dtype == grads[1].dtype == torch.float32
+    eager = values_and_grads(under_autocast(lambda x, w: _by_hand(x, w, y, z_loss=1e-3)), x, w)
+    exact = values_and_grads(lambda x, w: _by_hand(x, w, y, z_loss=1e-3), x.double(), w.double())
+    assert_no_worse_than_eager(out + grads, eager[0] + eager[1], exact[0] + exact[1])
+
+
+def test_frozen_weight_and_second_backward():
+    x, w, y = _problem(seed=2)
+    x = x.requires_grad_()
+    loss = _triton()(x, w, y)  # w needs no grad: only dx is made
+    loss.backward(retain_graph=True)
+    expected = torch.autograd.grad(_by_hand(x, w, y), x)[0]
+    torch.testing.assert_close(x.grad, expected)
+    with pytest.raises(RuntimeError, match="one backward per forward"):
+        loss.backward()
+
+
+def test_never_holds_full_logits():
+    x, w, y = _problem(rows=96, seed=3)
+    x, w = x.requires_grad_(), w.requires_grad_()
+
+    class LargestTensor(TorchDispatchMode):  # sees every tensor that any op creates
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel() * t.element_size())
+            return out
+
+    with LargestTensor() as mode:
+        _triton()(x, w, y).backward()
+    # in bytes, since Triton's interpreter views its buffers as uint8; the largest legitimate ones are one
+    # chunk of logits and dW
+    assert mode.largest <= max(chunk_rows(96, 64) * 1100, 1100 * 64) * 4 < 96 * 1100 * 4
+
+
+def test_all_targets_ignored_gives_nan_like_pytorch():
+    x, w, y = _problem(rows=8, seed=4)
+    y[:] = IGNORE
+    out = _triton()(x, w, y)
+    assert torch.isnan(out) and torch.isnan(F.cross_entropy(x @ w.t(), y, ignore_index=IGNORE))
+    assert _triton(reduction="sum")(x, w, y).item() == 0.0
+
+
+def test_rejects_bad_arguments():
+    x, w, y = _problem(rows=8, seed=5)
+    y[3] = 1100
+    with pytest.raises(ValueError, match="outside"):
+        _triton()(x, w, y)
+    with pytest.raises(ValueError, match="reduction"):
+        _triton(reduction="none")(x, w, y.clamp(max=99))
+    with pytest.raises(ValueError, match="targets"):
+        fused_linear_cross_entropy(x, w, y[:4])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_vocab_128k(dtype, values_and_grads, assert_no_worse_than_eager):
+    x, w, y = _problem(rows=2048, hidden=4096, vocab=128256, seed=6, ignore_every=7)
+    x, w, y = x.cuda().to(dtype), w.cuda().to(dtype), y.cuda()
+    kw = {"z_loss": 1e-4, "label_smoothing": 0.1}
+    assert chunk_rows(2048, 4096) < 2048
+    out, grads = values_and_grads(lambda x, w: fused_linear_cross_entropy(x, w, y, **kw), x, w)
+    if dtype == torch.float32:
+        ref_out, ref_grads = values_and_grads(lambda x, w: _by_hand(x, w, y, **kw), x, w)
+        torch.testing.assert_close(out, ref_out)
+        torch.testing.assert_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
+    else:
+        eager = values_and_grads(lambda x, w: fused_linear_cross_entropy_reference(x, w, y, IGNORE, **kw), x, w)
+        exact = values_and_grads(lambda x, w: _by_hand(x, w, y, **kw), x.double(), w.double())
+        assert_no_worse_than_eager(out + grads, eager[0] + eager[1], exact[0] + exact[1])
+
+
+def _cuda_peak_bytes(fn) -> int:
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+@pytest.mark.gpu
+def test_gpu_peak_memory_quarter_of_eager():
+    x, w, y = _problem(rows=8192, hidden=4096, vocab=128256, seed=7)
+    x, w, y = x.cuda().bfloat16().requires_grad_(), w.cuda().bfloat16().requires_grad_(), y.cuda()
+    fused = _cuda_peak_bytes(lambda: fused_linear_cross_entropy(x, w, y).backward())
+    x.grad = w.grad = None
+    eager = _cuda_peak_bytes(lambda: fused_linear_cross_entropy_reference(x, w, y).backward())
+    assert fused <= eager / 4, (fused / 2**20, eager / 2**20)
