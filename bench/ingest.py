@@ -1,7 +1,7 @@
 """Read+extract throughput: the local Beam run (FnApiRunner, N worker processes) against a plain
 single-process loop over the same generated WARC files (warcio + the same resiliparse extractor).
 
-    .venv/bin/python bench/ingest.py [--pages 20000] [--files 4] [--workers 2]
+    .venv/bin/python bench/ingest.py [--pages 20000] [--files 8] [--workers 2]
 
 Target (issue: Foundation): the Beam run with 2 workers reaches at least 1.5x the plain loop on 2 cores.
 """
@@ -45,7 +45,7 @@ def beam_run(pattern: str, out: str, workers: int) -> tuple[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=20000)
-    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()

@@ -29,6 +29,12 @@ class Filter:
     def setup(self) -> None:
         """Load models. Called once per worker (Beam DoFn.setup), never per element."""
 
+    def validate(self) -> None:
+        """Fail fast on the launching machine (FilterStage.validate calls it): load what setup() loads, so a
+        missing or corrupt model is one clear UserError before the pipeline starts. Loaded models are not
+        pickled to workers (the model-holding filters drop them in __getstate__)."""
+        self.setup()
+
     def check(self, doc: Document) -> Verdict:
         raise NotImplementedError
 

@@ -6,6 +6,7 @@ Dolma read and write, so gristmill outputs drop straight into those tools.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import apache_beam as beam
@@ -17,7 +18,9 @@ from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
 
 def shard_of(doc_id: str, shards: int) -> int:
-    return int(doc_id[:12], 16) % shards
+    """The shard a document goes to: a hash of its id, so any id string works and shards stay balanced."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 def shard_name(i: int, shards: int) -> str:
@@ -66,12 +69,13 @@ class WriteDocuments(Stage):
         n = self.shards
         every_shard = docs.pipeline | f"{self.label}/AllShards" >> beam.Create([(i, None) for i in range(n)])
         keyed = docs | f"{self.label}/Key" >> beam.Map(lambda d: (shard_of(d.id, n), d))
-        return (
+        _ = (
             (keyed, every_shard)
             | f"{self.label}/Merge" >> beam.Flatten()
             | f"{self.label}/Group" >> beam.GroupByKey()
             | f"{self.label}/Shards" >> beam.ParDo(_WriteShardFn(self.label, directory, n))
         )
+        return docs  # writing is a branch: later stages (tokenize) go on from the same documents
 
 
 class _ParseFn(beam.DoFn):

@@ -21,7 +21,12 @@ class Recipe:
     build: Callable[[dict[str, Any]], list[Stage]]
 
     def stages(self) -> list[Stage]:
-        stages = self.build(dict(self.params))
+        try:
+            stages = self.build(dict(self.params))
+        except UserError:
+            raise
+        except Exception as e:  # a bad parameter value surfaces here, inside the recipe's own code
+            raise UserError(f"recipe {self.path}: {type(e).__name__}: {e}") from None
         if not isinstance(stages, list) or not all(isinstance(s, Stage) for s in stages):
             raise UserError(f"recipe {self.path}: stages(p) must return a list of Stage objects")
         return stages

@@ -224,8 +224,7 @@ class ReadWarc(Stage):
         files = sorted(m.path for m in FileSystems.match([ctx.input])[0].metadata_list)
         pages = (
             root
-            | f"{self.label}/Files" >> beam.Create(files)
-            | f"{self.label}/SpreadFiles" >> beam.Reshuffle()
+            | f"{self.label}/Files" >> beam.Create(files)  # Create reshuffles: files spread over workers
             | f"{self.label}/Records" >> beam.ParDo(_ReadWarcFn(self.label, self.max_bytes))
         )
         if self.rebalance:

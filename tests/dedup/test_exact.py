@@ -1,0 +1,36 @@
+"""Exact dedup: normalization, and dup_count against a brute-force count of normalized copies."""
+from collections import Counter
+
+
+from gristmill.dedup.exact import normalize_text, text_key
+from gristmill.dedup.stages import ExactDedup
+
+
+def test_normalization_joins_layout_and_case_variants():
+    assert normalize_text("  Hello\n\tWORLD  ") == "hello world"
+    assert text_key("Ｈｅｌｌｏ world") == text_key("hello   WORLD")  # NFKC folds full-width letters
+    assert text_key("hello world") != text_key("hello world!")
+
+
+def test_exact_dedup_counts_every_copy(run_dedup, make_docs):
+    texts = ["alpha beta", "Alpha  beta", "ALPHA BETA\n", "gamma", "delta epsilon", "delta epsilon", "zeta"]
+    docs = make_docs(texts)
+    out, stats = run_dedup(docs, [ExactDedup()])
+    groups: dict[str, list] = {}
+    for d in docs:
+        groups.setdefault(" ".join(d.text.lower().split()), []).append(d.id)
+    expected = {min(ids): len(ids) for ids in groups.values()}
+    assert {d.id: d.dup_count for d in out} == expected
+    s = stats["stages"]["ExactDedup"]
+    assert s["in"] == 7 and s["kept"] == 4 and s["dropped"] == {"exact_duplicate": 3}
+    assert s["tokens_in"] == sum(len(t.split()) for t in texts)
+    assert s["tokens_out"] == sum(len(d.text.split()) for d in out)
+    assert stats["balanced"]
+
+
+def test_exact_dedup_adds_counts_of_earlier_runs(run_dedup, make_docs):
+    docs = make_docs(["same text"] * 3)
+    docs[0].dup_count = 5  # already the survivor of 5 copies in an earlier pass
+    out, _ = run_dedup(docs, [ExactDedup()])
+    assert [d.dup_count for d in out] == [7]
+    assert Counter(d.id for d in out) == Counter([min(d.id for d in docs)])

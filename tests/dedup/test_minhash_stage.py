@@ -1,0 +1,93 @@
+"""MinHashDedup and BloomDedup on Beam: results equal in-memory references, whatever the number of workers."""
+from collections import defaultdict
+
+from gristmill.dedup import bloom
+
+from gristmill.dedup.clusters import star_components
+from gristmill.dedup.minhash import MinHashConfig, near_duplicate_pairs
+from gristmill.dedup.stages import BloomDedup, ExactDedup, LogCountResample, MinHashDedup
+from gristmill.dedup.synthetic import planted_corpus
+
+
+def corpus(make_docs):
+    texts = [t for _, t in planted_corpus(seed=3, n_docs=300, n_pairs=120)]
+    texts += texts[:10]  # exact copies too
+    docs = make_docs(texts)
+    chain = "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19".split()
+    for i in range(4):  # a chain a~b~c~d whose ends are not similar: clusters are transitive
+        t = list(chain)
+        t[i * 4 : i * 4 + 1] = ["x"]
+        docs += make_docs([" ".join(t + chain[:30])], prefix=f"chain{i}")
+    return docs
+
+
+def expected_clusters(docs, cfg):
+    pairs = near_duplicate_pairs([d.id for d in docs], [d.text for d in docs], cfg)
+    comp = star_components(pairs)
+    members = defaultdict(list)
+    for d in docs:
+        members[comp.get(d.id, d.id)].append(d.id)
+    return {d.id: (comp.get(d.id, d.id), len(members[comp.get(d.id, d.id)])) for d in docs}
+
+
+def expected_line_dedup(docs):
+    """Plain-set version of BloomDedup: visit documents by id, drop every line whose key was seen before."""
+    seen, out = set(), {}
+    for d in sorted(docs, key=lambda d: d.id):
+        kept = []
+        for line in d.text.split("\n"):
+            key = bloom.unit_key(line)
+            if key is None or key not in seen:
+                kept.append(line)
+            seen.add(key)
+        text = "\n".join(kept)
+        if text.split():
+            out[d.id] = text
+    return out
+
+
+def test_results_match_references_and_do_not_depend_on_workers(run_dedup, make_docs, tmp_path):
+    docs = corpus(make_docs)
+    cfg = MinHashConfig()
+    expected = expected_clusters(docs, cfg)
+    assert sum(1 for cid, size in expected.values() if size > 1) > 100
+    expected_text = expected_line_dedup(docs)
+    outputs, filters = [], []
+    for workers in (1, 2):
+        # Clusters come from the original texts; the Bloom stage then strips lines seen in smaller ids.
+        # A tiny false-positive rate makes the filter behave like the exact set of the reference.
+        saved = tmp_path / f"bloom{workers}"
+        stages = [MinHashDedup(config=cfg, keep="all", rounds=2),
+                  BloomDedup(num_shards=3, expected_keys=5000, false_positive_rate=1e-9, save_to=str(saved))]
+        out, stats = run_dedup(docs, stages, workers=workers, name=f"w{workers}")
+        assert {d.id: (d.cluster_id, d.cluster_size) for d in out} == {i: expected[i] for i in expected_text}
+        assert {d.id: d.text for d in out} == expected_text
+        assert stats["balanced"] and stats["stages"]["BloomDedup"]["units_removed"] > 100
+        outputs.append([d.to_json() for d in out])
+        filters.append(sorted((p.name, p.read_bytes()) for p in saved.iterdir()))
+    assert outputs[0] == outputs[1]
+    assert filters[0] == filters[1]
+
+
+def test_full_chain_keeps_one_weighted_representative(run_dedup, make_docs):
+    docs = corpus(make_docs)
+    cfg = MinHashConfig()
+    expected = expected_clusters(docs, cfg)
+    out, stats = run_dedup(docs, [ExactDedup(), MinHashDedup(config=cfg), LogCountResample()], seed=1)
+    reps = {cid for cid, _ in expected.values()}
+    assert {d.id for d in out} == reps
+    for d in out:
+        assert d.cluster_size == expected[d.id][1]  # copies removed by ExactDedup still count, via dup_count
+        assert d.repeats in (int(d.weight), int(d.weight) + 1)
+    s = stats["stages"]
+    assert s["MinHashDedup"]["dropped"]["near_duplicate"] == s["ExactDedup"]["kept"] - len(reps)
+    assert s["LogCountResample"]["tokens_out"] == sum(len(d.text.split()) * d.repeats for d in out)
+    assert s["ExactDedup"]["tokens_in"] >= s["MinHashDedup"]["tokens_in"] >= s["LogCountResample"]["tokens_in"]
+
+
+def test_unverified_candidates_give_the_core_clusters(run_dedup, make_docs):
+    docs = corpus(make_docs)[:150]
+    cfg = MinHashConfig(verify=False, bands=16, rows=8)
+    out, stats = run_dedup(docs, [MinHashDedup(config=cfg, keep="all")])
+    assert {d.id: (d.cluster_id, d.cluster_size) for d in out} == expected_clusters(docs, cfg)
+    assert stats["stages"]["MinHashDedup"]["candidate_pairs"] > 0

@@ -1,0 +1,52 @@
+"""Log-count weights, seeded stochastic rounding, and the Beam stage's token accounting."""
+import math
+
+import pytest
+
+from gristmill.dedup.resample import ResampleConfig, cluster_weight, stochastic_round
+from gristmill.dedup.stages import LogCountResample
+from gristmill.errors import UserError
+
+
+def test_default_weight_is_one_plus_log10_count():
+    cfg = ResampleConfig()
+    assert [cluster_weight(c, cfg) for c in (1, 10, 100)] == [1.0, 2.0, 3.0]
+    assert cluster_weight(2, cfg) == pytest.approx(1 + math.log10(2))
+    assert cluster_weight(8, ResampleConfig(base=2)) == pytest.approx(4.0)
+    assert cluster_weight(9, ResampleConfig(form="sqrt")) == 3.0
+    assert cluster_weight(9, ResampleConfig(form="one")) == 1.0
+    assert cluster_weight(1000, ResampleConfig(max_weight=2.5)) == 2.5
+
+
+def test_bad_config_is_a_user_error():
+    with pytest.raises(UserError, match="form must be one of"):
+        ResampleConfig(form="cube")
+    with pytest.raises(UserError, match="base must be > 1"):
+        ResampleConfig(base=1.0)
+
+
+def test_stochastic_rounding_is_unbiased_and_seeded():
+    w = 1.3
+    reps = [stochastic_round(w, 7, f"doc{i}") for i in range(20000)]
+    assert set(reps) == {1, 2}
+    # 20000 Bernoulli(0.3) draws: the mean is within 4 standard errors (0.013) of 1.3.
+    assert abs(sum(reps) / len(reps) - w) < 4 * math.sqrt(0.3 * 0.7 / 20000)
+    assert reps == [stochastic_round(w, 7, f"doc{i}") for i in range(20000)]
+    assert reps != [stochastic_round(w, 8, f"doc{i}") for i in range(20000)]
+    assert stochastic_round(3.0, 1, "x") == 3
+
+
+def test_resample_stage_keeps_representatives_and_counts_repeated_tokens(run_dedup, make_docs):
+    docs = make_docs(["one two three", "four five", "six", "seven eight"])
+    docs[0].cluster_id, docs[0].cluster_size = docs[0].id, 100  # representative of 100 copies
+    docs[1].cluster_id, docs[1].cluster_size = docs[0].id, 100  # a member: dropped
+    docs[2].dup_count = 10  # exact copies only
+    out, stats = run_dedup(docs, [LogCountResample()], seed=5)
+    by_id = {d.id: d for d in out}
+    assert set(by_id) == {docs[0].id, docs[2].id, docs[3].id}
+    assert by_id[docs[0].id].weight == 3.0 and by_id[docs[0].id].repeats == 3
+    assert by_id[docs[2].id].weight == 2.0 and by_id[docs[2].id].repeats == 2
+    assert by_id[docs[3].id].weight == 1.0 and by_id[docs[3].id].repeats == 1
+    s = stats["stages"]["LogCountResample"]
+    assert s["dropped"] == {"near_duplicate": 1} and s["kept"] == 3
+    assert s["tokens_out"] == 3 * 3 + 1 * 2 + 2 * 1

@@ -1,0 +1,137 @@
+"""Shared fixtures for filter tests: a varied generated corpus and tiny models trained once per session."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gristmill.pipeline import textgen
+from gristmill.pipeline.document import Document, stable_id
+
+LANGS = ("fr", "de", "es", "it", "pt", "nl", "ru", "el", "ar", "hi", "zh", "ja")
+
+
+def _edge_case(rng: random.Random, i: int) -> str:
+    prose = textgen.english_text(rng, rng.randint(30, 200))
+    k = i % 16
+    if k == 0:
+        return "#" + " #".join(prose.split()[: rng.randint(20, 120)])
+    if k == 1:
+        return "\n".join("- " + s for s in prose.split(". ") if s)
+    if k == 2:
+        return "\n".join(s + "..." for s in prose.split(". ") if s)
+    if k == 3:
+        line = prose.split("\n\n")[0]
+        return "\n".join([line] * rng.randint(2, 6) + prose.split("\n\n"))
+    if k == 4:
+        return prose + "\n\nLorem ipsum dolor sit amet, consectetur adipiscing elit."
+    if k == 5:
+        return prose + "\n\nfunction f(x) { return x + 1; } is the code we ran."
+    if k == 6:
+        return prose + "\n\nPlease enable JavaScript to view this page correctly.\nWe use cookies. See our privacy policy."
+    if k == 7:
+        return " ".join(str(rng.randint(0, 10 ** rng.randint(1, 6))) for _ in range(rng.randint(50, 300)))
+    if k == 8:
+        return prose.replace(" ", "\n")
+    if k == 9:
+        return "x" * rng.randint(1001, 1500) + " " + prose
+    if k == 10:
+        return prose[: rng.randint(10, 300)]
+    if k == 11:
+        return "Short line.\n" * rng.randint(3, 30) + prose
+    if k == 12:
+        return prose.lower().replace(".", "")
+    if k == 13:
+        words = prose.split()
+        return " ".join(w if rng.random() > 0.3 else "".join(rng.sample(w, len(w))) * 3 for w in words)
+    if k == 14:
+        return "… ".join(prose.split(". "))
+    return "• " + "\n• ".join(prose.split(". ")[: rng.randint(3, 20)])
+
+
+def varied_texts(n: int, seed: int) -> list[str]:
+    """Generated prose, prose in site chrome, spam, boilerplate, other languages and edge cases, in turn."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            out.append(textgen.english_text(rng, rng.choice((20, 45, 60, 120, 400))))
+        elif kind == 1:
+            chrome = textgen.boilerplate_lines(rng)
+            cut = rng.randint(0, len(chrome))
+            body = textgen.english_text(rng, rng.randint(30, 300))
+            out.append("\n".join(chrome[:cut] + body.split("\n\n") + chrome[cut:]))
+        elif kind == 2:
+            out.append(textgen.spam_text(rng))
+        elif kind == 3:
+            out.append("\n".join(textgen.boilerplate_lines(rng)))
+        elif kind == 4:
+            out.append(textgen.language_text(LANGS[(i // 6) % len(LANGS)], rng, rng.randint(40, 300)))
+        else:
+            out.append(_edge_case(rng, i // 6))
+    return out
+
+
+def as_docs(texts: list[str]) -> list[Document]:
+    return [Document(id=stable_id(str(i), t), url=f"http://example.com/{i}", text=t) for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="session")
+def varied_docs() -> list[Document]:
+    return as_docs(varied_texts(360, seed=11))
+
+
+@pytest.fixture(scope="session")
+def tiny_kenlm(tmp_path_factory):
+    """A 3-gram model on part of the reference prose, with bucket thresholds from generated English pages."""
+    from gristmill.filters import corpora
+    from gristmill.filters.kenlm_filter import calibrate_buckets, train_kenlm
+
+    path = tmp_path_factory.mktemp("kenlm") / "tiny.binary"
+    train_kenlm(corpora.reference_documents()[::2], path, order=3)
+    calibrate_buckets(path, corpora.english_pages(60, seed=7))
+    return path
+
+
+SMALL = dict(dim=16, epoch=5, bucket=20_000, quantize=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_quality(tmp_path_factory):
+    from gristmill.filters import corpora
+    from gristmill.filters.classifier import TrainConfig
+    from gristmill.filters.quality import train_quality
+
+    path = tmp_path_factory.mktemp("quality") / "quality.bin"
+    pos = corpora.reference_documents()[::3]
+    train_quality(pos, corpora.crawl_pages(len(pos), seed=8), path, corpora.crawl_pages(100, seed=9),
+                  TrainConfig(**SMALL))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_toxicity(tmp_path_factory):
+    from gristmill.filters.classifier import TrainConfig
+    from gristmill.filters.toxicity import generated_comments, teacher_labels, train_toxicity
+
+    path = tmp_path_factory.mktemp("toxicity") / "toxicity.bin"
+    texts = generated_comments(2500, seed=10)
+    metrics = train_toxicity(list(zip(teacher_labels(texts), texts)), path, "test", TrainConfig(**(SMALL | {"epoch": 15})))
+    return path, metrics
+
+
+@pytest.fixture(scope="session")
+def lid_model():
+    """The provisioned lid.176.ftz (install.sh runs `beam model provision`; tests never download)."""
+    from gristmill.filters.models import default_path
+
+    path = default_path("lid")
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `beam model fetch-lid` (install.sh does) before the tests")
+    return path
+
+
+@pytest.fixture(name="as_docs")
+def as_docs_fixture():
+    return as_docs

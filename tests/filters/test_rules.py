@@ -1,0 +1,90 @@
+"""Hand-computed cases for each heuristic rule, from the published definitions (Gopher, C4, FineWeb)."""
+from __future__ import annotations
+
+import pytest
+
+from gristmill.filters.c4 import C4QualityFilter
+from gristmill.filters.fineweb import FineWebQualityFilter
+from gristmill.filters.gopher import (GopherQualityFilter, GopherRepetitionFilter, duplicate_ngram_chars,
+                                      duplicates, top_ngram_chars)
+from gristmill.filters.text import count_sentences, split_words
+from gristmill.pipeline.document import Document
+
+PROSE = ("The river runs to the sea and the sea is wide. Boats that have sails move with the wind. "
+         "Fishermen go out early in the morning and come back at night. ") * 3
+
+
+def doc(text: str) -> Document:
+    return Document(id="x", url="u", text=text)
+
+
+def test_tokenizer_splits_like_spacy_english():
+    assert split_words("Mr. Smith don't stop, it's well-known (e.g. U.S.) 3.14 end.") == [
+        "Mr.", "Smith", "do", "n't", "stop", ",", "it", "'s", "well", "-", "known", "(", "e.g.", "U.S.", ")",
+        "3.14", "end", "."]
+    assert count_sentences('He said "hi." Then left! Really?') == 3
+    assert count_sentences("No terminal punctuation here") == 1
+
+
+def test_gopher_quality_word_count_and_stop_words():
+    ok = GopherQualityFilter().check(doc(PROSE))
+    assert ok.keep and ok.scores["gopher_quality.n_words"] == 3 * (11 + 8 + 12)
+    short = GopherQualityFilter().check(doc("the cat and the dog . " * 5))  # 25 words, 5 '.' are symbols
+    assert short.reason == "gopher_quality:min_doc_words" and short.scores["gopher_quality.n_words"] == 25
+    no_stop = GopherQualityFilter().check(doc("Boats move quickly across water. " * 20))
+    assert no_stop.reason == "gopher_quality:min_stop_words"
+    # Each rule can be switched off and the next one then decides.
+    assert GopherQualityFilter(min_stop_words=None).check(doc("Boats move quickly across water. " * 20)).keep
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("#tag " * 60 + PROSE, "hash_ratio"),  # 60 '#' over 60*2 + 120 tokens = 0.25 > 0.1
+    ("\n".join(["- item line with the words of it"] * 20), "bullet_lines_ratio"),
+    ("\n".join([PROSE, "and then...", "so...", "more..."]) + " word" * 5, "ellipsis_lines_ratio"),
+    ("1234 5678 " * 40 + PROSE, "alpha_words_ratio"),
+    ("a b c d e f g h i j " * 10 + " the and", "min_avg_word_length"),
+])
+def test_gopher_quality_rules(text, reason):
+    assert GopherQualityFilter().check(doc(text)).reason == f"gopher_quality:{reason}"
+
+
+def test_gopher_repetition_hand_computed():
+    assert duplicates(["a", "b", "a", "a"]) == (2, 2)
+    words = "x y x y x y".split()
+    assert top_ngram_chars(words, 2) == 3 * 3  # "x y" (3 chars) occurs 3 times
+    # 2-grams xy, yx, xy(dup: skip 2), xy(dup) -> 2 + 2 characters ("".join)
+    assert duplicate_ngram_chars(words, 2) == 4
+    text = "same line here\n" * 4 + "other line"
+    v = GopherRepetitionFilter().check(doc(text))
+    assert v.reason == "gopher_repetition:dup_line_frac" and v.scores["gopher_repetition.dup_line_frac"] == 3 / 5
+    assert GopherRepetitionFilter().check(doc("")).reason == "gopher_repetition:empty"
+
+
+def test_c4_line_rules_and_document_rules():
+    text = "\n".join([
+        "Home", "This line has no terminal punctuation",
+        "We use cookies to make this site work.", "Please enable javascript to continue.",
+        "One. Two sentences here.", "Three is here. And four. Five is last.", "Bad cite [1] ends well.",
+        "Trailing ellipsis line goes on...",
+    ])
+    v = C4QualityFilter().check(doc(text))
+    assert v.keep and v.scores["c4.sentences"] == 6
+    assert v.text == "One. Two sentences here.\nThree is here. And four. Five is last.\nBad cite  ends well."
+    assert C4QualityFilter().check(doc(text.replace("Home", "Lorem ipsum dolor sit amet."))).reason == \
+        "c4:lorem_ipsum"
+    assert C4QualityFilter().check(doc(text + "\nCode { x } is here.")).reason == "c4:curly_bracket"
+    assert C4QualityFilter().check(doc("Only one sentence here.")).reason == "c4:min_num_sentences"
+    assert C4QualityFilter(min_num_sentences=1).check(doc("Only one sentence here.")).keep
+
+
+def test_fineweb_rules():
+    good = FineWebQualityFilter().check(doc("A long enough sentence that ends with a period, as it should.\n" * 1))
+    assert good.keep
+    assert FineWebQualityFilter().check(doc("no punct at all in this line here\n" * 1)).reason == \
+        "fineweb:line_punct_ratio"
+    assert FineWebQualityFilter().check(doc("Short one.\nShort two.\nShort three.\nThis is a much longer line of text here.")) \
+        .reason == "fineweb:short_line_ratio"
+    dup = "This is a long line that ends properly with a period.\n"
+    v = FineWebQualityFilter().check(doc(dup * 2 + "Another long line that ends properly with a period."))
+    assert v.reason == "fineweb:char_dup_ratio"
+    assert FineWebQualityFilter().check(doc("")).reason == "fineweb:empty"
