@@ -85,8 +85,9 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
 
 
 def _write_json(path: str, obj: Any) -> None:
+    # Not sort_keys: stages stay in recipe order; every dict here is built in a deterministic order.
     with FileSystems.create(path, mime_type="application/json") as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+        f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def collect_stats(result, labels: list[str]) -> dict[str, Any]:

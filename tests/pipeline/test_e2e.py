@@ -1,5 +1,5 @@
 """End to end on the local runner in multi-process mode: counts add up, output matches a plain loop,
-and two runs (and different worker counts) give byte-identical shards."""
+and two runs (and different worker counts) give byte-identical outputs, for the full cc_en recipe too."""
 from __future__ import annotations
 
 import json
@@ -29,8 +29,11 @@ def crawl(tmp_path_factory):
     return d
 
 
-def run(crawl, out, *extra):
-    r = subprocess.run([BEAM, "run", "recipes/cc_en.py", "--input", str(crawl / "*.warc.gz"), "--output", str(out), *extra],
+READ_EXTRACT = str(Path(__file__).with_name("recipe_read_extract.py"))
+
+
+def run(crawl, out, *extra, recipe=READ_EXTRACT):
+    r = subprocess.run([BEAM, "run", recipe, "--input", str(crawl / "*.warc.gz"), "--output", str(out), *extra],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads((out / "stats.json").read_text())
@@ -64,3 +67,37 @@ def test_multiprocess_run_matches_plain_loop_and_is_deterministic(crawl, tmp_pat
         for f in sorted((tmp_path / "a" / "documents").iterdir()):
             assert f.read_bytes() == (tmp_path / other / "documents" / f.name).read_bytes(), f"{other}/{f.name}"
         assert (tmp_path / "a" / "stats.json").read_bytes() == (tmp_path / other / "stats.json").read_bytes()
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+            and f.name != "run.json"}
+
+
+def test_full_recipe_on_generated_crawl(tmp_path):
+    from gristmill.pipeline.sample import read_truth, write_sample
+
+    paths = write_sample(tmp_path / "crawl" / "c.warc.gz", pages=240, seed=3, files=2)
+    small = ["-p", "vocab_size=600", "-p", "seq_len=64", "-p", "validation_fraction=0.1", "-p", "doc_shards=2"]
+    stats = run(tmp_path / "crawl", tmp_path / "a", *small, "--direct_num_workers=2", recipe="recipes/cc_en.py")
+    assert stats["balanced"], stats["unbalanced_stages"]
+    truth = [t for t in read_truth(paths)]
+    by_type = {}
+    for t in truth:
+        by_type[t["warc_type"]] = by_type.get(t["warc_type"], 0) + 1
+    read = stats["stages"]["Read"]
+    assert read["in"] == len(truth) and read["type"] == by_type
+    counted = [label for label, node in stats["stages"].items() if "in" in node]  # pass-through stages count nothing
+    assert counted[:3] == ["Read", "Extract", "LanguageID"] and counted[-2:] == ["WriteDocuments", "Tokenize"]
+    for before, after in zip(counted, counted[1:]):  # each stage consumes exactly what the previous one kept
+        assert stats["stages"][after]["in"] == stats["stages"][before]["kept"], (before, after)
+    manifest = json.loads((tmp_path / "a" / "tokens" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["tokens"] > 0 and manifest["tokenizer"]["vocab_size"] == 600
+    docs = read_documents(str(tmp_path / "a" / "documents"))
+    assert len(docs) == stats["stages"]["WriteDocuments"]["kept"]
+    assert all(d.language == "en" and d.language_score >= 0.65 for d in docs)
+
+    run(tmp_path / "crawl", tmp_path / "b", *small, "--direct_num_workers=2", recipe="recipes/cc_en.py")
+    a, b = all_files(tmp_path / "a"), all_files(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) > 8
+    assert [k for k in a if a[k] != b[k]] == []

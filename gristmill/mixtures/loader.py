@@ -1,0 +1,254 @@
+"""Draws training sequences by a mixture manifest: deterministic for a seed, resumable exactly, and split
+across data-parallel ranks without overlap; plus a validation iterator per domain.
+
+Global sample g (counting over all ranks) comes from source searchsorted(cumsum(p), u_g), where u_g is a
+counter-based uniform (SplitMix64 of the seed key and g), so the source sequence is a pure function of
+(seed, g). The k-th draw from a source reads row perm_e[k mod n], where e = k div n is the epoch and
+perm_e a seeded permutation of the source's n rows: no row repeats or is skipped within an epoch.
+The position is g plus the per-source draw counts, which is all that `state_dict` needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from gristmill.errors import UserError
+from gristmill.mixtures.build import FORMAT
+from gristmill.tokenize.shards import TokenDataset
+
+STATE_FORMAT = "gristmill.mixture-position/1"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64, copy=True)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+def sample_uniforms(seed: int, start: int, count: int) -> np.ndarray:
+    """u_g in [0, 1) for g in [start, start + count): SplitMix64 on the counter, keyed by the seed."""
+    key = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+    g = np.arange(start + 1, start + count + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = _splitmix64(key + g * _GOLDEN)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def source_draws(proportions: np.ndarray, seed: int, start: int, count: int) -> np.ndarray:
+    """The source index of each global sample in [start, start + count)."""
+    cum = np.cumsum(proportions, dtype=np.float64)
+    cum /= cum[-1]
+    idx = np.searchsorted(cum, sample_uniforms(seed, start, count), side="right")
+    # u < 1 = cum[-1], so idx <= K-1 except through rounding in cum; clip for that case only.
+    return np.minimum(idx, len(cum) - 1)
+
+
+def _name_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+
+
+class MixtureSampler:
+    """(source, row) for consecutive global samples; the position is the next sample and per-source counts.
+
+    Row orders are keyed by the source's name, not its position, so a sweep that reweights sources
+    reads each source in the same order.
+    """
+
+    def __init__(self, names: list[str], proportions: list[float], sequences: list[int], seed: int):
+        self.names = list(names)
+        self.proportions = np.asarray(proportions, dtype=np.float64)
+        self.sequences = [int(n) for n in sequences]
+        self.seed = int(seed)
+        self.sample = 0
+        self.counts = np.zeros(len(names), dtype=np.int64)
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def permutation(self, source: int, epoch: int) -> np.ndarray:
+        key = (source, epoch)
+        if key not in self._perms:
+            # Keep the two most recent epochs per source: a batch can straddle one epoch boundary.
+            for old in [k for k in self._perms if k[0] == source and k[1] < epoch - 1]:
+                del self._perms[old]
+            ss = np.random.SeedSequence([self.seed, _name_key(self.names[source]), epoch])
+            self._perms[key] = np.random.Generator(np.random.Philox(ss)).permutation(self.sequences[source])
+        return self._perms[key]
+
+    def draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sources and rows of the next `count` global samples; advances the position."""
+        src = source_draws(self.proportions, self.seed, self.sample, count)
+        rows = np.empty(count, dtype=np.int64)
+        for s in np.unique(src):
+            at = np.flatnonzero(src == s)
+            k = self.counts[s] + np.arange(at.size, dtype=np.int64)
+            n = self.sequences[s]
+            epochs, within = np.divmod(k, n)
+            for e in np.unique(epochs):
+                sel = epochs == e
+                rows[at[sel]] = self.permutation(int(s), int(e))[within[sel]]
+            self.counts[s] += at.size
+        self.sample += count
+        return src, rows
+
+
+class MixtureLoader:
+    """Batches of training sequences for one data-parallel rank, drawn by a mixture manifest.
+
+    loader = MixtureLoader("mixture.json", batch_size=8, rank=r, world_size=w)
+    for ids in loader:            # torch.int64 [batch_size, seq_len]; ends after `loader.steps` batches
+        ...
+    state = loader.state_dict()   # save with the checkpoint; loader.load_state_dict(state) resumes
+    for ids in loader.validation("web"): ...
+
+    `batch_size` is per rank. Step t's global batch is samples [t*B*w, (t+1)*B*w) and rank r takes
+    [r*B, (r+1)*B) of it, so ranks never overlap and the union equals a one-rank run with batch B*w.
+    """
+
+    def __init__(
+        self,
+        mixture: str | Path,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int | None = None,
+        steps: int | None = None,
+        with_sources: bool = False,
+        as_numpy: bool = False,
+    ):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise UserError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, not {batch_size}")
+        path = Path(mixture)
+        if not path.is_file():
+            raise UserError(f"mixture manifest {path} does not exist")
+        raw = path.read_bytes()
+        try:
+            self.manifest: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON: {e}") from None
+        if self.manifest.get("format") != FORMAT:
+            raise UserError(f"{path}: format is {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        self.path = path
+        self.mixture_sha256 = hashlib.sha256(raw).hexdigest()
+        self.root = path.resolve().parent
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        self.global_batch = batch_size * world_size
+        self.seq_len = int(self.manifest["seq_len"])
+        self.seed = int(self.manifest["seed"] if seed is None else seed)
+        self.with_sources, self.as_numpy = with_sources, as_numpy
+        self.steps = self.manifest["budget_sequences"] // self.global_batch if steps is None else int(steps)
+        if self.steps < 1:
+            raise UserError(
+                f"{path}: a budget of {self.manifest['budget_sequences']} sequences gives no step at a global "
+                f"batch of {self.global_batch}"
+            )
+        entries = self.manifest["sources"]
+        self.names = [s["name"] for s in entries]
+        self.datasets = [self._open(s, "train") for s in entries]
+        self.sampler = MixtureSampler(
+            self.names, [s["proportion"] for s in entries], [len(d) for d in self.datasets], self.seed
+        )
+
+    def _open(self, entry: dict[str, Any], split: str) -> TokenDataset:
+        mpath = self.root / entry["manifest"]
+        if not mpath.is_file():
+            raise UserError(f"source {entry['name']!r}: token dataset manifest {mpath} does not exist")
+        if "manifest_sha256" in entry and hashlib.sha256(mpath.read_bytes()).hexdigest() != entry["manifest_sha256"]:
+            raise UserError(f"source {entry['name']!r}: {mpath} changed since the mixture was built; rebuild it")
+        ds = TokenDataset(mpath, split=split)
+        if ds.seq_len != self.seq_len:
+            raise UserError(f"source {entry['name']!r}: seq_len {ds.seq_len}, the mixture says {self.seq_len}")
+        return ds
+
+    @property
+    def step(self) -> int:
+        return self.sampler.sample // self.global_batch
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.manifest["validation"])
+
+    def _gather(self, datasets: list[TokenDataset], sources: np.ndarray, rows: np.ndarray):
+        out = np.empty((len(rows), self.seq_len), dtype=np.int64)
+        for j, (s, r) in enumerate(zip(sources.tolist(), rows.tolist())):
+            out[j] = datasets[s][r]
+        if self.as_numpy:
+            return out
+        import torch
+
+        return torch.from_numpy(out)
+
+    def next_batch(self):
+        """This rank's next batch (and its source indices if `with_sources`); advances the position."""
+        src, rows = self.sampler.draw(self.global_batch)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        ids = self._gather(self.datasets, src[mine], rows[mine])
+        return (ids, src[mine].copy()) if self.with_sources else ids
+
+    def __iter__(self) -> Iterator:
+        while self.step < self.steps:
+            yield self.next_batch()
+
+    def __len__(self) -> int:
+        return max(self.steps - self.step, 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "mixture_sha256": self.mixture_sha256,
+            "seed": self.seed,
+            "sample": int(self.sampler.sample),
+            "counts": {n: int(c) for n, c in zip(self.names, self.sampler.counts)},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()`: the next batch is exactly the one an uninterrupted run would give.
+        The world size may differ from the saving run's, as long as the global batch divides the position."""
+        if state.get("format") != STATE_FORMAT:
+            raise UserError(f"loader state has format {state.get('format')!r}, expected {STATE_FORMAT!r}")
+        if state["mixture_sha256"] != self.mixture_sha256:
+            raise UserError(f"loader state was saved for a different mixture than {self.path}")
+        if int(state["seed"]) != self.seed:
+            raise UserError(f"loader state was saved with seed {state['seed']}, this loader has seed {self.seed}")
+        if sorted(state["counts"]) != sorted(self.names):
+            raise UserError("loader state names different sources than the mixture")
+        if int(state["sample"]) % self.global_batch:
+            raise UserError(
+                f"loader state is at sample {state['sample']}, not a multiple of the global batch {self.global_batch}"
+            )
+        self.sampler.sample = int(state["sample"])
+        self.sampler.counts = np.array([int(state["counts"][n]) for n in self.names], dtype=np.int64)
+
+    def validation(self, domain: str, batch_size: int | None = None) -> Iterator:
+        """Batches over the domain's validation set, in a fixed order. Each rank gets an equal block of
+        floor(total / world_size) sequences (the last total % world_size are left out), so all ranks run
+        the same number of batches; the last batch may be short."""
+        val = self.manifest["validation"]
+        if domain not in val:
+            raise UserError(f"no validation set for domain {domain!r} (have: {', '.join(val)})")
+        entries = val[domain]["sources"]
+        datasets = [self._open(e, "validation") for e in entries]
+        src_parts, row_parts = [], []
+        for i, (e, ds) in enumerate(zip(entries, datasets)):
+            n, k = len(ds), int(e["sequences"])
+            # A cap keeps k evenly spaced rows, so the subset spans the whole split.
+            row_parts.append((np.arange(k, dtype=np.int64) * n) // k)
+            src_parts.append(np.full(k, i, dtype=np.int64))
+        src = np.concatenate(src_parts) if src_parts else np.zeros(0, dtype=np.int64)
+        rows = np.concatenate(row_parts) if row_parts else np.zeros(0, dtype=np.int64)
+        per = len(rows) // self.world_size
+        lo = self.rank * per
+        src, rows = src[lo : lo + per], rows[lo : lo + per]
+        bs = batch_size or self.batch_size
+        for a in range(0, per, bs):
+            yield self._gather(datasets, src[a : a + bs], rows[a : a + bs])

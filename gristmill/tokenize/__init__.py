@@ -1,0 +1,1 @@
+"""Byte-level BPE tokenization of documents into packed Arrow token shards (see docs/tokenize.md)."""

@@ -1,0 +1,174 @@
+"""`beam tokenize train|encode`: train a tokenizer on, or tokenize, document shards written by an earlier run."""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+from gristmill.errors import UserError
+
+TRAIN_EPILOG = """\
+examples:
+  beam tokenize train 'out/cc_en/documents/*.jsonl.gz' --output out/tok
+  beam tokenize train 'out/multi/documents/*.jsonl.gz' --output out/tok --multilingual --sample-docs 200000
+"""
+
+ENCODE_EPILOG = """\
+examples:
+  beam tokenize encode 'out/cc_en/documents/*.jsonl.gz' --tokenizer out/tok/tokenizer.json --output out/tokens
+  beam tokenize encode 'docs/*.jsonl.gz' --tokenizer tok.json --output out/tokens --seq-len 4096 \\
+      --shard-mb 256 --validation-fraction 0.005 --domain web --direct_num_workers=2
+Any flag not listed here is a Beam pipeline option (--runner, --direct_num_workers, ...).
+"""
+
+
+def iter_documents(glob: str):
+    """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines are skipped
+    and reported on stderr."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from gristmill.pipeline.document import Document
+
+    paths = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
+    if not paths:
+        raise UserError(f"no document files match {glob}")
+    bad = 0
+    for path in paths:
+        lines = _lines(path)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except (OSError, EOFError) as e:  # truncated or corrupt gzip
+                raise UserError(f"cannot read {path}: {e}") from None
+            if not line.strip():
+                continue
+            try:
+                yield Document.from_json(line)
+            except (ValueError, TypeError):
+                bad += 1
+    if bad:
+        print(f"warning: skipped {bad} unparsable line(s) in {glob}", file=sys.stderr)
+
+
+def _lines(path: str):
+    """Binary lines of a file. Local files go through gzip/open, whose C readline costs about a fifth of
+    Beam's CompressedFile (measured); remote paths go through Beam's FileSystems."""
+    if "://" not in path:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            yield from f
+    else:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as f:  # compression detected from the extension
+            yield from iter(f.readline, b"")
+
+
+def recipe_hash_of(glob: str) -> str:
+    """The recipe hash of the run that wrote the documents: OUT/stats.json beside OUT/documents/."""
+    from apache_beam.io.filesystems import FileSystems
+
+    first = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)[0]
+    stats = Path(first).parent.parent / "stats.json"
+    try:
+        return json.loads(stats.read_text(encoding="utf-8"))["recipe"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from gristmill.tokenize.train import default_vocab_size, save_tokenizer, select_sample, train_tokenizer
+
+    if args.sample_docs < 1:
+        raise UserError(f"--sample-docs must be >= 1, not {args.sample_docs}")
+    texts = select_sample(iter_documents(args.input), args.sample_docs, args.seed)
+    if not texts:
+        raise UserError(f"no non-empty documents in {args.input}")
+    vocab = args.vocab_size or default_vocab_size(args.multilingual)
+    tok = train_tokenizer(texts, vocab, args.min_frequency)
+    path = Path(args.output) / "tokenizer.json"
+    digest = save_tokenizer(tok, path)
+    print(f"trained on {len(texts)} documents; vocabulary {tok.get_vocab_size()}", file=sys.stderr)
+    print(f"{path} sha256={digest}")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from gristmill.pipeline.docio import ReadDocuments
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+    from gristmill.tokenize.stages import Tokenize
+    from gristmill.tokenize.train import load_tokenizer
+
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.match([args.input])[0].metadata_list:
+        raise UserError(f"no document files match {args.input}")
+    load_tokenizer(args.tokenizer)  # fail early, with one line, on a bad tokenizer
+    stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
+                     validation_fraction=args.validation_fraction, domain=args.domain, tokenizer=args.tokenizer,
+                     source=args.source or Path(args.output).name, subdir="")
+    ctx = RunContext(input=args.input, output=args.output, seed=args.seed, recipe_name="tokenize",
+                     recipe_hash=args.recipe_sha256 or recipe_hash_of(args.input), num_workers=args.workers,
+                     params={k: v for k, v in vars(args).items() if k != "func"})
+    stats = run_stages([ReadDocuments("ReadDocuments", args.input), stage], ctx, beam_args)
+    manifest = json.loads((Path(args.output) / "manifest.json").read_text(encoding="utf-8"))
+    for split, s in manifest["splits"].items():
+        print(f"{split}: {s['sequences']} sequences, {s['tokens']} tokens, {s['documents']} documents, "
+              f"{len(s['shards'])} shard(s)", file=sys.stderr)
+    counts = stats["stages"].get("Tokenize", {})
+    dropped = ", ".join(f"{r} {n}" for r, n in sorted(counts.get("dropped", {}).items())) or "none"
+    print(f"documents in {counts.get('in', 0)}, kept {counts.get('kept', 0)}, dropped: {dropped}", file=sys.stderr)
+    print(Path(args.output) / "manifest.json")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds `beam tokenize train` and `beam tokenize encode` to the beam CLI."""
+    group = subparsers.add_parser(
+        "tokenize", help="train a BPE tokenizer on, or tokenize, document shards from an earlier run",
+        description="Byte-level BPE tokenization of gristmill document shards into Arrow token shards.",
+        epilog="examples:\n  beam tokenize train --help\n  beam tokenize encode --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = group.add_subparsers(dest="tokenize_command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser(
+        "train", help="train a byte-level BPE tokenizer on a deterministic sample of documents",
+        description="Train a byte-level BPE tokenizer (specials <|pad|>, <|bos|>, <|eos|>) on the SAMPLE_DOCS "
+                    "documents with the smallest seeded hash of their id; writes OUTPUT/tokenizer.json and prints "
+                    "its sha256.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("input", help="document files (JSONL or JSONL.gz glob), e.g. 'out/cc_en/documents/*.jsonl.gz'")
+    t.add_argument("--output", required=True, help="folder to write tokenizer.json into")
+    t.add_argument("--vocab-size", type=int, default=0,
+                   help="vocabulary size including 256 bytes and 3 specials (default 32000, or 100000 with "
+                        "--multilingual)")
+    t.add_argument("--multilingual", action="store_true", help="default to the multilingual vocabulary size")
+    t.add_argument("--sample-docs", type=int, default=50_000, help="documents to train on (default 50000)")
+    t.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge (default 2)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser(
+        "encode", help="tokenize documents into packed Arrow shards with manifest.json (runs on Beam)",
+        description="Encode documents (each repeated by its `repeats` field, EOS after each), pack them into "
+                    "sequences of --seq-len ids, and write train/validation Arrow shards plus manifest.json to "
+                    "--output. Runs on Beam: in-process with one worker per core unless --runner says otherwise.",
+        epilog=ENCODE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("input", help="document files (JSONL or JSONL.gz glob)")
+    e.add_argument("--tokenizer", required=True, help="tokenizer.json (from `beam tokenize train`)")
+    e.add_argument("--output", required=True, help="token dataset folder to write")
+    e.add_argument("--seq-len", type=int, default=2048, help="ids per training sequence (default 2048)")
+    e.add_argument("--shard-mb", type=float, default=128.0, help="target shard size in MiB (default 128)")
+    e.add_argument("--validation-fraction", type=float, default=0.01,
+                   help="fraction of documents held out for validation (default 0.01)")
+    e.add_argument("--domain", default="web", help="domain name recorded in the manifest (default web)")
+    e.add_argument("--source", default="", help="source name in the manifest (default: the output folder's name)")
+    e.add_argument("--recipe-sha256", default="", help="hash of the recipe that made the documents, for the manifest (default: read from "
+                        "the run's stats.json beside its documents/ folder)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the validation split and packing order (default 0)")
+    e.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")
+    e.set_defaults(func=_cmd_encode, takes_beam_args=True)

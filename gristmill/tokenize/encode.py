@@ -1,0 +1,329 @@
+"""Encoding documents to token ids and packing them into fixed-length sequences in a fixed order.
+
+The steps are plain functions so the Beam stage (gristmill.tokenize.stages) and the local command share
+them and produce byte-identical shards:
+    encode      DocumentEncoder: batch encoding, huge documents cut at safe points
+    assign      validation split and order keys, pure functions of (seed, doc id, copy)
+    pack        a bucket's documents, sorted by order key, concatenated with EOS and cut into rows
+    finalize    temporary bucket files renamed to train-00000.arrow ..., manifest.json written
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shutil
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+import numpy as np
+
+from gristmill.errors import UserError
+from gristmill.tokenize import shards
+from gristmill.tokenize.train import TokenizerInfo, load_tokenizer, read_tokenizer_json, token_byte_lengths
+
+# Documents longer than this are cut into pieces for encoding: bounded memory per call, and the pieces
+# of one huge document are encoded in parallel.
+CHUNK_CHARS = 1 << 16
+# Characters per encode_batch call: big enough for the tokenizer's thread pool to stay busy.
+BATCH_CHARS = 1 << 20
+BATCH_DOCS = 4096
+TMP_DIR = ".tmp"
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """How documents become shards. `shard_bytes` is the target size of one Arrow file."""
+
+    seq_len: int = 2048
+    shard_bytes: int = 128 << 20
+    validation_fraction: float = 0.01
+    domain: str = "web"
+
+    def __post_init__(self):
+        if self.seq_len < 2:
+            raise UserError(f"seq_len must be at least 2, not {self.seq_len}")
+        if self.shard_bytes < 4 * self.seq_len:
+            raise UserError(f"shard_bytes ({self.shard_bytes}) must hold at least one sequence ({4 * self.seq_len} bytes)")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise UserError(f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
+    """Cut a long text into pieces of at most `chunk_chars` whose encodings concatenate to the text's.
+
+    A single space or newline between two non-space characters is always a pre-token boundary of the
+    byte-level regex (a pre-token holds a space only at its start, and the regex has no look-behind), so
+    cutting just before it leaves the tokens unchanged. A piece with no such point (a long run of
+    letters) is cut hard; byte-level tokens still decode to exactly the original bytes.
+    """
+    if len(text) <= chunk_chars:
+        return [text]
+    pieces = []
+    start = 0
+    n = len(text)
+    while n - start > chunk_chars:
+        hi = start + chunk_chars
+        lo = start + chunk_chars // 2
+        cut = -1
+        for sep in (" ", "\n"):
+            pos = text.rfind(sep, lo, hi)
+            while pos > lo and (text[pos - 1].isspace() or text[pos + 1].isspace()):
+                pos = text.rfind(sep, lo, pos)
+            if pos > lo:
+                cut = pos
+                break
+        if cut < 0:
+            cut = hi
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def clean_text(text: str) -> tuple[str, bool]:
+    """Replace lone surrogates (valid in JSON, not in UTF-8) by U+FFFD; returns (text, changed)."""
+    if text.isascii():
+        return text, False
+    try:
+        text.encode("utf-8")
+        return text, False
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text), True
+
+
+class DocumentEncoder:
+    """A loaded tokenizer plus batch encoding of whole documents to int32 id arrays."""
+
+    def __init__(self, tokenizer: str | bytes, chunk_chars: int = CHUNK_CHARS):
+        self.tokenizer_json = read_tokenizer_json(tokenizer)
+        self.tok, self.info = load_tokenizer(self.tokenizer_json)
+        self.chunk_chars = chunk_chars
+        self.byte_lengths = token_byte_lengths(self.tok)
+        # encode_batch_fast skips offset tracking, which the shards do not need.
+        self._encode_batch = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        pieces: list[str] = []
+        owner: list[int] = []
+        for k, text in enumerate(texts):
+            for piece in split_text(text, self.chunk_chars):
+                pieces.append(piece)
+                owner.append(k)
+        encodings = self._encode_batch(pieces, add_special_tokens=False)
+        parts: list[list[np.ndarray]] = [[] for _ in texts]
+        for k, enc in zip(owner, encodings):
+            parts[k].append(np.array(enc.ids, dtype=np.int32))
+        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(list(map(int, ids)), skip_special_tokens=True)
+
+
+def _hash64(*parts: Any) -> int:
+    h = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=8)
+    return struct.unpack(">Q", h.digest())[0]
+
+
+def split_of(doc_id: str, seed: int, validation_fraction: float) -> str:
+    """The split a document belongs to: a pure function of (seed, doc id), so it never changes between runs."""
+    return "validation" if _hash64("split", seed, doc_id) < validation_fraction * 2.0**64 else "train"
+
+
+def order_key(doc_id: str, seed: int, copy: int) -> int:
+    """Where copy `copy` of a document goes: its bucket (key % buckets) and its place inside the bucket.
+    Copies of one document get unrelated keys, so repeats are spread over the dataset."""
+    return _hash64("order", seed, doc_id, copy)
+
+
+class Piece(NamedTuple):
+    """One copy of one encoded document on its way to packing."""
+
+    key: int
+    doc_id: str
+    copy: int
+    crc: int  # tie-break on content, for inputs that repeat a document id
+    ids: np.ndarray
+
+    def sort_key(self):
+        return (self.key, self.doc_id, self.copy, self.crc)
+
+
+def pieces_of(doc_id: str, ids: np.ndarray, repeats: int, seed: int, validation_fraction: float):
+    """(split, Piece) for each copy to emit: `repeats` copies in train, one in validation (held-out
+    text is measured once, not resampled)."""
+    split = split_of(doc_id, seed, validation_fraction)
+    copies = 1 if split == "validation" else repeats
+    crc = zlib.crc32(ids)
+    return split, [Piece(order_key(doc_id, seed, c), doc_id, c, crc, ids) for c in range(copies)]
+
+
+def n_buckets(tokens: int, shard_bytes: int) -> int:
+    return max(1, math.ceil(4 * tokens / shard_bytes))
+
+
+def pack(pieces: list[Piece], seq_len: int, eos_id: int, pad_id: int, byte_lengths: np.ndarray):
+    """Concatenate the pieces in order, each followed by EOS, and cut into rows of seq_len; the last row
+    is filled with PAD. Returns (ids (n, seq_len) int32, doc_starts per row, n_bytes per row)."""
+    lengths = np.fromiter((p.ids.size + 1 for p in pieces), dtype=np.int64, count=len(pieces))
+    total = int(lengths.sum())
+    rows = math.ceil(total / seq_len)
+    flat = np.full(rows * seq_len, pad_id, dtype=np.int32)
+    starts = np.zeros(len(pieces), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    for p, s in zip(pieces, starts):
+        flat[s : s + p.ids.size] = p.ids
+        flat[s + p.ids.size] = eos_id
+    ids = flat.reshape(rows, seq_len)
+    n_bytes = byte_lengths[ids].sum(axis=1, dtype=np.int64)
+    row_of = starts // seq_len
+    cuts = np.searchsorted(row_of, np.arange(1, rows))
+    doc_starts = [s.astype(np.int32) % seq_len for s in np.split(starts, cuts)] if rows else []
+    return ids, doc_starts, n_bytes
+
+
+def write_bucket(pieces: Iterable[Piece], folder: str | Path, split: str, bucket: int, config: TokenizeConfig,
+                 info: TokenizerInfo, byte_lengths: np.ndarray) -> list[dict[str, Any]]:
+    """Sort and pack one bucket, write it as one or more temporary shards (each at most shard_bytes of
+    ids), and return their manifest entries tagged with split, bucket and part."""
+    ordered = sorted(pieces, key=Piece.sort_key)
+    if not ordered:
+        return []
+    ids, doc_starts, n_bytes = pack(ordered, config.seq_len, info.eos_id, info.pad_id, byte_lengths)
+    rows_per_file = max(1, config.shard_bytes // (4 * config.seq_len))
+    tmp = Path(folder) / TMP_DIR
+    tmp.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for part, a in enumerate(range(0, ids.shape[0], rows_per_file)):
+        b = a + rows_per_file
+        w = shards.ShardWriter(tmp / f"{split}-b{bucket:05d}-p{part:04d}.arrow", config.seq_len, info.vocab_size, info.pad_id)
+        w.write_rows(ids[a:b], doc_starts[a:b], n_bytes[a:b])
+        entry = w.close()
+        entries.append({**entry, "split": split, "bucket": bucket, "part": part})
+    return entries
+
+
+def finalize(folder: str | Path, entries: list[dict[str, Any]], tokenizer_json: bytes, info: TokenizerInfo,
+             config: TokenizeConfig, *, source: str, recipe_sha256: str, seed: int,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Give the temporary shards their final names in (bucket, part) order, drop shards left over from an
+    earlier run, write tokenizer.json and manifest.json. Returns the manifest."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in shards.SPLITS:
+        for old in folder.glob(f"{split}-*.arrow"):
+            old.unlink()
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in shards.SPLITS}
+    for e in sorted(entries, key=lambda e: (e["split"], e["bucket"], e["part"])):
+        name = shards.shard_name(e["split"], len(by_split[e["split"]]))
+        (folder / TMP_DIR / e["path"]).replace(folder / name)
+        entry = {k: v for k, v in e.items() if k not in ("split", "bucket", "part")}
+        by_split[e["split"]].append({**entry, "path": name})
+    shutil.rmtree(folder / TMP_DIR, ignore_errors=True)
+    (folder / shards.TOKENIZER).write_bytes(tokenizer_json)
+    manifest = shards.build_manifest(
+        source=source, domain=config.domain, seq_len=config.seq_len,
+        tokenizer=info.manifest_entry(shards.TOKENIZER), recipe_sha256=recipe_sha256, seed=seed,
+        splits=by_split,
+        extra={"validation_fraction": config.validation_fraction, **(extra or {})},
+    )
+    shards.write_manifest(folder, manifest)
+    return manifest
+
+
+class Counts(dict):
+    """Counter sink with StageCounters' `inc` interface, for runs outside Beam."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def inc(self, key: str, n: int = 1) -> None:
+        name = f"{self.label}/{key}"
+        self[name] = self.get(name, 0) + n
+
+
+def encode_documents(encoder: DocumentEncoder, docs: list, counters, seed: int, validation_fraction: float):
+    """Encode a batch of Documents; yield (split, Piece) for every copy to emit, and count
+    in / kept / dropped/<reason> plus tokens_unique (each document once, with its EOS) and
+    tokens_emitted (after resampling by `repeats`, the tokens that reach the shards)."""
+    texts, kept = [], []
+    for doc in docs:
+        counters.inc("in")
+        if doc.repeats < 1:
+            counters.inc("dropped/zero_repeats")
+            continue
+        text, repaired = clean_text(doc.text)
+        if repaired:
+            counters.inc("repaired/lone_surrogates")
+        if not text:
+            counters.inc("dropped/empty")
+            continue
+        texts.append(text)
+        kept.append(doc)
+    if not texts:
+        return
+    for doc, ids in zip(kept, encoder.encode(texts)):
+        counters.inc("kept")
+        split, pieces = pieces_of(doc.id, ids, doc.repeats, seed, validation_fraction)
+        counters.inc("tokens_unique", ids.size + 1)
+        counters.inc("tokens_emitted", (ids.size + 1) * len(pieces))
+        counters.inc(f"documents_{split}")
+        for p in pieces:
+            yield split, p
+
+
+def batches(docs: Iterable, max_chars: int = BATCH_CHARS, max_docs: int = BATCH_DOCS):
+    """Group documents into encode batches of about max_chars characters."""
+    batch, chars = [], 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc.text)
+        if chars >= max_chars or len(batch) >= max_docs:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def tokenize_documents(docs: Iterable, tokenizer: str, folder: str | Path, config: TokenizeConfig, *,
+                       seed: int = 0, source: str = "", recipe_sha256: str = "", label: str = "Tokenize"):
+    """Documents in, shards out, in this process: the same functions as the Beam stage and the same bytes.
+    Holds all token ids in memory; for corpora larger than RAM run the Beam stage on a distributed runner.
+    Returns (manifest, counts)."""
+    encoder = DocumentEncoder(tokenizer)
+    counts = Counts(label)
+    pieces: dict[str, list[Piece]] = {s: [] for s in shards.SPLITS}
+
+    def encode_batch(batch):
+        return list(encode_documents(encoder, batch, counts, seed, config.validation_fraction))
+
+    # Reading and parsing the next batch overlaps with encoding this one (the tokenizer releases the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = []
+        for batch in batches(docs):
+            pending.append(pool.submit(encode_batch, batch))
+            if len(pending) > 1:
+                for split, piece in pending.pop(0).result():
+                    pieces[split].append(piece)
+        for fut in pending:
+            for split, piece in fut.result():
+                pieces[split].append(piece)
+    entries = []
+    for split, items in pieces.items():
+        nb = n_buckets(sum(p.ids.size + 1 for p in items), config.shard_bytes)
+        buckets: dict[int, list[Piece]] = {}
+        for p in items:
+            buckets.setdefault(p.key % nb, []).append(p)
+        for b in sorted(buckets):
+            entries += write_bucket(buckets[b], folder, split, b, config, encoder.info, encoder.byte_lengths)
+    manifest = finalize(folder, entries, encoder.tokenizer_json, encoder.info, config,
+                        source=source, recipe_sha256=recipe_sha256, seed=seed)
+    return manifest, dict(counts)

@@ -1,0 +1,339 @@
+"""The token dataset format (`gristmill.tokens/1`): Arrow IPC file shards plus manifest.json, and a
+memory-mapped reader with random access to sequence i across shards and clean data-parallel sharding.
+
+Layout of a token dataset folder:
+    manifest.json        totals, tokenizer hash, recipe hash, per-shard counts (see `build_manifest`)
+    tokenizer.json       the tokenizer that produced the ids
+    train-00000.arrow    Arrow IPC *file* format, uncompressed, so readers memory-map it with zero copies
+    validation-00000.arrow
+
+Each shard has three columns:
+    input_ids   fixed_size_list<int32>[seq_len]   one packed training sequence per row
+    doc_starts  list<int32>                       offsets in the row where a new document begins
+    n_bytes     int32                             UTF-8 bytes the row's tokens decode to (specials count 0)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from gristmill.errors import UserError
+
+FORMAT = "gristmill.tokens/1"
+SPLITS = ("train", "validation")
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+# Rows per Arrow record batch: large enough that per-batch overhead vanishes, small enough that a
+# writer never holds more than a few MB before flushing.
+BATCH_ROWS = 1024
+
+
+def shard_schema(seq_len: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("input_ids", pa.list_(pa.int32(), seq_len), nullable=False),
+            pa.field("doc_starts", pa.list_(pa.int32()), nullable=False),
+            pa.field("n_bytes", pa.int32(), nullable=False),
+        ]
+    )
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.arrow"
+
+
+class ShardWriter:
+    """Writes packed rows to one Arrow IPC file, in record batches of BATCH_ROWS rows.
+
+    Checks every id against the vocabulary: an id outside [0, vocab_size) raises ValueError, because
+    a trainer would otherwise index past its embedding table. Output bytes depend only on the rows
+    written (Arrow IPC files carry no timestamps), so equal input gives byte-identical files.
+    """
+
+    def __init__(self, path: str | os.PathLike, seq_len: int, vocab_size: int, pad_id: int):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, not {seq_len}")
+        self.path = Path(path)
+        self.seq_len = seq_len
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.sequences = 0
+        self.tokens = 0
+        self.documents = 0
+        self.text_bytes = 0
+        self._ids: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
+        self._nbytes: list[np.ndarray] = []
+        self._buffered = 0
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_file(
+            self._sink, shard_schema(seq_len), options=pa.ipc.IpcWriteOptions(compression=None)
+        )
+
+    def write_row(self, input_ids: np.ndarray, doc_starts: Iterable[int], n_bytes: int) -> None:
+        """Add one sequence: `seq_len` ids, the offsets where documents begin in it, its decoded bytes."""
+        self.write_rows(np.asarray(input_ids)[None, :], [np.asarray(list(doc_starts), dtype=np.int32)], [n_bytes])
+
+    def write_rows(self, input_ids: np.ndarray, doc_starts: list[np.ndarray], n_bytes) -> None:
+        """Add sequences: ids of shape (n, seq_len), n arrays of document start offsets, n byte counts."""
+        ids = np.asarray(input_ids)
+        n_bytes = np.asarray(n_bytes, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[1] != self.seq_len:
+            raise ValueError(f"rows have shape {ids.shape}, expected (n, {self.seq_len})")
+        if len(doc_starts) != ids.shape[0] or n_bytes.shape != (ids.shape[0],):
+            raise ValueError("input_ids, doc_starts and n_bytes must have one entry per row")
+        if ids.size == 0:
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            bad = hi if hi >= self.vocab_size else lo
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})")
+        starts = [np.asarray(s, dtype=np.int32) for s in doc_starts]
+        for s in starts:
+            if s.size and (int(s.min()) < 0 or int(s.max()) >= self.seq_len):
+                raise ValueError(f"doc_starts {s.tolist()} fall outside a row of length {self.seq_len}")
+        self._ids.append(ids.astype(np.int32, copy=False))
+        self._starts.extend(starts)
+        self._nbytes.append(n_bytes.astype(np.int32))
+        self._buffered += ids.shape[0]
+        self.sequences += ids.shape[0]
+        self.tokens += int(np.count_nonzero(ids != self.pad_id))
+        self.documents += sum(int(s.size) for s in starts)
+        self.text_bytes += int(n_bytes.sum())
+        if self._buffered >= BATCH_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write whole batches of BATCH_ROWS rows (and, at close, the rest), so the file layout does not
+        depend on how callers grouped their rows."""
+        if not self._buffered:
+            return
+        ids = np.concatenate(self._ids)
+        nbytes = np.concatenate(self._nbytes)
+        stop = ids.shape[0] if final else ids.shape[0] - ids.shape[0] % BATCH_ROWS
+        for a in range(0, stop, BATCH_ROWS):
+            b = min(a + BATCH_ROWS, stop)
+            self._write_batch(ids[a:b], self._starts[a:b], nbytes[a:b])
+        self._ids, self._nbytes = [ids[stop:]], [nbytes[stop:]]
+        self._starts = self._starts[stop:]
+        self._buffered = ids.shape[0] - stop
+
+    def _write_batch(self, ids: np.ndarray, starts: list[np.ndarray], nbytes: np.ndarray) -> None:
+        offsets = np.zeros(len(starts) + 1, dtype=np.int32)
+        np.cumsum([s.size for s in starts], out=offsets[1:])
+        starts_flat = np.concatenate(starts) if offsets[-1] else np.zeros(0, dtype=np.int32)
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), type=pa.int32()), self.seq_len),
+                pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(starts_flat, type=pa.int32())),
+                pa.array(nbytes, type=pa.int32()),
+            ],
+            schema=shard_schema(self.seq_len),
+        )
+        self._writer.write_batch(batch)
+
+    def close(self) -> dict[str, Any]:
+        """Finish the file and return its manifest entry."""
+        self._flush(final=True)
+        self._writer.close()
+        self._sink.close()
+        return {
+            "path": self.path.name,
+            "sequences": self.sequences,
+            "tokens": self.tokens,
+            "documents": self.documents,
+            "bytes_on_disk": self.path.stat().st_size,
+            "text_bytes": self.text_bytes,
+        }
+
+
+def summarize_split(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """A split's totals are the sums over its shards, so they can never disagree with them."""
+    return {
+        "sequences": sum(s["sequences"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "documents": sum(s["documents"] for s in shards),
+        "bytes": sum(s["text_bytes"] for s in shards),
+        "shards": list(shards),
+    }
+
+
+def build_manifest(
+    *,
+    source: str,
+    domain: str,
+    seq_len: int,
+    tokenizer: dict[str, Any],
+    recipe_sha256: str,
+    seed: int,
+    splits: dict[str, list[dict[str, Any]]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest.json contents. `tokenizer` holds path, sha256, vocab_size, bos_id, eos_id, pad_id;
+    `splits` maps split name -> list of shard entries from ShardWriter.close()."""
+    m: dict[str, Any] = {
+        "format": FORMAT,
+        "source": source,
+        "domain": domain,
+        "seq_len": seq_len,
+        "tokenizer": dict(tokenizer),
+        "recipe_sha256": recipe_sha256,
+        "seed": seed,
+        "splits": {name: summarize_split(splits.get(name, [])) for name in SPLITS},
+    }
+    if extra:
+        m.update(extra)
+    return m
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    path = Path(folder) / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_manifest(path_or_manifest: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """Read a manifest given its folder or the manifest.json path; returns (manifest, folder)."""
+    p = Path(path_or_manifest)
+    mpath = p / MANIFEST if p.is_dir() else p
+    if not mpath.is_file():
+        raise UserError(f"no token dataset at {p}: {mpath} does not exist")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{mpath} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest, mpath.parent
+
+
+class TokenDataset:
+    """Random access to packed sequences across the shards of one split, memory-mapped, zero copy.
+
+    ds = TokenDataset("out/tokens")            # or the manifest.json path
+    len(ds); ds[i] -> np.ndarray[int32] of shape (seq_len,), a read-only view into the mapped file
+    ds.doc_starts(i), ds.n_bytes(i)            # document boundaries and decoded bytes of sequence i
+    ds.shard(rank, world_size)                 # this rank's contiguous, equal-sized slice
+    """
+
+    def __init__(self, path_or_manifest: str | os.PathLike, split: str = "train"):
+        self.manifest, self.root = load_manifest(path_or_manifest)
+        if split not in self.manifest["splits"]:
+            raise UserError(f"{self.root}: no split {split!r} (have {sorted(self.manifest['splits'])})")
+        self.split = split
+        self.seq_len = int(self.manifest["seq_len"])
+        self._maps: list[pa.MemoryMappedFile] = []
+        self._ids: list[np.ndarray] = []  # one (rows, seq_len) view per record batch
+        self._starts: list[pa.ListArray] = []
+        self._nbytes: list[np.ndarray] = []
+        expected = shard_schema(self.seq_len)
+        for entry in self.manifest["splits"][split]["shards"]:
+            path = self.root / entry["path"]
+            if not path.is_file():
+                raise UserError(f"shard {path} listed in the manifest does not exist")
+            mm = pa.memory_map(str(path), "r")
+            reader = pa.ipc.open_file(mm)
+            if not reader.schema.equals(expected):
+                raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
+            rows = 0
+            for k in range(reader.num_record_batches):
+                batch = reader.get_batch(k)
+                ids = batch.column(0).values.to_numpy(zero_copy_only=True)
+                self._ids.append(ids.reshape(-1, self.seq_len))
+                self._starts.append(batch.column(1))
+                self._nbytes.append(batch.column(2).to_numpy(zero_copy_only=True))
+                rows += batch.num_rows
+            if rows != entry["sequences"]:
+                raise UserError(f"{path}: {rows} sequences, manifest says {entry['sequences']}")
+            self._maps.append(mm)
+        sizes = np.array([a.shape[0] for a in self._ids], dtype=np.int64)
+        self._bounds = np.concatenate([[0], np.cumsum(sizes)])
+        self._index: np.ndarray | None = None  # global rows of this view; None = all rows in order
+
+    def __getstate__(self):
+        # Memory maps do not pickle; a copy sent to a DataLoader worker maps the files again.
+        return {"root": str(self.root), "split": self.split, "index": self._index}
+
+    def __setstate__(self, state):
+        self.__init__(state["root"], state["split"])
+        self._index = state["index"]
+
+    @property
+    def tokenizer_info(self) -> dict[str, Any]:
+        return self.manifest["tokenizer"]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / self.manifest["tokenizer"]["path"]
+
+    def __len__(self) -> int:
+        return int(self._bounds[-1]) if self._index is None else int(self._index.size)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sequence {i} out of range for {n} sequences")
+        if i < 0:
+            i += n
+        g = i if self._index is None else int(self._index[i])
+        b = int(np.searchsorted(self._bounds, g, side="right")) - 1
+        return b, g - int(self._bounds[b])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        b, r = self._locate(int(i))
+        return self._ids[b][r]
+
+    def doc_starts(self, i: int) -> np.ndarray:
+        b, r = self._locate(int(i))
+        return self._starts[b][r].values.to_numpy(zero_copy_only=True)
+
+    def n_bytes(self, i: int) -> int:
+        b, r = self._locate(int(i))
+        return int(self._nbytes[b][r])
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def shard(self, rank: int, world_size: int) -> "TokenDataset":
+        """Rank `rank`'s block of floor(len/world_size) consecutive sequences.
+
+        Blocks are disjoint and equal-sized, so every data-parallel rank runs the same number of steps;
+        the last len % world_size sequences are left out.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+        per = len(self) // world_size
+        base = np.arange(len(self), dtype=np.int64) if self._index is None else self._index
+        view = object.__new__(TokenDataset)
+        view.__dict__.update(self.__dict__)
+        view._index = base[rank * per : (rank + 1) * per]
+        return view
+
+    def attention_segments(self, i: int) -> np.ndarray:
+        """Per-position document number within sequence i (0 for the part continuing an earlier
+        document), for building a block-diagonal attention mask."""
+        seg = np.zeros(self.seq_len, dtype=np.int32)
+        seg[self.doc_starts(i)] = 1
+        return np.cumsum(seg, dtype=np.int32)
+
+    def verify(self) -> None:
+        """Check every id against the vocabulary and the manifest's totals against the shards."""
+        v = self.vocab_size
+        for ids in self._ids:
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= v):
+                raise UserError(f"{self.root}: token id outside the vocabulary [0, {v})")
+        split = self.manifest["splits"][self.split]
+        pad = int(self.manifest["tokenizer"]["pad_id"])
+        tokens = sum(int(np.count_nonzero(ids != pad)) for ids in self._ids)
+        if tokens != split["tokens"] or tokens != sum(s["tokens"] for s in split["shards"]):
+            raise UserError(f"{self.root}: manifest token totals do not match the shards ({tokens} counted)")

@@ -1,0 +1,218 @@
+"""Beam stages of a recipe's final steps: TrainTokenizer (byte-level BPE on a deterministic sample) and
+Tokenize (encode, resample by `repeats`, pack, write Arrow shards and manifest.json under OUTPUT/tokens/).
+
+Both return their input documents unchanged, so WriteDocuments can still follow them. Tokenize uses the
+tokenizer trained by a TrainTokenizer earlier in the same pipeline, else the `tokenizer` path it is given.
+"""
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.pvalue import AsDict, AsSingleton
+
+from gristmill.errors import UserError
+from gristmill.pipeline.stages import RunContext, Stage, StageCounters
+from gristmill.tokenize import encode as E
+from gristmill.tokenize.shards import TOKENIZER
+from gristmill.tokenize.train import (
+    default_vocab_size,
+    load_tokenizer,
+    sample_key,
+    save_tokenizer,
+    token_byte_lengths,
+    train_tokenizer,
+)
+
+TOKENS_DIR = "tokens"
+# pipeline -> PCollection holding the tokenizer.json text trained in it (weak: pipelines are short-lived)
+_trained: "weakref.WeakKeyDictionary[beam.Pipeline, beam.PCollection]" = weakref.WeakKeyDictionary()
+
+
+def _require_local_output(label: str, ctx: RunContext) -> None:
+    # Arrow shards are written with pyarrow's local file API and renamed into place at the end.
+    if "://" in ctx.output:
+        raise UserError(f"stage {label}: token shards need a local or mounted output folder, not {ctx.output}")
+
+
+class _TrainFn(beam.DoFn):
+    def __init__(self, label: str, path: str, vocab_size: int, min_frequency: int):
+        self.label, self.path, self.vocab_size, self.min_frequency = label, path, vocab_size, min_frequency
+
+    def process(self, item):
+        _, sample = item
+        # Training does not depend on text order (measured), but sorting makes that independent of it too.
+        texts = [text for _, _, text in sorted(sample)]
+        counters = StageCounters(self.label)
+        counters.inc("sample_documents", len(texts))
+        counters.inc("sample_chars", sum(len(t) for t in texts))
+        tok = train_tokenizer(texts, self.vocab_size, self.min_frequency)
+        save_tokenizer(tok, self.path)
+        yield Path(self.path).read_text(encoding="utf-8")
+
+
+class TrainTokenizer(Stage):
+    """Trains a byte-level BPE tokenizer on the `sample_docs` non-empty documents with the smallest
+    seeded hash of their id (the same sample on any runner) and writes OUTPUT/tokens/tokenizer.json.
+
+    vocab_size defaults to 32k, or 100k when `multilingual` is true.
+    """
+
+    def __init__(self, label: str = "TrainTokenizer", vocab_size: int | None = None, multilingual: bool = False,
+                 sample_docs: int = 50_000, min_frequency: int = 2):
+        self.label = label
+        self.vocab_size = vocab_size or default_vocab_size(multilingual)
+        self.multilingual = multilingual
+        self.sample_docs = sample_docs
+        self.min_frequency = min_frequency
+        if sample_docs < 1:
+            raise UserError(f"stage {label}: sample_docs must be >= 1, not {sample_docs}")
+
+    def validate(self, ctx: RunContext) -> None:
+        _require_local_output(self.label, ctx)
+
+    def expand(self, docs, ctx: RunContext):
+        seed, n, label = ctx.seed, self.sample_docs, self.label
+        Path(ctx.path(TOKENS_DIR)).mkdir(parents=True, exist_ok=True)
+        nonempty = docs | f"{label}/NonEmpty" >> beam.Filter(lambda d: bool(d.text))
+        chosen = (
+            nonempty
+            | f"{label}/Keys" >> beam.Map(lambda d: (sample_key(seed, d.id), d.id))
+            | f"{label}/Smallest" >> beam.combiners.Top.Smallest(n)
+            | f"{label}/IdSet" >> beam.Map(lambda kv: frozenset(i for _, i in kv))
+        )
+        tokenizer = (
+            nonempty
+            | f"{label}/Sample" >> beam.Filter(lambda d, ids: d.id in ids, AsSingleton(chosen))
+            | f"{label}/OneKey" >> beam.Map(lambda d: (0, (sample_key(seed, d.id), d.id, d.text)))
+            | f"{label}/Gather" >> beam.GroupByKey()
+            | f"{label}/Train" >> beam.ParDo(_TrainFn(label, ctx.path(TOKENS_DIR, TOKENIZER), self.vocab_size,
+                                                      self.min_frequency))
+        )
+        _trained[docs.pipeline] = tokenizer
+        return docs
+
+
+class _EncodeFn(beam.DoFn):
+    """Batch-encodes documents; the tokenizer (a side input) is loaded once per worker and kept."""
+
+    def __init__(self, label: str, seed: int, validation_fraction: float):
+        self.label, self.seed, self.validation_fraction = label, seed, validation_fraction
+
+    def setup(self):
+        self.counters = StageCounters(self.label)
+        self.encoder = None
+        self._source = None
+
+    def start_bundle(self):
+        self.buf, self.chars = [], 0
+
+    def process(self, doc, tokenizer_json):
+        # The side input is the same object on every call, so this compares MBs of JSON only once.
+        if tokenizer_json is not self._source:
+            if tokenizer_json != self._source:
+                self.encoder = E.DocumentEncoder(tokenizer_json)
+            self._source = tokenizer_json
+        self.buf.append(doc)
+        self.chars += len(doc.text)
+        if self.chars >= E.BATCH_CHARS or len(self.buf) >= E.BATCH_DOCS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for item in self._flush():
+            yield beam.transforms.window.GlobalWindows.windowed_value(item)
+
+    def _flush(self):
+        docs, self.buf, self.chars = self.buf, [], 0
+        if not docs:
+            return
+        for split, p in E.encode_documents(self.encoder, docs, self.counters, self.seed, self.validation_fraction):
+            # Plain tuples with raw bytes cross the shuffle with Beam's fast coders.
+            yield split, p.key, p.doc_id, p.copy, p.crc, p.ids.tobytes()
+
+
+class _WriteBucketFn(beam.DoFn):
+    def __init__(self, folder: str, config: E.TokenizeConfig):
+        self.folder, self.config = folder, config
+
+    def setup(self):
+        self._source = None
+
+    def process(self, item, tokenizer_json):
+        (split, bucket), rows = item
+        if tokenizer_json != self._source:
+            tok, self.info = load_tokenizer(tokenizer_json)
+            self.byte_lengths = token_byte_lengths(tok)
+            self._source = tokenizer_json
+        pieces = [E.Piece(key, doc_id, copy, crc, np.frombuffer(ids, dtype=np.int32))
+                  for key, doc_id, copy, crc, ids in rows]
+        yield from E.write_bucket(pieces, self.folder, split, bucket, self.config, self.info, self.byte_lengths)
+
+
+class Tokenize(Stage):
+    """Encodes documents (each emitted `repeats` times, EOS after each), packs them into sequences of
+    `seq_len` ids and writes train/validation Arrow shards of about `shard_bytes` plus manifest.json to
+    OUTPUT/<subdir> ("" for OUTPUT itself). The validation split holds about `validation_fraction` of the
+    documents, chosen by a seeded hash of the id. Counters: in, kept, dropped/empty, dropped/zero_repeats,
+    tokens_unique, tokens_emitted, documents_train, documents_validation.
+    """
+
+    def __init__(self, label: str = "Tokenize", seq_len: int = 2048, shard_bytes: int = 128 << 20,
+                 validation_fraction: float = 0.01, domain: str = "web", tokenizer: str | None = None,
+                 source: str | None = None, subdir: str = TOKENS_DIR):
+        self.label = label
+        self.subdir = subdir
+        self.config = E.TokenizeConfig(seq_len=seq_len, shard_bytes=shard_bytes,
+                                       validation_fraction=validation_fraction, domain=domain)
+        self.tokenizer = tokenizer
+        self.source = source
+
+    def validate(self, ctx: RunContext) -> None:
+        _require_local_output(self.label, ctx)
+        if self.tokenizer is not None and not Path(self.tokenizer).is_file():
+            raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
+
+    def expand(self, docs, ctx: RunContext):
+        label, config, seed = self.label, self.config, ctx.seed
+        folder = ctx.path(self.subdir) if self.subdir else ctx.output
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tokenizer = _trained.get(docs.pipeline) if self.tokenizer is None else None
+        if tokenizer is None:
+            path = self.tokenizer or str(Path(folder) / TOKENIZER)
+            if not Path(path).is_file():
+                raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
+                                f"or pass tokenizer=PATH (looked for {path})")
+            text = Path(path).read_text(encoding="utf-8")
+            tokenizer = docs.pipeline | f"{label}/Tokenizer" >> beam.Create([text])
+        tok = AsSingleton(tokenizer)
+        encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config.validation_fraction), tok)
+        sizes = (
+            encoded
+            | f"{label}/SplitTokens" >> beam.Map(lambda r: (r[0], len(r[5]) // 4 + 1))
+            | f"{label}/SumTokens" >> beam.CombinePerKey(sum)
+        )
+
+        def to_bucket(r, sizes):
+            split, key = r[0], r[1]
+            return (split, key % E.n_buckets(sizes[split], config.shard_bytes)), r[1:]
+
+        source = self.source or ctx.recipe_name
+
+        def finish(entries, tokenizer_json):
+            if tokenizer_json is None:
+                raise UserError(f"stage {label}: no tokenizer was trained (no non-empty documents)")
+            _, info = load_tokenizer(tokenizer_json)
+            E.finalize(folder, entries, tokenizer_json.encode("utf-8"), info, config, source=source,
+                       recipe_sha256=ctx.recipe_hash, seed=seed)
+
+        (
+            encoded
+            | f"{label}/Bucket" >> beam.Map(to_bucket, AsDict(sizes))
+            | f"{label}/Group" >> beam.GroupByKey()
+            | f"{label}/Pack" >> beam.ParDo(_WriteBucketFn(folder, config), tok)
+            | f"{label}/Entries" >> beam.combiners.ToList()
+            | f"{label}/Manifest" >> beam.Map(finish, AsSingleton(tokenizer, default_value=None))
+        )
+        return docs

@@ -1,0 +1,140 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP): model, optimizer, scheduler, data position and RNG.
+
+Model and optimizer go through DCP's `get_state_dict` / `set_state_dict`, so DDP, ZeRO-2/3 (FSDP2) and
+single-process checkpoints share plain parameter names and load into one another. ZeRO-1's optimizer
+(ZeroRedundancyOptimizer) is not covered by those helpers: each rank stores its own shard of Adam states under
+its rank's key. Per-rank state (data position, RNG) is stored per rank too, so a run resumes with the same
+number of processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.optim import ZeroRedundancyOptimizer
+
+from gristmill.errors import UserError
+
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def _to_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _from_bytes(data) -> object:
+    if isinstance(data, io.BytesIO):
+        data.seek(0)
+        return torch.load(data, weights_only=False)
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _state(model, optimizer, scheduler, source, step: int, rank: int, world: int, loop_state=None) -> dict:
+    zero1 = isinstance(optimizer, ZeroRedundancyOptimizer)
+    local = {"data": source.state_dict(), "rng": _rng_state()}
+    if zero1:
+        local["optim"] = optimizer.optim.state_dict()
+    state = {"model": get_model_state_dict(model), "scheduler": _to_bytes(scheduler.state_dict()),
+             "meta": _to_bytes({"step": step, "world_size": world, "zero1": zero1, "loop": loop_state}),
+             f"rank{rank}": _to_bytes(local)}
+    if not zero1:
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+    return state
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes one process when no process group exists; that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"step-{step:08d}"
+
+
+def latest(root: Path) -> Path | None:
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / ".metadata").is_file())
+    return found[-1] if found else None
+
+
+def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: int, world: int, keep: int,
+         loop_state: dict | None = None) -> Path:
+    """Write step-NNNNNNNN under `root` (all ranks call this), then prune to the newest `keep`.
+    `loop_state` is the training loop's own small state (e.g. the loss-spike window), returned by `load`."""
+    path = step_dir(root, step)
+    with _single_process_quiet():
+        dcp.save(_state(model, optimizer, scheduler, source, step, rank, world, loop_state), checkpoint_id=str(path))
+    if world > 1:
+        dist.barrier()
+    if rank == 0 and keep > 0:
+        done = sorted(p for p in Path(root).iterdir() if _STEP_DIR.match(p.name))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: int) -> tuple[int, dict]:
+    """Restore everything saved by `save` into live objects; returns (step, loop_state)."""
+    path = Path(path)
+    if not (path / ".metadata").is_file():
+        raise UserError(f"not a checkpoint (no .metadata): {path}")
+    meta = {"meta": b""}
+    with _single_process_quiet():
+        dcp.load(meta, checkpoint_id=str(path))
+    meta = _from_bytes(meta["meta"])
+    if meta["world_size"] != world:
+        raise UserError(f"checkpoint {path} was written by {meta['world_size']} process(es); resume it with the "
+                        f"same number (this run has {world})")
+    zero1 = isinstance(optimizer, ZeroRedundancyOptimizer)
+    if meta["zero1"] != zero1:
+        raise UserError(f"checkpoint {path} was written {'with' if meta['zero1'] else 'without'} ZeRO-1 optimizer "
+                        f"shards; resume it with parallel: {'zero1' if meta['zero1'] else 'ddp, zero2 or zero3'}")
+    state = _state(model, optimizer, scheduler, source, 0, rank, world)
+    try:
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
+    except Exception as e:  # DCP reports missing keys and shape mismatches as generic errors
+        raise UserError(f"cannot load checkpoint {path} into this model/config: {str(e).splitlines()[0]}") from None
+    set_model_state_dict(model, state["model"])
+    local = _from_bytes(state[f"rank{rank}"])
+    if "optim" in local:
+        optimizer.optim.load_state_dict(local["optim"])
+    else:
+        set_optimizer_state_dict(model, optimizer, state["optim"])
+    scheduler.load_state_dict(_from_bytes(state["scheduler"]))
+    # ZeroRedundancyOptimizer pushes its own param_groups' lr into the local shard at each step, and the
+    # scheduler's load does not touch them: set the resumed lr explicitly.
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+    source.load_state_dict(local["data"])
+    _set_rng_state(local["rng"])
+    return int(meta["step"]), meta["loop"]

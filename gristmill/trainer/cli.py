@@ -1,0 +1,158 @@
+"""The `trainer` command: train a proxy model, plan memory per GPU, list the model presets."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from gristmill.errors import UserError
+
+TRAIN_EXAMPLES = """examples:
+  trainer train run.yaml                                   # one process (CPU or one GPU)
+  torchrun --nproc_per_node 8 -m gristmill.trainer train run.yaml --parallel zero2
+  trainer train run.yaml --out-dir runs/a --stop-after 500  # checkpoint and stop; rerun to resume
+  trainer train run.yaml --resume never                     # ignore checkpoints already in out_dir
+
+Metrics: OUT_DIR/metrics.jsonl, one JSON object per step. Checkpoints: OUT_DIR/checkpoints/step-NNNNNNNN
+(torch.distributed.checkpoint); a rerun with the same out_dir resumes from the newest one."""
+
+PLAN_EXAMPLES = """examples:
+  trainer plan run.yaml --gpus 8
+  trainer plan --params 7.5B --gpus 64          # the ZeRO paper's example: 120 / 31.4 / 16.6 / 1.9 GB
+  trainer plan --preset 1b --gpus 8 --micro-batch 4 --seq-len 2048 --bytes trainer"""
+
+
+def _count(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([KMBT]?)\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (try 7.5B or 125M)")
+    return float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  trainer train run.yaml\n  trainer plan run.yaml --gpus 8\n"
+                                       "  trainer presets\nRun `trainer COMMAND --help` for more.")
+    sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("train", help="train a model from a YAML/JSON config", epilog=TRAIN_EXAMPLES, formatter_class=fmt,
+                       description="Train a LLaMA-style proxy model. Launch with torchrun for several processes.")
+    t.add_argument("config", help="YAML or JSON training config (see docs/trainer.md)")
+    t.add_argument("--parallel", choices=("single", "ddp", "zero1", "zero2", "zero3"), help="override `parallel`")
+    t.add_argument("--out-dir", help="override `out_dir`")
+    t.add_argument("--steps", type=int, help="override `steps`")
+    t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never, or a checkpoint folder")
+    t.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop after step N (schedule unchanged)")
+    t.add_argument("--quiet", action="store_true", help="no config echo or progress bar")
+
+    pl = sub.add_parser("plan", help="estimate memory per GPU under DDP and ZeRO-1/2/3", epilog=PLAN_EXAMPLES,
+                        formatter_class=fmt, description="Memory per GPU for parameters, gradients, optimizer "
+                        "states and activations, by the ZeRO paper's accounting.")
+    pl.add_argument("config", nargs="?", help="training config (model, micro_batch_size, seq_len from data)")
+    pl.add_argument("--gpus", type=int, required=True, help="data-parallel GPUs")
+    pl.add_argument("--params", type=_count, help="parameter count instead of a model (e.g. 7.5B)")
+    pl.add_argument("--preset", help="a model preset instead of a config")
+    pl.add_argument("--micro-batch", type=int, help="sequences per GPU per forward (default: config's)")
+    pl.add_argument("--seq-len", type=int, help="sequence length (default: config's data)")
+    pl.add_argument("--checkpointing", action="store_true", help="activation checkpointing (default: config's)")
+    pl.add_argument("--bytes", choices=("zero-paper", "trainer"), default="zero-paper",
+                    help="zero-paper: 2+2+12 bytes/param; trainer: 4+4+8 (fp32 weights with bf16 autocast)")
+
+    pr = sub.add_parser("presets", help="list model presets with parameter counts and FLOPs per token",
+                        epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt)
+    pr.add_argument("--vocab-size", type=int, default=32768)
+    pr.add_argument("--seq-len", type=int, default=2048)
+
+    sub.add_parser("ablate", help="(not built yet) data ablations over mixtures",
+                   epilog="example:\n  trainer ablate sweep.yaml   # arrives with the Ablate issue", formatter_class=fmt)
+    return p
+
+
+def _train(args) -> int:
+    from gristmill.trainer.config import load_config
+
+    cfg = load_config(args.config, parallel=args.parallel, out_dir=args.out_dir, steps=args.steps)
+    from gristmill.trainer.train import shutdown, train  # torch loads only once the config is known good
+
+    try:
+        train(cfg, resume=args.resume, stop_after=args.stop_after, verbose=not args.quiet)
+    finally:
+        shutdown()
+    return 0
+
+
+def _data_seq_len(data: dict) -> int:
+    if "synthetic" in data:
+        return int((data["synthetic"] or {}).get("seq_len", 32))
+    from gristmill.trainer.data import MixtureSource
+
+    return MixtureSource(data["mixture"], 1).seq_len
+
+
+def _plan(args) -> int:
+    from gristmill.trainer import plan as planner
+    from gristmill.trainer.model import model_config
+
+    if args.gpus < 1:
+        raise UserError("--gpus must be >= 1")
+    if sum(x is not None for x in (args.config, args.params, args.preset)) != 1:
+        raise UserError("give exactly one of CONFIG, --params or --preset")
+    micro, seq, ckpt = args.micro_batch, args.seq_len, args.checkpointing
+    if args.params is not None:
+        psi, mcfg, name = args.params, None, f"{args.params / 1e9:g}B parameters"
+    else:
+        if args.config:
+            from gristmill.trainer.config import load_config
+
+            cfg = load_config(args.config)
+            seq = seq or _data_seq_len(cfg.data)
+            micro = micro or cfg.micro_batch_size
+            ckpt = ckpt or cfg.activation_checkpointing
+            mcfg = model_config(cfg.model)
+        else:
+            mcfg = model_config(args.preset)
+        psi = mcfg.num_params()
+        name = f"{psi / 1e6:.1f}M parameters (d_model {mcfg.d_model}, {mcfg.n_layers} layers)"
+    act = 0.0
+    if mcfg is not None and micro and seq:
+        act = planner.activation_bytes(n_layers=mcfg.n_layers, d_model=mcfg.d_model, vocab_size=mcfg.vocab_size,
+                                       seq_len=seq, micro_batch=micro, checkpointing=ckpt)
+    b = planner.BYTES[args.bytes]
+    header = (f"{name} on {args.gpus} GPUs, {b[0]}+{b[1]}+{b[2]} bytes/param ({args.bytes}); activations: "
+              + (f"micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}" if act else "not estimated"
+                 " (give a config, or --micro-batch and --seq-len with --preset)"))
+    print(planner.format_plan(planner.plan(psi, args.gpus, activations=act, accounting=args.bytes), header))
+    return 0
+
+
+def _presets(args) -> int:
+    from gristmill.trainer.model import PRESETS, model_config
+
+    print(f"{'preset':<8}{'d_model':>8}{'layers':>7}{'heads':>6}{'ffn':>6}{'d/L':>6}{'non-emb':>10}{'total':>10}"
+          f"{'GFLOPs/tok':>12}   (vocab {args.vocab_size}, seq {args.seq_len})")
+    for name in PRESETS:
+        c = model_config(name, vocab_size=args.vocab_size)
+        print(f"{name:<8}{c.d_model:>8}{c.n_layers:>7}{c.n_heads:>6}{c.ffn_hidden:>6}{c.d_model / c.n_layers:>6.0f}"
+              f"{c.num_params(embedding=False) / 1e6:>9.1f}M{c.num_params() / 1e6:>9.1f}M"
+              f"{c.flops_per_token(args.seq_len) / 1e9:>12.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "ablate":
+        print("error: `trainer ablate` is not built yet (it arrives with the Ablate issue)", file=sys.stderr)
+        return 2
+    try:
+        return {"train": _train, "plan": _plan, "presets": _presets}[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The training config: one typed dataclass, loaded from YAML or JSON, validated up front with one clear error.
+
+    model: {preset: 125m, qk_norm: true, z_loss: 1.0e-4}   # or just `model: 125m`
+    data: {mixture: mixes/web80.manifest.json}              # or {synthetic: {vocab_size: 256, seq_len: 32}}
+    parallel: zero2            # single | ddp | zero1 | zero2 | zero3
+    steps: 2000
+    batch_size: 256            # sequences per optimizer step, all ranks together
+    micro_batch_size: 8        # sequences per forward pass on one rank
+    lr: 3.0e-4
+    warmup_steps: 200
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gristmill.errors import UserError
+
+PARALLEL_MODES = ("single", "ddp", "zero1", "zero2", "zero3")
+PRECISIONS = ("bf16", "fp32")
+ANOMALY_ACTIONS = ("skip", "stop")
+
+
+@dataclass
+class TrainConfig:
+    model: Any = "tiny"                  # preset name or dict (see gristmill.trainer.model.model_config)
+    data: dict = field(default_factory=lambda: {"synthetic": {"vocab_size": 256, "seq_len": 32}})
+    parallel: str = "ddp"                # ignored (single process) when the world size is 1
+    steps: int = 100
+    batch_size: int = 32
+    micro_batch_size: int = 8
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1            # cosine decays to this fraction of the peak
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    betas: tuple = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0               # 0 disables clipping
+    precision: str = "bf16"
+    activation_checkpointing: bool = False
+    seed: int = 0
+    out_dir: str = "runs/train"
+    checkpoint_every: int = 0            # 0: only at the end
+    keep_checkpoints: int = 2
+    on_anomaly: str = "skip"             # non-finite loss/grad or a loss spike: skip the step, or stop
+    spike_factor: float = 3.0            # a loss above spike_factor x its running mean is a spike
+    max_skips: int = 10                  # stop anyway after this many skipped steps in a row
+    log_every: int = 1
+    kernels: str = "auto"                # auto | triton | torch (gristmill.kernels dispatch)
+
+    def validate(self) -> "TrainConfig":
+        def need(cond, msg):
+            if not cond:
+                raise UserError(f"config: {msg}")
+        need(self.parallel in PARALLEL_MODES, f"parallel must be one of {', '.join(PARALLEL_MODES)}, not {self.parallel!r}")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        need(self.on_anomaly in ANOMALY_ACTIONS, f"on_anomaly must be skip or stop, not {self.on_anomaly!r}")
+        need(isinstance(self.steps, int) and self.steps >= 1, "steps must be an integer >= 1")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an integer >= 1")
+        need(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1,
+             "micro_batch_size must be an integer >= 1")
+        need(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "lr must be > 0 and min_lr_ratio in [0, 1]")
+        need(0 <= self.warmup_steps <= self.steps, "warmup_steps must be in [0, steps]")
+        need(len(self.betas) == 2, "betas must be two numbers")
+        need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
+        need(isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in ("mixture", "synthetic"),
+             "data must have exactly one of `mixture: PATH` or `synthetic: {vocab_size, seq_len}`")
+        return self
+
+    def accumulation_steps(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.batch_size % per_step:
+            raise UserError(f"config: batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                            f"{self.micro_batch_size} x {world_size} ranks")
+        return self.batch_size // per_step
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | Path, **overrides) -> TrainConfig:
+    """Read YAML/JSON into a validated TrainConfig; relative data paths resolve against the config's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise UserError(f"config {path}: cannot parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path}: expected a mapping at the top level")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(f"config {path}: unknown key(s) {', '.join(unknown)}")
+    if "betas" in raw:
+        raw["betas"] = tuple(raw["betas"])
+    try:
+        cfg = TrainConfig(**raw)
+    except TypeError as e:
+        raise UserError(f"config {path}: {e}") from None
+    mix = cfg.data.get("mixture") if isinstance(cfg.data, dict) else None
+    if isinstance(mix, str) and not Path(mix).is_absolute():
+        cfg.data = {"mixture": str((path.parent / mix).resolve())}
+    return cfg.validate()

@@ -1,0 +1,213 @@
+"""The training loop: AdamW, warmup + cosine schedule, accumulation, clipping, bf16 autocast, checkpoints,
+one JSON line of metrics per step, and loss-spike / non-finite detection.
+
+Run under torchrun for several processes (`trainer train CONFIG`); one process needs no launcher.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from gristmill.errors import UserError
+from gristmill.kernels.dispatch import set_backend as set_kernel_backend
+from gristmill.trainer import checkpoint, parallel
+from gristmill.trainer.config import TrainConfig
+from gristmill.trainer.data import open_source
+from gristmill.trainer.model import Transformer, model_config
+
+# Dense bf16 peak FLOP/s by device name, for MFU.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+class TrainingStopped(UserError):
+    """The run stopped on a non-finite value or a loss spike (on_anomaly: stop)."""
+
+
+class WarmupCosine:
+    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine decay to `min_ratio` at `total`."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a plain line every ~5% of the run otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self.every = max(1, total // 20)
+
+    def update(self, step: int, loss: float, tok_s: float):
+        if not self.enabled:
+            return
+        done = int(30 * step / self.total)
+        text = f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} loss {loss:.4f} {tok_s:,.0f} tok/s"
+        if self.tty:
+            print("\r" + text, end="\n" if step == self.total else "", file=sys.stderr, flush=True)
+        elif step % self.every == 0 or step == self.total:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(keep))
+
+
+def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str | None:
+    if not math.isfinite(loss):
+        return "non-finite loss"
+    if not math.isfinite(grad_norm):
+        return "non-finite gradient norm"
+    if len(recent) == recent.maxlen and loss > factor * (sum(recent) / len(recent)):
+        return f"loss spike ({loss:.4g} > {factor:g} x running mean {sum(recent) / len(recent):.4g})"
+    return None
+
+
+def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True) -> list[dict]:
+    """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
+
+    resume: "auto" (latest checkpoint under out_dir, if any), "never", or a checkpoint folder.
+    stop_after: end (with a checkpoint) after this many steps in total, leaving the schedule as configured.
+    """
+    cfg.validate()
+    set_kernel_backend(None if cfg.kernels == "auto" else cfg.kernels)  # "auto" leaves $GRISTMILL_KERNELS in force
+    rank, world, device = parallel.init_distributed()
+    mode = parallel.effective_mode(cfg.parallel, world)
+    accum = cfg.accumulation_steps(world)
+    torch.manual_seed(cfg.seed)
+
+    source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed)
+    mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
+    model = Transformer(mcfg).to(device)
+    model = parallel.parallelize(model, mode, world_size=world, device=device,
+                                 activation_checkpointing=cfg.activation_checkpointing, bf16=cfg.precision == "bf16")
+    optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         betas=cfg.betas, eps=cfg.eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps,
+                                                                           cfg.min_lr_ratio))
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    is_main = rank == 0
+    tokens_per_step = cfg.batch_size * (source.seq_len - 1)
+    flops_tok = mcfg.flops_per_token(source.seq_len - 1)
+    peak = peak_flops(device)
+
+    start, loop_state = 0, {"recent": [], "skipped_in_row": 0}
+    resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
+    if resume_from is not None:
+        start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
+        loop_state = saved or loop_state
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(out / "metrics.jsonl", start)
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict(),
+                                                     "world_size": world}, indent=2) + "\n")
+        if verbose:
+            print(f"config: {json.dumps(cfg.to_dict())}", flush=True)
+            print(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({mcfg.num_params(embedding=False) / 1e6:.2f}M "
+                  f"non-embedding), {flops_tok / 1e9:.3f} GFLOPs/token; parallel={mode} world={world} "
+                  f"accumulation={accum} device={device.type}" +
+                  (f"; resumed from {resume_from} at step {start}" if resume_from else ""), flush=True)
+    metrics_file = open(out / "metrics.jsonl", "a") if is_main else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    recent: deque = deque(loop_state["recent"], maxlen=20)
+    skipped_in_row = loop_state["skipped_in_row"]
+    rows: list[dict] = []
+    progress = Progress(cfg.steps, is_main and verbose)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    try:
+        for step in range(start, end):
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(accum):
+                batch = source.next_batch().to(device, non_blocking=True)
+                with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
+                    loss = model(batch[:, :-1], batch[:, 1:])
+                    (loss / accum).backward()
+                loss_sum += loss.detach().float()
+            loss_avg = parallel.all_reduce_mean(loss_sum / accum, world)
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+                grad_norm = grad_norm.full_tensor()
+            loss_v, norm_v = loss_avg.item(), grad_norm.item()
+            problem = _anomaly(loss_v, norm_v, recent, cfg.spike_factor)
+            if problem and cfg.on_anomaly == "stop":
+                raise TrainingStopped(f"step {step + 1}: {problem}; stopping (set on_anomaly: skip to skip such steps)")
+            lr = scheduler.get_last_lr()[0]
+            if problem:
+                skipped_in_row += 1
+                if skipped_in_row > cfg.max_skips:
+                    raise TrainingStopped(f"step {step + 1}: {problem}, {skipped_in_row} steps skipped in a row "
+                                          f"(max_skips {cfg.max_skips}); stopping")
+                if is_main:
+                    print(f"warning: step {step + 1}: {problem}; skipping the update", file=sys.stderr, flush=True)
+            else:
+                skipped_in_row = 0
+                optimizer.step()
+                recent.append(loss_v)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            tok_s = tokens_per_step / dt
+            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr, "tokens": (step + 1) * tokens_per_step,
+                   "tokens_per_s": round(tok_s, 1),
+                   "mfu": round(flops_tok * tok_s / (peak * world), 4) if peak else None,
+                   "peak_mem_gb": round(peak_memory_gb(device), 3), "step_time_s": round(dt, 4),
+                   "skipped": problem}
+            if is_main:
+                rows.append(row)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == end:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                progress.update(step + 1, loss_v, tok_s)
+            last = step + 1 == end
+            if last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
+                checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,
+                                keep=cfg.keep_checkpoints,
+                                loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row})
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    return rows
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

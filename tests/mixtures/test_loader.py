@@ -1,0 +1,166 @@
+"""MixtureLoader: realised proportions, exact resume, disjoint ranks, epochs without repeats, validation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from gristmill.errors import UserError
+from gristmill.mixtures import build as mixbuild
+from gristmill.mixtures.loader import MixtureLoader, MixtureSampler, source_draws
+from gristmill.mixtures.spec import spec_from_dict
+
+SEEDS = {"web": 0, "news": 1, "wiki": 2}  # the tag each fixture source writes into its rows
+
+
+@pytest.fixture
+def mixture(tmp_path, spec_dict):
+    spec_dict["validation"] = {"max_sequences": 40}
+    path = tmp_path / "mix" / "mixture.json"
+    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec_dict, tmp_path), path), path)
+    return path
+
+
+def tags(batch) -> list[tuple[int, int]]:
+    """(source seed, row) of each sequence, read back from the ids the fixture wrote."""
+    b = np.asarray(batch)
+    return [(int(r[0]) - 1, int(r[1]) - 1) for r in b]
+
+
+def run(loader, steps):
+    return [next_batch for _, next_batch in zip(range(steps), loader)]
+
+
+def test_realised_proportions_match_manifest(mixture):
+    """100k draws through the loader: counts agree with the manifest's proportions (chi-square) and
+    every row comes from the source the sampler chose."""
+    loader = MixtureLoader(mixture, 1000, steps=100, with_sources=True, as_numpy=True)
+    p = np.array([s["proportion"] for s in loader.manifest["sources"]])
+    counts = np.zeros(3, dtype=np.int64)
+    for ids, src in loader:
+        counts += np.bincount(src, minlength=3)
+        assert [t[0] for t in tags(ids)] == [SEEDS[loader.names[s]] for s in src]
+    n = counts.sum()
+    assert n == 100_000
+    assert np.all(np.abs(counts / n - p) < 4 * np.sqrt(p * (1 - p) / n))
+    assert stats.chisquare(counts, n * p).pvalue > 1e-3
+
+
+def test_draws_are_a_pure_function_of_the_global_index():
+    p = np.array([0.1, 0.0, 0.6, 0.3])
+    whole = source_draws(p, 3, 0, 1000)
+    assert np.array_equal(whole[400:], source_draws(p, 3, 400, 600))
+    assert not np.any(whole == 1)  # a zero proportion is never drawn
+    assert not np.array_equal(whole, source_draws(p, 4, 0, 1000))
+
+
+def test_each_epoch_is_a_permutation():
+    """The k-th draw from a source reads perm_e[k mod n]: every n consecutive draws of a source cover
+    its rows exactly once, and the order changes between epochs."""
+    sampler = MixtureSampler(["a", "b"], [0.7, 0.3], [50, 13], seed=5)
+    src, rows = sampler.draw(2000)
+    for s, n in ((0, 50), (1, 13)):
+        seq = rows[src == s]
+        epochs = [seq[k : k + n] for k in range(0, len(seq) - n + 1, n)]
+        assert len(epochs) >= 3
+        for e in epochs:
+            assert sorted(e.tolist()) == list(range(n))
+        assert not np.array_equal(epochs[0], epochs[1])
+    # a source's order depends on its name and the seed, not its position in the mixture
+    other = MixtureSampler(["b", "a"], [0.3, 0.7], [13, 50], seed=5)
+    assert np.array_equal(other.permutation(1, 0), sampler.permutation(0, 0))
+
+
+def test_resume_reproduces_uninterrupted_run(mixture):
+    steps, k = 200, 77  # 800 draws: wiki (40 rows, p=0.2) runs through about 4 epochs
+    full = run(MixtureLoader(mixture, 4, steps=steps), steps)
+    first = MixtureLoader(mixture, 4, steps=steps)
+    head = run(first, k)
+    state = json.loads(json.dumps(first.state_dict()))  # as a checkpoint would store it
+    assert state["sample"] == 4 * k
+    resumed = MixtureLoader(mixture, 4, steps=steps)
+    resumed.load_state_dict(state)
+    assert resumed.step == k and len(resumed) == steps - k
+    tail = list(resumed)
+    assert len(head) + len(tail) == steps
+    for a, b in zip(full, head + tail):
+        assert a.dtype == torch.int64 and torch.equal(a, b)
+    assert set(first.state_dict()["counts"]) == {"web", "news", "wiki"}
+
+
+def test_ranks_partition_the_global_batch(mixture):
+    one = run(MixtureLoader(mixture, 6, steps=50), 50)
+    ranks = [run(MixtureLoader(mixture, 2, rank=r, world_size=3, steps=50), 50) for r in range(3)]
+    for t in range(50):
+        assert torch.equal(one[t], torch.cat([ranks[r][t] for r in range(3)]))
+    # within the first epoch of every source no two ranks read the same row
+    seen = [set(tags(torch.cat(ranks[r][:10]))) for r in range(3)]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+
+
+def test_resume_on_a_different_world_size(mixture):
+    one = MixtureLoader(mixture, 4, steps=20)
+    head = run(one, 8)
+    state = one.state_dict()
+    rest = []
+    for r in range(2):
+        loader = MixtureLoader(mixture, 2, rank=r, world_size=2, steps=20)
+        loader.load_state_dict(state)
+        rest.append(list(loader))
+    reference = run(MixtureLoader(mixture, 4, steps=20), 20)
+    for t in range(12):
+        assert torch.equal(reference[8 + t], torch.cat([rest[0][t], rest[1][t]]))
+    assert all(torch.equal(a, b) for a, b in zip(reference[:8], head))
+
+
+def test_default_length_is_the_budget(mixture):
+    loader = MixtureLoader(mixture, 8)
+    assert loader.steps == 500 // 8 and len(list(loader)) == 62
+
+
+def test_seed_controls_order(mixture):
+    a = run(MixtureLoader(mixture, 4), 5)
+    b = run(MixtureLoader(mixture, 4), 5)
+    c = run(MixtureLoader(mixture, 4, seed=8), 5)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_state_from_another_mixture_is_refused(mixture, tmp_path, spec_dict):
+    spec_dict["weighting"]["proportions"] = {"web": 0.2, "news": 0.3, "wiki": 0.5}
+    other = tmp_path / "other.json"
+    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec_dict, tmp_path), other), other)
+    state = MixtureLoader(other, 4).state_dict()
+    with pytest.raises(UserError, match="different mixture"):
+        MixtureLoader(mixture, 4).load_state_dict(state)
+    with pytest.raises(UserError, match="multiple of the global batch"):
+        MixtureLoader(other, 3).load_state_dict(state | {"sample": 4})
+
+
+def test_changed_dataset_is_refused(mixture, tmp_path):
+    m = json.loads(mixture.read_text())
+    m["sources"][0]["manifest_sha256"] = "0" * 64
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="changed since the mixture was built"):
+        MixtureLoader(bad, 4)
+
+
+def test_validation_per_domain(mixture):
+    loader = MixtureLoader(mixture, 4, as_numpy=True)
+    assert loader.domains == ["web", "reference"]
+    # web has 30 + 20 validation rows, capped at 40: 24 evenly spaced from web, 16 from news
+    rows = [t for b in loader.validation("web", batch_size=7) for t in tags(b)]
+    assert rows == [(0, j * 30 // 24) for j in range(24)] + [(1, j * 20 // 16) for j in range(16)]
+    assert [t for b in loader.validation("reference") for t in tags(b)] == [(2, j) for j in range(10)]
+    # ranks get equal, disjoint blocks
+    parts = [
+        [t for b in MixtureLoader(mixture, 4, rank=r, world_size=3).validation("web") for t in tags(b)]
+        for r in range(3)
+    ]
+    assert [len(p) for p in parts] == [13, 13, 13] and parts[0] + parts[1] + parts[2] == rows[:39]
+    with pytest.raises(UserError, match="no validation set for domain 'code'"):
+        next(loader.validation("code"))

@@ -1,0 +1,122 @@
+"""The Beam stages and the `beam tokenize` commands give the same bytes as the in-process driver."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from gristmill.pipeline.docio import CreateDocuments
+from gristmill.pipeline.runner import run_stages
+from gristmill.pipeline.stages import RunContext
+from gristmill.tokenize.encode import TokenizeConfig, tokenize_documents
+from gristmill.tokenize.stages import Tokenize, TrainTokenizer
+from gristmill.tokenize.train import save_tokenizer, select_sample, train_tokenizer
+
+# Threads rather than worker processes: concurrent bundles in arbitrary order, without process start-up.
+BEAM_ARGS = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+CONFIG = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 200, validation_fraction=0.1)
+
+
+def same_files(a, b, names):
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    return all(digest(a / n) == digest(b / n) for n in names)
+
+
+def test_beam_stages_match_the_local_driver_byte_for_byte(docs, tmp_path):
+    stages = [
+        CreateDocuments("Create", docs),
+        TrainTokenizer("TrainTokenizer", vocab_size=900, sample_docs=300),
+        Tokenize("Tokenize", seq_len=CONFIG.seq_len, shard_bytes=CONFIG.shard_bytes,
+                 validation_fraction=CONFIG.validation_fraction),
+    ]
+    ctx = RunContext(output=str(tmp_path / "run"), seed=5, recipe_name="cc_test", recipe_hash="f00d")
+    stats = run_stages(stages, ctx, BEAM_ARGS)
+    out = tmp_path / "run" / "tokens"
+
+    # the tokenizer is the one trained locally on the same deterministic sample
+    local_tok = tmp_path / "local_tok.json"
+    save_tokenizer(train_tokenizer(select_sample(docs, 300, seed=5), 900), local_tok)
+    assert (out / "tokenizer.json").read_bytes() == local_tok.read_bytes()
+
+    local = tmp_path / "local"
+    manifest, counts = tokenize_documents(docs, str(local_tok), local, CONFIG, seed=5, source="cc_test",
+                                          recipe_sha256="f00d")
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    names = sorted(p.name for p in local.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert same_files(out, local, names)
+
+    node = stats["stages"]["Tokenize"]
+    assert stats["balanced"]
+    assert node["in"] == counts["Tokenize/in"] and node["kept"] == counts["Tokenize/kept"]
+    assert node["dropped"]["empty"] == counts["Tokenize/dropped/empty"]
+    assert node["tokens_emitted"] == manifest["splits"]["train"]["tokens"] + manifest["splits"]["validation"]["tokens"]
+    assert stats["stages"]["TrainTokenizer"]["sample_documents"] == 300
+
+
+def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "run" / "documents").mkdir(parents=True)
+    for k in range(2):
+        with gzip.open(tmp_path / "run" / "documents" / f"part-{k:05d}-of-00002.jsonl.gz", "wt") as f:
+            f.writelines(d.to_json() + "\n" for d in docs[k::2])
+    (tmp_path / "run" / "stats.json").write_text('{"recipe": {"sha256": "cafe"}}')
+    glob = str(tmp_path / "run" / "documents" / "*.jsonl.gz")
+
+    assert main(["tokenize", "train", glob, "--output", str(tmp_path / "tok"), "--vocab-size", "700",
+                 "--sample-docs", "200", "--seed", "1"]) == 0
+    assert "sha256=" in capsys.readouterr().out
+    tok = tmp_path / "tok" / "tokenizer.json"
+    save_tokenizer(train_tokenizer(select_sample(docs, 200, seed=1), 700), tmp_path / "ref.json")
+    assert tok.read_bytes() == (tmp_path / "ref.json").read_bytes()
+
+    assert main(["tokenize", "encode", glob, "--tokenizer", str(tok), "--output", str(tmp_path / "tokens"),
+                 "--seq-len", "64", "--shard-mb", str(CONFIG.shard_bytes / 2**20), "--validation-fraction", "0.1",
+                 "--seed", "1", *BEAM_ARGS]) == 0
+    manifest, _ = tokenize_documents(docs, str(tok), tmp_path / "local", CONFIG, seed=1, source="tokens",
+                                     recipe_sha256="cafe")
+    assert json.loads((tmp_path / "tokens" / "manifest.json").read_text()) == manifest
+    arrow = sorted(p.name for p in (tmp_path / "local").glob("*.arrow"))
+    assert same_files(tmp_path / "tokens", tmp_path / "local", arrow)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tokenize", "encode", "/nonexistent/*.jsonl.gz", "--tokenizer", "t.json", "--output", "o"], "no document files"),
+    (["tokenize", "train", "/nonexistent/*.jsonl.gz", "--output", "o"], "no document files"),
+])
+def test_command_mistakes_are_one_line_errors(argv, message, capsys):
+    from gristmill.pipeline.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_bad_tokenizer_path_is_an_error(docs, tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "d.jsonl").write_text(docs[1].to_json() + "\n")
+    assert main(["tokenize", "encode", str(tmp_path / "d.jsonl"), "--tokenizer", str(tmp_path / "no.json"),
+                 "--output", str(tmp_path / "o")]) == 2
+    assert "tokenizer file" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys):
+    from gristmill.pipeline.cli import main
+
+    for sub in ("train", "encode"):
+        with pytest.raises(SystemExit):
+            main(["tokenize", sub, "--help"])
+        assert f"beam tokenize {sub} " in capsys.readouterr().out
+
+
+def test_corrupt_document_file_is_a_one_line_error(tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "part.jsonl.gz").write_bytes(b"not gzip")
+    assert main(["tokenize", "train", str(tmp_path / "part.jsonl.gz"), "--output", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot read")

@@ -1,0 +1,147 @@
+"""The single-process training loop: exact resume, schedule, metrics, anomalies, the mixture loader, evaluation."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gristmill.errors import UserError
+from gristmill.tokenize.shards import TokenDataset
+from gristmill.trainer.config import load_config
+from gristmill.trainer.data import SyntheticSource, token_dataset_batches
+from gristmill.trainer.evaluate import evaluate
+from gristmill.trainer.model import Transformer, model_config
+from gristmill.trainer.train import WarmupCosine, _anomaly, train
+
+SEQ_LEN = 32  # conftest.SEQ_LEN
+TIMING = ("tokens_per_s", "step_time_s", "peak_mem_gb")
+
+
+def metrics(tmp_path, name="run") -> list[dict]:
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_resume_gives_the_uninterrupted_losses(tmp_path, tiny):
+    full = train(tiny("full"), verbose=False)
+    assert len(full) == 5 and full[-1]["loss"] < full[0]["loss"]
+    first = train(tiny("cut"), stop_after=2, verbose=False)
+    assert [r["step"] for r in first] == [1, 2]
+    second = train(tiny("cut"), verbose=False)  # resume="auto" picks up checkpoints/step-00000002
+    assert [r["step"] for r in second] == [3, 4, 5]
+    # bitwise: same model, optimizer moments, lr schedule and data position
+    assert metrics(tmp_path, "cut") == metrics(tmp_path, "full")
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000002", "step-00000005"]
+    saved = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert saved["model"]["d_model"] == 64 and saved["train"]["steps"] == 5
+
+
+def test_metrics_rows_and_schedule(tiny):
+    rows = train(tiny(steps=8, warmup_steps=3, checkpoint_every=0), verbose=False)
+    sched = WarmupCosine(3, 8, 0.1)
+    for r in rows:
+        assert set(r) >= {"step", "loss", "grad_norm", "lr", "tokens_per_s", "mfu", "peak_mem_gb", "skipped"}
+        assert r["lr"] == pytest.approx(3e-3 * sched(r["step"] - 1))
+        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["mfu"] is None  # no MFU on CPU
+        assert r["tokens"] == r["step"] * 8 * (SEQ_LEN - 1)
+    # linear warmup to the peak, cosine to 10% of the peak
+    assert [round(sched(s), 6) for s in range(3)] == [round(1 / 3, 6), round(2 / 3, 6), 1.0]
+    assert sched(8) == pytest.approx(0.1) and sched(3 + 5 / 2) == pytest.approx(0.55)
+
+
+def test_grad_norm_is_reported_before_clipping(tiny):
+    clipped = train(tiny("a", grad_clip=0.1, steps=2), verbose=False)
+    free = train(tiny("b", grad_clip=0.0, steps=2), verbose=False)
+    assert clipped[0]["grad_norm"] == pytest.approx(free[0]["grad_norm"]) and clipped[0]["grad_norm"] > 0.1
+    assert clipped[1]["loss"] != free[1]["loss"]  # the clipped update differs
+
+
+def test_activation_checkpointing_and_bf16(tiny):
+    base = train(tiny("a", steps=3), verbose=False)
+    ckpt = train(tiny("b", steps=3, activation_checkpointing=True), verbose=False)
+    assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in base], rel=1e-6)
+    bf16 = train(tiny("c", steps=3, precision="bf16"), verbose=False)
+    assert [r["loss"] for r in bf16] == pytest.approx([r["loss"] for r in base], rel=2e-2)
+
+
+def test_non_finite_loss_stops_or_skips(tmp_path, tiny):
+    # lr 1e30 with no warmup: the first update blows the weights up, the second forward overflows
+    boom = dict(lr=1e30, warmup_steps=0, grad_clip=0.0, steps=5)
+    with pytest.raises(UserError, match=r"step 2: non-finite (loss|gradient norm); stopping"):
+        train(tiny("stop", on_anomaly="stop", **boom), verbose=False)
+    with pytest.raises(UserError, match=r"3 steps skipped in a row \(max_skips 2\)"):
+        train(tiny("skip", on_anomaly="skip", max_skips=2, **boom), verbose=False)
+    skipped = [json.loads(x)["skipped"] for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert skipped[0] is None and all(s.startswith("non-finite") for s in skipped[1:]) and len(skipped) == 3
+
+
+def test_spike_detection():
+    from collections import deque
+
+    recent = deque([2.0] * 20, maxlen=20)
+    assert _anomaly(2.5, 1.0, recent, 3.0) is None
+    assert _anomaly(7.0, 1.0, recent, 3.0).startswith("loss spike")
+    assert _anomaly(7.0, 1.0, deque([2.0] * 5, maxlen=20), 3.0) is None  # no judgement before the window fills
+    assert _anomaly(1.0, math.inf, recent, 3.0) == "non-finite gradient norm"
+
+
+def test_trains_from_a_mixture_manifest_and_resumes_its_position(tmp_path, mixture):
+    def config(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"model: tiny\ndata: {{mixture: {mixture}}}\nsteps: 6\nbatch_size: 8\nmicro_batch_size: 4\n"
+                        f"precision: fp32\nlr: 3.0e-3\nwarmup_steps: 2\nout_dir: {tmp_path / name}\n")
+        return load_config(path)
+
+    rows = train(config("full"), verbose=False)
+    assert rows[-1]["loss"] < rows[0]["loss"] < math.log(256) + 0.1
+    train(config("cut"), stop_after=4, verbose=False)
+    train(config("cut"), verbose=False)
+    assert metrics(tmp_path, "cut") == metrics(tmp_path, "full")
+    ds = TokenDataset(mixture.parent / "web", split="validation")
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    result = evaluate(model, token_dataset_batches(ds, 5))
+    assert result["tokens"] == 16 * (SEQ_LEN - 1) and result["bytes"] == 16 * 3 * SEQ_LEN
+
+
+def test_evaluate_matches_a_direct_computation():
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    src = SyntheticSource(256, SEQ_LEN, 6, seed=1)
+    batches = [(src.next_batch(), torch.full((6,), 50)) for _ in range(2)]
+    result = evaluate(model, batches)
+    with torch.no_grad():
+        ids = torch.cat([b[0] for b in batches])
+        nats = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+    assert result["loss"] == pytest.approx(nats / ids[:, 1:].numel(), rel=1e-5)
+    assert result["bits_per_byte"] == pytest.approx(nats / math.log(2) / (12 * 50), rel=1e-5)
+    assert evaluate(model, [b[0] for b in batches])["bits_per_byte"] is None
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("parallel: zero4\n", "parallel must be one of"),
+    ("stepz: 3\n", "unknown key(s) stepz"),
+    ("model: {preset: tiny, heads: 2}\n", "unknown field(s) heads"),
+    ("data: {mixture: nowhere.json}\n", "does not exist"),
+    ("batch_size: 10\nmicro_batch_size: 4\n", "not a multiple of micro_batch_size"),
+    ("steps: [1\n", "cannot parse"),
+])
+def test_config_errors_are_one_line(tmp_path, text, msg):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        train(load_config(path, out_dir=str(tmp_path / "o")), verbose=False)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
+    train(tiny("r", checkpoint_every=2), stop_after=3, verbose=False)  # checkpoints at 2 and 3
+    import shutil
+
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-00000003")  # as if the run died before saving step 3
+    train(tiny("r", checkpoint_every=2), verbose=False)
+    assert [r["step"] for r in metrics(tmp_path, "r")] == [1, 2, 3, 4, 5]
+    train(tiny("full"), verbose=False)
+    assert metrics(tmp_path, "r") == metrics(tmp_path, "full")
