@@ -7,9 +7,13 @@ Target (issue: Foundation): the Beam run with 2 workers reaches at least 1.5x th
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
 import tempfile
 import time
 from pathlib import Path

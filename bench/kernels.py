@@ -8,13 +8,17 @@ nothing about GPU speed. The output is a Markdown table for bench/README.md.
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import datetime
 import gc
-import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable

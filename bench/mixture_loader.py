@@ -4,6 +4,12 @@
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import tempfile
 import time

@@ -9,6 +9,12 @@ GPU (when present): MFU of the ~125M and ~350M presets in bf16 (target >= 40% fo
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import statistics
 import tempfile

@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--vocab-size", type=int, default=32768)
     pr.add_argument("--seq-len", type=int, default=2048)
 
-    sub.add_parser("ablate", help="(not built yet) data ablations over mixtures",
-                   epilog="example:\n  trainer ablate sweep.yaml   # arrives with the Ablate issue", formatter_class=fmt)
+    from gristmill.trainer import ablate
+
+    ablate.add_arguments(sub.add_parser("ablate", help="proxy-model ablations of mixtures, with a ranked report",
+                                        formatter_class=fmt))
     return p
 
 
@@ -141,10 +143,11 @@ def _presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "ablate":
-        print("error: `trainer ablate` is not built yet (it arrives with the Ablate issue)", file=sys.stderr)
-        return 2
     try:
+        if args.command == "ablate":
+            from gristmill.trainer import ablate
+
+            return ablate.run(args)
         return {"train": _train, "plan": _plan, "presets": _presets}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

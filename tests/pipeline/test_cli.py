@@ -1,6 +1,7 @@
 """User mistakes give one clear line and a non-zero exit, never a traceback; every command has --help."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,12 +66,21 @@ def test_local_defaults_never_use_the_downloading_direct_runner():
     assert mine["direct_num_workers"] == 1 and mine["direct_running_mode"] == "in_memory"
 
 
+def _subcommands(help_text: str) -> list[str]:
+    """Subcommand names listed under 'positional arguments' (argparse indents them by four spaces)."""
+    block = help_text.split("positional arguments:", 1)[1].split("\n\n", 1)[0] if "positional arguments:" in help_text else ""
+    return re.findall(r"^    ([a-z][\w-]*)(?:\s|$)", block, flags=re.M)
+
+
 @pytest.mark.parametrize("cmd", ["beam", "mix", "trainer"])
 def test_every_command_and_subcommand_has_help_with_an_example(cmd):
-    top = subprocess.run([str(BIN / cmd), "--help"], capture_output=True, text=True, timeout=60)
-    assert top.returncode == 0 and "example" in top.stdout.lower(), top.stdout + top.stderr
-    # subcommands listed in the top-level usage line: {a,b,c}
-    usage = top.stdout.split("{", 1)[1].split("}", 1)[0] if "{" in top.stdout else ""
-    for sub in filter(None, usage.split(",")):
-        r = subprocess.run([str(BIN / cmd), sub, "--help"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0 and "example" in r.stdout.lower(), f"{cmd} {sub} --help:\n{r.stdout}{r.stderr}"
+    def check(*words, depth=0):
+        r = subprocess.run([str(BIN / cmd), *words, "--help"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "example" in r.stdout.lower(), f"{cmd} {' '.join(words)} --help:\n{r.stdout}{r.stderr}"
+        subs = _subcommands(r.stdout)
+        if depth < 2:
+            for sub in subs:
+                check(*words, sub, depth=depth + 1)
+        return subs
+
+    assert check(), f"{cmd} lists no subcommands"
