@@ -24,9 +24,10 @@ def test_train_command_writes_metrics_and_resumes(tmp_path, capsys):
     assert "resumed" not in capsys.readouterr().out  # --quiet
 
 
-def test_ablate_is_not_built_yet(capsys):
-    assert main(["ablate"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+def test_ablate_without_mixtures_is_a_one_line_error(tmp_path, capsys):
+    assert main(["ablate", "-o", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
 
 
 def test_presets_lists_counts_and_flops(capsys):
