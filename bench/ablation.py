@@ -13,6 +13,12 @@ times one ablation run against one plain `trainer.train` call of the same steps,
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
 import statistics

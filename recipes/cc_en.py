@@ -28,6 +28,10 @@ PARAMS = {
     "filter_mode": "drop",         # drop | annotate (score and record, keep everything) | off (no filter stages)
     "toxicity_threshold": 0.5,
     "quality_threshold": 0.5,      # DCLM-style classifier; annotate-only by default (see docs/filters.md)
+    "lid_model": "",               # path or URL of a fastText LID model (lid.176.bin, GlotLID); "" = provisioned
+    "kenlm_model": "",             # path or URL of a KenLM model; "" = provisioned
+    "quality_model": "",           # path or URL, e.g. DCLM's fastText classifier; "" = provisioned
+    "toxicity_model": "",          # path or URL; "" = provisioned
     "dedup": True,
     "minhash_threshold": 0.8,      # near-duplicate Jaccard; bands x rows derived from it
     "resample_base": 10.0,         # duplicate cluster of c copies kept with weight 1 + log_base(c)
@@ -52,15 +56,18 @@ def stages(p):
     # Gopher's stop words and the default KenLM/quality/toxicity models are English.
     english = p["language"] == "en"
     filters = [
-        FilterStage("LanguageID", LanguageIDFilter(languages=[p["language"]], threshold=p["lid_threshold"]), mode=mode),
+        FilterStage("LanguageID", LanguageIDFilter(languages=[p["language"]], threshold=p["lid_threshold"],
+                                                  model=p["lid_model"] or None), mode=mode),
         FilterStage("GopherRepetition", GopherRepetitionFilter(), mode=mode),
         *([FilterStage("GopherQuality", GopherQualityFilter(), mode=mode)] if english else []),
         FilterStage("C4", C4QualityFilter(), mode=mode),
         FilterStage("FineWeb", FineWebQualityFilter(), mode=mode),
         *([FilterStage("BadWords", BadWordsFilter(), mode=mode),
-           FilterStage("Toxicity", ToxicityFilter(threshold=p["toxicity_threshold"]), mode=mode),
-           FilterStage("KenLM", KenLMFilter(), mode="annotate"),
-           FilterStage("Quality", QualityFilter(threshold=p["quality_threshold"]), mode="annotate")] if english else []),
+           FilterStage("Toxicity", ToxicityFilter(threshold=p["toxicity_threshold"],
+                                                  model=p["toxicity_model"] or None), mode=mode),
+           FilterStage("KenLM", KenLMFilter(model=p["kenlm_model"] or None), mode="annotate"),
+           FilterStage("Quality", QualityFilter(threshold=p["quality_threshold"],
+                                                model=p["quality_model"] or None), mode="annotate")] if english else []),
     ] if mode != "off" else []
     dedup = [
         ExactDedup("ExactDedup"),

@@ -62,6 +62,8 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
         if validate is not None:
             validate(ctx)
     opts = pipeline_options(beam_args, ctx.num_workers or None)
+    if sys.stderr.isatty():  # workers write to a pipe, so they learn from the environment to show progress
+        os.environ.setdefault("GRISTMILL_PROGRESS", "1")
     FileSystems.mkdirs(ctx.output) if not FileSystems.exists(ctx.output) else None
     t0 = time.time()
     p = beam.Pipeline(options=opts)

@@ -166,11 +166,11 @@ def _short(e: Exception) -> str:
 class _Progress:
     """Prints records/s to stderr every few seconds from each worker during local runs."""
 
-    def __init__(self, label: str, every: float = 5.0):
+    def __init__(self, label: str, every: float = 2.0):
         self.label, self.every = label, every
         self.n = 0
         self.t0 = self.last = time.monotonic()
-        self.enabled = sys.stderr.isatty() or os.environ.get("GRISTMILL_PROGRESS") == "1"
+        self.enabled = os.environ.get("GRISTMILL_PROGRESS") == "1"
 
     def tick(self):
         self.n += 1

@@ -43,3 +43,26 @@ def test_boilerplate_removed_from_main_content():
             f"<main><p>{FRENCH}</p></main><footer>Copyright 2026 All rights reserved</footer></body></html>")
     out, _, _ = html_to_text(page.encode(), "utf-8")
     assert FRENCH.strip() in out and "About us" not in out
+
+
+def test_undecodable_and_empty_pages_are_dropped_with_a_reason():
+    import random
+
+    from gristmill.pipeline.extract import _ExtractFn
+    from gristmill.pipeline.warc import RawPage
+
+    fn = _ExtractFn("Extract", min_chars=1, max_bad_char_ratio=0.05, source="t")
+    fn.setup()
+    counted = []
+    fn.counters.inc = lambda key, n=1: counted.append(key)
+
+    def page(payload, charset):
+        return RawPage(url="u", record_id="r", date="", file="f", offset=0, content_type="text/html",
+                       charset=charset, status=200, payload=payload)
+
+    garbage = b"<html><body><p>" + random.Random(0).randbytes(4000) + b"</p></body></html>"
+    assert list(fn.process(page(garbage, "utf-8"))) == []
+    assert list(fn.process(page(b"<html><body><script>x()</script></body></html>", "utf-8"))) == []
+    good = list(fn.process(page(f"<html><body><p>{FRENCH}</p></body></html>".encode(), "utf-8")))
+    assert [d.text for d in good] == [FRENCH.strip()]
+    assert counted.count("in") == 3 and "dropped/undecodable" in counted and "dropped/empty_text" in counted
