@@ -401,7 +401,7 @@ def execute(plan: dict[str, Any], rundir: Path, names: list[str], *, keep_checkp
         if not keep_checkpoints:  # only once result.json marks the run done
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         bpb = f", {result['avg_bpb']:.4f} bits/byte" if result["avg_bpb"] is not None else ""
-        log(f"[{i}/{len(todo)}] {run['name']}: validation loss {result['avg_loss']:.4f}{bpb} "
+        log(f"[{i}/{len(todo)}] {run['name']}: mean over evaluation sets: loss {result['avg_loss']:.4f}{bpb} "
             f"({time.perf_counter() - t0:.1f} s)")
 
 

@@ -195,7 +195,7 @@ def test_crashed_run_is_reported_failed_and_the_rest_go_on(data, tmp_path, capsy
     rundir = tmp_path / "run"
     assert ablate.run(parse([str(bad_mix), str(data["easy_mix"]), "-o", str(rundir), *FAST])) == 0
     err = capsys.readouterr().err
-    assert "bad_mix-s0: FAILED: " in err and "easy_mix-s0: validation loss" in err
+    assert "bad_mix-s0: FAILED: " in err and "easy_mix-s0: mean over evaluation sets: loss" in err
     results = json.loads((rundir / "results.json").read_text())
     status = {r["name"]: r["status"] for r in results["runs"]}
     assert status == {"bad_mix-s0": "failed", "easy_mix-s0": "ok"}
