@@ -37,12 +37,16 @@ TMP_DIR = ".tmp"
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """How documents become shards. `shard_bytes` is the target size of one Arrow file."""
+    """How documents become shards. `shard_bytes` is the target size of one Arrow file. `buckets` is the
+    number of buckets of the train split (the validation split gets that times validation_fraction,
+    rounded up): the unit of sorting, packing and memory on one worker. A bucket is written as as many
+    shards of at most `shard_bytes` as its size needs."""
 
     seq_len: int = 2048
     shard_bytes: int = 128 << 20
     validation_fraction: float = 0.01
     domain: str = "web"
+    buckets: int = 8
 
     def __post_init__(self):
         if self.seq_len < 2:
@@ -51,6 +55,8 @@ class TokenizeConfig:
             raise UserError(f"shard_bytes ({self.shard_bytes}) must hold at least one sequence ({4 * self.seq_len} bytes)")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise UserError(f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
+        if self.buckets < 1:
+            raise UserError(f"buckets must be at least 1, not {self.buckets}")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -165,8 +171,16 @@ def pieces_of(doc_id: str, ids: np.ndarray, repeats: int, seed: int, validation_
     return split, [Piece(order_key(doc_id, seed, c), doc_id, c, crc, ids) for c in range(copies)]
 
 
-def n_buckets(tokens: int, shard_bytes: int) -> int:
-    return max(1, math.ceil(4 * tokens / shard_bytes))
+def n_buckets(split: str, config: TokenizeConfig) -> int:
+    """Buckets of a split: fixed by the config, not by the data, so a piece's bucket is known as soon as it
+    is encoded (no pass over the totals first)."""
+    if split == "validation":
+        return max(1, math.ceil(config.buckets * config.validation_fraction))
+    return config.buckets
+
+
+def bucket_of(split: str, key: int, config: TokenizeConfig) -> int:
+    return key % n_buckets(split, config)
 
 
 def pack(pieces: list[Piece], seq_len: int, eos_id: int, pad_id: int, byte_lengths: np.ndarray):
@@ -318,10 +332,9 @@ def tokenize_documents(docs: Iterable, tokenizer: str, folder: str | Path, confi
                 pieces[split].append(piece)
     entries = []
     for split, items in pieces.items():
-        nb = n_buckets(sum(p.ids.size + 1 for p in items), config.shard_bytes)
         buckets: dict[int, list[Piece]] = {}
         for p in items:
-            buckets.setdefault(p.key % nb, []).append(p)
+            buckets.setdefault(bucket_of(split, p.key, config), []).append(p)
         for b in sorted(buckets):
             entries += write_bucket(buckets[b], folder, split, b, config, encoder.info, encoder.byte_lengths)
     manifest = finalize(folder, entries, encoder.tokenizer_json, encoder.info, config,

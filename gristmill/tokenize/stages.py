@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.pvalue import AsDict, AsSingleton
+from apache_beam.pvalue import AsSingleton
 
 from gristmill.errors import UserError
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
@@ -95,11 +95,16 @@ class TrainTokenizer(Stage):
         return docs
 
 
+def _narrow(vocab_size: int) -> bool:
+    """Whether ids cross the shuffle as uint16 (half the bytes) rather than int32."""
+    return vocab_size <= 1 << 16
+
+
 class _EncodeFn(beam.DoFn):
     """Batch-encodes documents; the tokenizer (a side input) is loaded once per worker and kept."""
 
-    def __init__(self, label: str, seed: int, validation_fraction: float):
-        self.label, self.seed, self.validation_fraction = label, seed, validation_fraction
+    def __init__(self, label: str, seed: int, config: E.TokenizeConfig):
+        self.label, self.seed, self.config = label, seed, config
 
     def setup(self):
         self.counters = StageCounters(self.label)
@@ -128,9 +133,12 @@ class _EncodeFn(beam.DoFn):
         docs, self.buf, self.chars = self.buf, [], 0
         if not docs:
             return
-        for split, p in E.encode_documents(self.encoder, docs, self.counters, self.seed, self.validation_fraction):
-            # Plain tuples with raw bytes cross the shuffle with Beam's fast coders.
-            yield split, p.key, p.doc_id, p.copy, p.crc, p.ids.tobytes()
+        config, narrow = self.config, _narrow(self.encoder.info.vocab_size)
+        for split, p in E.encode_documents(self.encoder, docs, self.counters, self.seed, config.validation_fraction):
+            # The bucket is fixed by the config, so encoding and bucketing fuse and the ids cross the runner
+            # once (the GroupByKey). Plain tuples with raw bytes use Beam's fast coders.
+            ids = p.ids.astype(np.uint16) if narrow else p.ids
+            yield (split, E.bucket_of(split, p.key, config)), (p.key, p.doc_id, p.copy, p.crc, ids.tobytes())
 
 
 class _WriteBucketFn(beam.DoFn):
@@ -146,7 +154,8 @@ class _WriteBucketFn(beam.DoFn):
             tok, self.info = load_tokenizer(tokenizer_json)
             self.byte_lengths = token_byte_lengths(tok)
             self._source = tokenizer_json
-        pieces = [E.Piece(key, doc_id, copy, crc, np.frombuffer(ids, dtype=np.int32))
+        dtype = np.uint16 if _narrow(self.info.vocab_size) else np.int32
+        pieces = [E.Piece(key, doc_id, copy, crc, np.frombuffer(ids, dtype=dtype).astype(np.int32))
                   for key, doc_id, copy, crc, ids in rows]
         yield from E.write_bucket(pieces, self.folder, split, bucket, self.config, self.info, self.byte_lengths)
 
@@ -155,17 +164,18 @@ class Tokenize(Stage):
     """Encodes documents (each emitted `repeats` times, EOS after each), packs them into sequences of
     `seq_len` ids and writes train/validation Arrow shards of about `shard_bytes` plus manifest.json to
     OUTPUT/<subdir> ("" for OUTPUT itself). The validation split holds about `validation_fraction` of the
-    documents, chosen by a seeded hash of the id. Counters: in, kept, dropped/empty, dropped/zero_repeats,
-    tokens_unique, tokens_emitted, documents_train, documents_validation.
+    documents, chosen by a seeded hash of the id. Pieces go to `buckets` buckets (train; validation gets
+    buckets × validation_fraction, rounded up), each sorted and packed on one worker. Counters: in, kept,
+    dropped/empty, dropped/zero_repeats, tokens_unique, tokens_emitted, documents_train, documents_validation.
     """
 
     def __init__(self, label: str = "Tokenize", seq_len: int = 2048, shard_bytes: int = 128 << 20,
                  validation_fraction: float = 0.01, domain: str = "web", tokenizer: str | None = None,
-                 source: str | None = None, subdir: str = TOKENS_DIR):
+                 source: str | None = None, subdir: str = TOKENS_DIR, buckets: int = E.TokenizeConfig.buckets):
         self.label = label
         self.subdir = subdir
         self.config = E.TokenizeConfig(seq_len=seq_len, shard_bytes=shard_bytes,
-                                       validation_fraction=validation_fraction, domain=domain)
+                                       validation_fraction=validation_fraction, domain=domain, buckets=buckets)
         self.tokenizer = tokenizer
         self.source = source
 
@@ -187,17 +197,7 @@ class Tokenize(Stage):
             text = Path(path).read_text(encoding="utf-8")
             tokenizer = docs.pipeline | f"{label}/Tokenizer" >> beam.Create([text])
         tok = AsSingleton(tokenizer)
-        encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config.validation_fraction), tok)
-        sizes = (
-            encoded
-            | f"{label}/SplitTokens" >> beam.Map(lambda r: (r[0], len(r[5]) // 4 + 1))
-            | f"{label}/SumTokens" >> beam.CombinePerKey(sum)
-        )
-
-        def to_bucket(r, sizes):
-            split, key = r[0], r[1]
-            return (split, key % E.n_buckets(sizes[split], config.shard_bytes)), r[1:]
-
+        encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config), tok)
         source = self.source or ctx.recipe_name
 
         def finish(entries, tokenizer_json):
@@ -209,7 +209,6 @@ class Tokenize(Stage):
 
         (
             encoded
-            | f"{label}/Bucket" >> beam.Map(to_bucket, AsDict(sizes))
             | f"{label}/Group" >> beam.GroupByKey()
             | f"{label}/Pack" >> beam.ParDo(_WriteBucketFn(folder, config), tok)
             | f"{label}/Entries" >> beam.combiners.ToList()

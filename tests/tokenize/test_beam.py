@@ -120,3 +120,29 @@ def test_corrupt_document_file_is_a_one_line_error(tmp_path, capsys):
     assert main(["tokenize", "train", str(tmp_path / "part.jsonl.gz"), "--output", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot read")
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_beam_with_a_given_tokenizer_and_bucket_count_matches_the_driver(docs, tokenizer_path, tmp_path,
+                                                                         monkeypatch, narrow):
+    # ids cross the shuffle as uint16 for vocabularies up to 65,536 and as int32 above: both give the same bytes
+    import gristmill.tokenize.stages as S
+
+    monkeypatch.setattr(S, "_narrow", lambda vocab_size: narrow)
+    config = TokenizeConfig(seq_len=CONFIG.seq_len, shard_bytes=CONFIG.shard_bytes,
+                            validation_fraction=CONFIG.validation_fraction, buckets=3)
+    stages = [
+        CreateDocuments("Create", docs),
+        Tokenize("Tokenize", seq_len=config.seq_len, shard_bytes=config.shard_bytes,
+                 validation_fraction=config.validation_fraction, tokenizer=tokenizer_path, buckets=3),
+    ]
+    ctx = RunContext(output=str(tmp_path / "run"), seed=2, recipe_name="cc_test", recipe_hash="f00d")
+    run_stages(stages, ctx, BEAM_ARGS)
+    out = tmp_path / "run" / "tokens"
+    local = tmp_path / "local"
+    manifest, _ = tokenize_documents(docs, tokenizer_path, local, config, seed=2, source="cc_test",
+                                     recipe_sha256="f00d")
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    names = sorted(p.name for p in local.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert same_files(out, local, names)

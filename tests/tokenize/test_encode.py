@@ -87,7 +87,18 @@ def test_lone_surrogates_are_replaced():
     assert clean_text("fine ü") == ("fine ü", False)
 
 
-@pytest.mark.parametrize("kwargs", [dict(seq_len=1), dict(shard_bytes=10), dict(validation_fraction=1.0)])
+@pytest.mark.parametrize("kwargs", [dict(seq_len=1), dict(shard_bytes=10), dict(validation_fraction=1.0),
+                                    dict(buckets=0)])
 def test_bad_config_is_a_user_error(kwargs):
     with pytest.raises(UserError):
         TokenizeConfig(**kwargs)
+
+
+def test_buckets_are_fixed_by_the_config_not_the_data():
+    from gristmill.tokenize.encode import bucket_of, n_buckets
+
+    config = TokenizeConfig(buckets=5, validation_fraction=0.1)
+    assert n_buckets("train", config) == 5
+    assert n_buckets("validation", config) == 1
+    assert n_buckets("validation", TokenizeConfig(buckets=40, validation_fraction=0.1)) == 4
+    assert {bucket_of("train", k, config) for k in range(100)} == set(range(5))
