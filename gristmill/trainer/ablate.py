@@ -88,9 +88,13 @@ def load_sweep(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]
     index_path = Path(folder) / "sweep.json"
     if not index_path.is_file():
         raise UserError(f"{index_path} does not exist; make the sweep with `mix sweep SPEC -n N -o {folder}`")
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    if index.get("format") != "gristmill.sweep/1":
-        raise UserError(f"{index_path}: format is {index.get('format')!r}, expected 'gristmill.sweep/1'")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{index_path} is not valid JSON: {e}") from None
+    if not isinstance(index, dict) or index.get("format") != "gristmill.sweep/1":
+        found = index.get("format") if isinstance(index, dict) else None
+        raise UserError(f"{index_path}: format is {found!r}, expected 'gristmill.sweep/1'")
     members = [load_mixture(Path(folder) / m["path"], m["name"]) for m in index["mixtures"]]
     for mix, entry in zip(members, index["mixtures"]):
         mix["proportions"] = dict(entry["proportions"])
@@ -210,9 +214,10 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
 
         from gristmill.trainer.config import load_config
 
+        config = load_config(args.config)  # a missing or malformed file is one error line
         # Only the keys the file sets: the ablation's own defaults apply to the rest.
         given = set(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
-        base = {k: v for k, v in load_config(args.config).to_dict().items() if k in given}
+        base = {k: v for k, v in config.to_dict().items() if k in given}
         if "betas" in base:
             base["betas"] = list(base["betas"])
     if args.preset and args.preset not in ABLATE_PRESETS:

@@ -84,12 +84,15 @@ def _train(args) -> int:
     return 0
 
 
-def _data_seq_len(data: dict) -> int:
+def _data_shape(data: dict) -> tuple[int, int]:
+    """(vocab_size, seq_len) of a config's data, as `train` gives them to the model."""
     if "synthetic" in data:
-        return int((data["synthetic"] or {}).get("seq_len", 32))
+        syn = data["synthetic"] or {}
+        return int(syn.get("vocab_size", 256)), int(syn.get("seq_len", 32))
     from gristmill.trainer.data import MixtureSource
 
-    return MixtureSource(data["mixture"], 1).seq_len
+    source = MixtureSource(data["mixture"], 1)
+    return source.vocab_size, source.seq_len
 
 
 def _plan(args) -> int:
@@ -108,10 +111,11 @@ def _plan(args) -> int:
             from gristmill.trainer.config import load_config
 
             cfg = load_config(args.config)
-            seq = seq or _data_seq_len(cfg.data)
+            vocab, data_seq = _data_shape(cfg.data)
+            seq = seq or data_seq
             micro = micro or cfg.micro_batch_size
             ckpt = ckpt or cfg.activation_checkpointing
-            mcfg = model_config(cfg.model)
+            mcfg = model_config(cfg.model, vocab_size=vocab)  # the vocabulary comes from the data, as in train
         else:
             mcfg = model_config(args.preset)
         psi = mcfg.num_params()

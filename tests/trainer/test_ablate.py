@@ -233,12 +233,24 @@ def test_evaluation_sets_are_the_union_of_domains(data, tmp_path):
                                     *FAST]))["settings"]["train"]
     # the file's keys, then flags over them, then the ablation's defaults (fp32 on the CPU, not the trainer's bf16)
     assert (train["lr"], train["weight_decay"], train["batch_size"], train["precision"]) == (3e-3, 0.0, 8, "fp32")
-    for bad, message in ((["--eval", "nonsense"], "NAME=TOKEN_DATASET_DIR"),
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lr: [1\n")
+    for bad, message in ((["--config", str(tmp_path / "none.yaml")], "config file not found"),
+                         (["--config", str(broken)], "cannot parse"),
+                         (["--eval", "nonsense"], "NAME=TOKEN_DATASET_DIR"),
                          (["--eval", f"web={data['easy']}"], "already a mixture domain"),
                          (["--rank-by", "nope"], "not an evaluation set"), (["--tokens", "100"], "less than one step"),
                          (["--preset", "huge"], "unknown --preset")):
         with pytest.raises(UserError, match=message):
             ablate.make_plan(parse([str(data["easy_mix"]), "-o", str(tmp_path), *FAST, *bad]))
+
+
+def test_a_damaged_sweep_index_is_one_line(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{")
+    with pytest.raises(UserError, match="sweep.json is not valid JSON") as e:
+        ablate.make_plan(parse(["--sweep", str(tmp_path / "sweep"), "-o", str(tmp_path / "run")]))
+    assert "\n" not in str(e.value)
 
 
 def test_ridge_matches_least_squares_and_regmix_finds_a_planted_optimum():

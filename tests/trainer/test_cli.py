@@ -18,6 +18,8 @@ def test_train_command_writes_metrics_and_resumes(tmp_path, capsys):
     assert main(["train", str(cfg), "--out-dir", str(out), "--stop-after", "2"]) == 0
     printed = capsys.readouterr()
     assert printed.out.startswith("config: {") and "parameters" in printed.out
+    # the progress bar (stderr is not a terminal here: a plain line per 5% of the run)
+    assert "] step 1/4 loss " in printed.err and "] step 2/4 loss " in printed.err
     assert main(["train", str(cfg), "--out-dir", str(out), "--quiet"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

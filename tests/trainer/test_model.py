@@ -131,3 +131,17 @@ def test_model_runs_through_the_fused_kernels_when_dispatch_allows():
     assert fused <= set(got["triton_nodes"]) and not fused & set(got["torch_nodes"])
     assert got["losses"][0] == pytest.approx(got["losses"][1], rel=1e-6)
     assert got["grad_gap"] < 1e-5
+
+
+def test_z_loss_adds_the_mean_squared_logsumexp():
+    torch.manual_seed(0)
+    plain = Transformer(model_config("tiny"))
+    with_z = Transformer(model_config("tiny", z_loss=1e-2))
+    with_z.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        lse = torch.logsumexp(plain(idx[:, :-1]).float(), dim=-1)
+        ce = plain(idx[:, :-1], idx[:, 1:])
+        got = with_z(idx[:, :-1], idx[:, 1:])
+    torch.testing.assert_close(got, ce + 1e-2 * lse.pow(2).mean(), atol=1e-6, rtol=1e-6)
+    assert got > ce

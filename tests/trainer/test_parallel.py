@@ -1,5 +1,6 @@
 """Two gloo processes under torchrun: every parallel mode gives the single-process losses on the same global
-batch, and ZeRO-1 / ZeRO-3 (FSDP2) runs interrupted and resumed give the uninterrupted losses."""
+batch, shards what it says it shards, and ZeRO-1 / ZeRO-3 (FSDP2) runs interrupted and resumed give the
+uninterrupted losses."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def runs(tmp_path_factory, tiny_settings) -> dict:
         plan[f"{m}_first"] = {"mode": m, "dir": f"{m}_resume", "stop_after": 3}
         plan[f"{m}_resumed"] = {"mode": m, "dir": f"{m}_resume", "resume": "auto"}
     spec = out / "spec.json"
-    spec.write_text(json.dumps({"out": str(out), "config": config, "runs": plan}))
+    spec.write_text(json.dumps({"out": str(out), "config": config, "runs": plan, "layouts": list(MODES)}))
     worker = Path(__file__).with_name("dist_worker.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(worker), str(spec)], env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -36,6 +37,7 @@ def runs(tmp_path_factory, tiny_settings) -> dict:
     results = json.loads((out / "results.json").read_text())
     single = train(TrainConfig(**{**tiny_settings, "out_dir": str(out / "single")}), verbose=False)
     results["single"] = [[r["step"], r["loss"], r["grad_norm"]] for r in single]
+    results["layouts"] = json.loads((out / "layouts.json").read_text())
     return results
 
 
@@ -53,3 +55,23 @@ def test_two_ranks_match_one_process(runs, mode):
 def test_sharded_resume_is_exact(runs, mode):
     assert [s for s, _, _ in runs[f"{mode}_first"]] == [1, 2, 3]
     assert runs[f"{mode}_first"] + runs[f"{mode}_resumed"] == runs[mode]
+
+
+# What rank 0 of 2 holds, as fractions of the full model: (wrapper, optimizer, block weights gathered between
+# forward and backward, gradients, Adam moments). Equal losses alone cannot tell one mode from another.
+LAYOUTS = {
+    "ddp": ("DistributedDataParallel", "AdamW", True, 1.0, 1.0),
+    "zero1": ("DistributedDataParallel", "ZeroRedundancyOptimizer", True, 1.0, 0.5),
+    "zero2": ("FSDPTransformer", "AdamW", True, 0.5, 0.5),
+    "zero3": ("FSDPTransformer", "AdamW", False, 0.5, 0.5),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_shards_what_it_says(runs, mode):
+    got = runs["layouts"][mode]
+    wrapper, optimizer, gathered, grads, states = LAYOUTS[mode]
+    assert (got["wrapper"], got["optimizer"], got["gathered_after_forward"]) == (wrapper, optimizer, gathered)
+    # ZeRO-1 balances whole tensors over ranks and FSDP2 pads dim 0: about half, not exactly
+    assert got["grad_fraction"] == pytest.approx(grads, abs=0.02)
+    assert got["state_fraction"] == pytest.approx(states, abs=0.02)

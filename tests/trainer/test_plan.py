@@ -49,3 +49,14 @@ def test_plan_errors_are_one_line(capsys, argv, msg):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1
+
+
+def test_plan_takes_the_vocabulary_from_the_configs_data(capsys, tmp_path, mixture):
+    """As `train` does: a 125m model over the fixture mixture's 256-token vocabulary, not the preset's 32768."""
+    from gristmill.trainer.model import model_config
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: 125m\nmicro_batch_size: 2\ndata: {{mixture: {mixture}}}\n")
+    assert main(["plan", str(cfg), "--gpus", "4"]) == 0
+    want = model_config("125m", vocab_size=256).num_params()
+    assert f"{want / 1e6:.1f}M parameters" in capsys.readouterr().out

@@ -145,3 +145,84 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     assert [r["step"] for r in metrics(tmp_path, "r")] == [1, 2, 3, 4, 5]
     train(tiny("full"), verbose=False)
     assert metrics(tmp_path, "r") == metrics(tmp_path, "full")
+
+
+def test_gradient_accumulation_matches_one_big_micro_batch(tiny):
+    """batch 8 as 1 x 8, 2 x 4 and 4 x 2: the same update, so the same losses (a dropped or unscaled
+    micro-batch would change them)."""
+    runs = [train(tiny(f"m{m}", micro_batch_size=m), verbose=False) for m in (8, 4, 2)]
+    for key in ("loss", "grad_norm"):  # Adam hides a wrongly scaled gradient from the loss, not from its norm
+        values = [[r[key] for r in rows] for rows in runs]
+        assert values[1] == pytest.approx(values[0], rel=1e-5) and values[2] == pytest.approx(values[0], rel=1e-5)
+    assert runs[0][-1]["loss"] < runs[0][0]["loss"]
+
+
+def test_bf16_autocasts_over_fp32_weights(tiny, tmp_path):
+    from gristmill.trainer import checkpoint
+
+    fp32 = train(tiny("a", steps=2), verbose=False)
+    bf16 = train(tiny("b", steps=2, precision="bf16"), verbose=False)
+    assert [r["loss"] for r in bf16] != [r["loss"] for r in fp32]  # the forward really ran in bf16
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    from gristmill.trainer.ablate import _load_weights
+
+    _load_weights(checkpoint.latest(tmp_path / "b" / "checkpoints"), model)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_activation_checkpointing_recomputes_each_block():
+    """Wrapped blocks keep few tensors for backward and run their forward again in it; same gradients."""
+    from gristmill.trainer.parallel import parallelize
+
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        model = parallelize(Transformer(model_config("tiny", max_seq_len=SEQ_LEN)), "single", world_size=1,
+                            device=torch.device("cpu"), activation_checkpointing=checkpointing)
+        attn_calls, saved = [], [0]
+        block = getattr(model.layers[0], "_checkpoint_wrapped_module", model.layers[0])
+        block.attn.register_forward_pre_hook(lambda *a: attn_calls.append(1))
+
+        def pack(t):
+            saved[0] += 1
+            return t
+
+        ids = torch.randint(0, 256, (2, SEQ_LEN), generator=torch.Generator().manual_seed(1))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(ids[:, :-1], ids[:, 1:])
+        loss.backward()
+        return len(attn_calls), saved[0], model.layers[0].attn.wq.weight.grad.clone()
+
+    calls_plain, saved_plain, grad_plain = run(False)
+    calls_ckpt, saved_ckpt, grad_ckpt = run(True)
+    assert (calls_plain, calls_ckpt) == (1, 2)  # recomputed in backward
+    assert saved_ckpt < saved_plain / 2
+    torch.testing.assert_close(grad_ckpt, grad_plain)
+
+
+def test_weight_decay_is_decoupled_and_on_matrices_only():
+    from gristmill.trainer.parallel import build_optimizer
+
+    model = Transformer(model_config("tiny", qk_norm=True))
+    opt = build_optimizer(model, "single", world_size=1, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+    assert isinstance(opt, torch.optim.AdamW)  # decoupled weight decay
+    decayed, free = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and free["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in free["params"])
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))
+
+
+def test_checkpoint_restores_the_rng_state(tmp_path):
+    from gristmill.trainer import checkpoint
+    from gristmill.trainer.train import WarmupCosine
+
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(1, 5, 0.1))
+    src = SyntheticSource(256, SEQ_LEN, 4, seed=0)
+    torch.manual_seed(7)
+    torch.rand(3)
+    path = checkpoint.save(tmp_path, model, opt, sched, src, 1, rank=0, world=1, keep=1)
+    want = torch.rand(5)
+    torch.manual_seed(99)
+    checkpoint.load(path, model, opt, sched, src, rank=0, world=1)
+    assert torch.equal(torch.rand(5), want)
