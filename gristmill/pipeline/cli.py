@@ -16,9 +16,12 @@ examples:
   beam run recipes/cc_en.py --input 'crawl/*.warc.gz' --output out/cc_en -p language=fr
   beam run recipes/cc_en.py --direct_num_workers=1           # any Beam pipeline option passes through
   beam run recipes/cc_en.py --runner=DataflowRunner --project=P --region=us-central1 \\
-      --temp_location=gs://B/tmp --input 'gs://B/crawl/*.warc.gz' --output gs://B/out
-  beam run recipes/cc_en.py --runner=FlinkRunner --flink_job_server_jar=/path/beam-runners-flink-job-server.jar
-  beam run recipes/cc_en.py --runner=SparkRunner --spark_job_server_jar=/path/beam-runners-spark-job-server.jar
+      --temp_location=gs://B/tmp --sdk_container_image=IMAGE_WITH_GRISTMILL \\
+      --input 'gs://B/crawl/*.warc.gz' --output /mnt/gcs/out   # token shards need a mounted folder
+  beam run recipes/cc_en.py --runner=FlinkRunner --flink_master=HOST:8081 \\
+      --flink_job_server_jar=/path/beam-runners-flink-job-server.jar --environment_type=LOOPBACK
+  beam run recipes/cc_en.py --runner=SparkRunner --spark_master_url=spark://HOST:7077 \\
+      --spark_job_server_jar=/path/beam-runners-spark-job-server.jar --environment_type=LOOPBACK
 """
 
 # Modules that add subcommand groups to `beam` through a `register(subparsers)` function.
@@ -34,10 +37,13 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.io.filesystems import FileSystems
 
     from gristmill.pipeline.recipe import load_recipe
-    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.runner import pipeline_options, run_stages
     from gristmill.pipeline.stages import RunContext
 
+    # Every user mistake (recipe, parameter, flag) is reported before the sample crawl is generated.
     recipe = load_recipe(args.recipe, args.param)
+    stages = recipe.stages()
+    pipeline_options(beam_args, args.workers or None)
     if args.input:
         inp = args.input
         if not FileSystems.match([inp])[0].metadata_list:
@@ -49,7 +55,6 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         inp = os.path.join(os.path.dirname(paths[0]), "*.warc.gz")
         print(f"input: bundled sample crawl ({len(paths)} file(s) in {os.path.dirname(paths[0])})", file=sys.stderr)
     output = args.output or os.path.join("out", recipe.name)
-    stages = recipe.stages()
     ctx = RunContext(input=inp, output=output, params=recipe.params, seed=args.seed, recipe_name=recipe.name,
                      recipe_hash=recipe.sha256(stages), num_workers=args.workers or 0)
     print(f"running recipe {recipe.name} ({len(stages)} stages) -> {output}", file=sys.stderr)

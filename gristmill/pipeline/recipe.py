@@ -29,6 +29,8 @@ class Recipe:
             raise UserError(f"recipe {self.path}: {type(e).__name__}: {e}") from None
         if not isinstance(stages, list) or not all(isinstance(s, Stage) for s in stages):
             raise UserError(f"recipe {self.path}: stages(p) must return a list of Stage objects")
+        if not stages:
+            raise UserError(f"recipe {self.path}: stages(p) returned no stages")
         return stages
 
     def sha256(self, stages: list[Stage]) -> str:

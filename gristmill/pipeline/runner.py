@@ -30,8 +30,15 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     """
     args = list(beam_args or [])
     opts = PipelineOptions(args)
-    known = opts.get_all_options(retain_unknown_options=False)
-    unknown = set(opts.get_all_options(retain_unknown_options=True)) - set(known)
+    # Beam logs "Discarding unparseable args" for flags it does not know; we report them ourselves, in one line.
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    quiet = _DropMessages("Discarding unparseable args")
+    beam_log.addFilter(quiet)
+    try:
+        known = opts.get_all_options(retain_unknown_options=False)
+        unknown = set(opts.get_all_options(retain_unknown_options=True)) - set(known)
+    finally:
+        beam_log.removeFilter(quiet)
     if unknown:
         raise UserError(f"unknown pipeline option(s): {', '.join('--' + u for u in sorted(unknown))} "
                         f"(see 'beam run --help' and Beam's PipelineOptions)")
@@ -48,6 +55,15 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     return PipelineOptions(args + extra)
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None = None,
                wait: bool = True) -> dict[str, Any]:
     """Run `stages` in order; write OUTPUT/stats.json (counts) and OUTPUT/run.json (timing, options)."""
@@ -57,11 +73,11 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise UserError(f"stage labels must be unique; repeated: {', '.join(dupes)}")
+    opts = pipeline_options(beam_args, ctx.num_workers or None)  # a bad flag fails before any model loads
     for s in stages:
         validate = getattr(s, "validate", None)
         if validate is not None:
             validate(ctx)
-    opts = pipeline_options(beam_args, ctx.num_workers or None)
     if sys.stderr.isatty():  # workers write to a pipe, so they learn from the environment to show progress
         os.environ.setdefault("GRISTMILL_PROGRESS", "1")
     FileSystems.mkdirs(ctx.output) if not FileSystems.exists(ctx.output) else None

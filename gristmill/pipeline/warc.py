@@ -132,29 +132,52 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         stream.seek(base)
         last_end = base
         it = ArchiveIterator(stream, check_digests=False)
+        resync_from = None
         try:
             for record in it:
+                if _merged_headers(record):
+                    # A record cut inside its header block: warcio's lenient parser has read on into the next
+                    # record's headers, and would return the two as one. Count it, then resynchronise from
+                    # just after its start, which finds the next record's own `WARC/1.` line.
+                    resync_from = it.get_record_offset()
+                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
+                    break
                 try:
                     outcome = _classify(record, file, max_bytes)
                 except Exception as e:  # a broken HTTP block or payload: this record only
                     outcome = ReadOutcome(record.rec_type or "unknown", reason=f"bad:{_short(e)}")
                 # warcio knows a record's offset only once it has been read to the end.
-                offset = base + it.get_record_offset()
+                offset = it.get_record_offset()  # absolute: the iterator starts at stream.tell()
                 last_end = offset + it.get_record_length()
                 if outcome.page is not None:
                     outcome.page.offset = offset
                 yield outcome
-            # warcio stops quietly at a truncated last member; bytes left over are a damaged record.
-            stream.seek(last_end)
-            if not stream.read(64).strip(b"\r\n\x00 "):
-                return
-            yield ReadOutcome("unknown", reason="bad:truncated")
+            if resync_from is not None:
+                last_end = resync_from
+            else:
+                # warcio stops quietly at a truncated last member; bytes left over are a damaged record.
+                stream.seek(last_end)
+                if not stream.read(64).strip(b"\r\n\x00 "):
+                    return
+                yield ReadOutcome("unknown", reason="bad:truncated")
         except Exception as e:  # the stream itself is damaged here: count it, then re-synchronise
             yield ReadOutcome("unknown", reason=f"bad:{_short(e)}")
         nxt = _find_resync(stream, last_end + 1, gz)
         if nxt is None:
             return
         base = nxt
+
+
+def _merged_headers(record) -> bool:
+    """True when a record's WARC header block repeats WARC-Record-ID or WARC-Type (each appears once per record)."""
+    seen = set()
+    for name, _ in record.rec_headers.headers:
+        key = name.lower()
+        if key in ("warc-record-id", "warc-type"):
+            if key in seen:
+                return True
+            seen.add(key)
+    return False
 
 
 def _short(e: Exception) -> str:
@@ -164,22 +187,32 @@ def _short(e: Exception) -> str:
 
 
 class _Progress:
-    """Prints records/s to stderr every few seconds from each worker during local runs."""
+    """Prints records/s to stderr every few seconds from each worker during local runs.
 
-    def __init__(self, label: str, every: float = 2.0):
-        self.label, self.every = label, every
+    The runner turns it on (GRISTMILL_PROGRESS=1) when its stderr is a terminal; GRISTMILL_PROGRESS_SECONDS
+    sets the interval (default 2).
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        try:
+            self.every = float(os.environ.get("GRISTMILL_PROGRESS_SECONDS") or 2.0)
+        except ValueError:
+            self.every = 2.0
         self.n = 0
         self.t0 = self.last = time.monotonic()
         self.enabled = os.environ.get("GRISTMILL_PROGRESS") == "1"
 
     def tick(self):
         self.n += 1
-        if self.enabled and self.n % 256 == 0:
+        if self.enabled and self.n % 64 == 0:
             now = time.monotonic()
             if now - self.last >= self.every:
                 self.last = now
-                print(f"[{self.label} pid {os.getpid()}] {self.n} records, {self.n / (now - self.t0):.0f} records/s",
-                      file=sys.stderr, flush=True)
+                line = f"[{self.label} pid {os.getpid()}] {self.n} records, {self.n / (now - self.t0):.0f} records/s\n"
+                # One write(2) per line: workers share the terminal, and a short write to a pipe is atomic.
+                sys.stderr.flush()
+                os.write(2, line.encode())
 
 
 class _ReadWarcFn(beam.DoFn):

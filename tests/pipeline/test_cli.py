@@ -1,6 +1,7 @@
 """User mistakes give one clear line and a non-zero exit, never a traceback; every command has --help."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def assert_one_line_error(r, fragment):
     assert r.returncode != 0
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert "Traceback" not in r.stderr, r.stderr
-    assert any(l.startswith("error: ") and fragment in l for l in lines), r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
 
 
 def test_missing_input(tmp_path):
@@ -49,6 +50,26 @@ def test_unknown_beam_flag(tmp_path):
 
 def test_unknown_recipe_parameter(tmp_path):
     assert_one_line_error(beam("run", "recipes/cc_en.py", "-p", "colour=blue"), "no parameter 'colour'")
+
+
+def test_mistakes_are_reported_before_the_sample_crawl_is_generated(tmp_path):
+    # With no --input, `beam run` would first generate the bundled sample into an empty cache.
+    env = {**os.environ, "GRISTMILL_CACHE": str(tmp_path / "cache")}
+    for args, fragment in ((["--no_such_beam_option=3"], "--no_such_beam_option"),
+                           (["-p", "filter_mode=sometimes"], "filter_mode must be"),
+                           (["-p", "doc_shards=0"], "shards must be >= 1")):
+        r = subprocess.run([str(BIN / "beam"), "run", "recipes/cc_en.py", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert_one_line_error(r, fragment)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_empty_recipe_and_recipe_without_stages(tmp_path):
+    (tmp_path / "none.py").write_text("PARAMS = {}\n")
+    assert_one_line_error(beam("run", str(tmp_path / "none.py")), "must define a function stages(p)")
+    (tmp_path / "empty.py").write_text("def stages(p):\n    return []\n")
+    assert_one_line_error(beam("run", str(tmp_path / "empty.py"), "--input", str(ROOT / "pyproject.toml")),
+                          "no stages")
 
 
 def test_parameter_types():

@@ -101,3 +101,36 @@ def test_full_recipe_on_generated_crawl(tmp_path):
     a, b = all_files(tmp_path / "a"), all_files(tmp_path / "b")
     assert a.keys() == b.keys() and len(a) > 8
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_counts_that_do_not_add_up_fail_the_run(crawl, tmp_path):
+    r = subprocess.run([BEAM, "run", str(Path(__file__).with_name("recipe_leaky.py")), "--input",
+                        str(crawl / "crawl-0.warc.gz"), "--output", str(tmp_path), "--direct_num_workers=2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "error: counts do not add up in Leaky" in r.stderr, r.stderr
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    leaky = stats["stages"]["Leaky"]
+    lost = sum(1 for i in range(25) if str(i).endswith("3"))  # crawl-0 holds pages 0..24
+    assert not stats["balanced"] and stats["unbalanced_stages"] == ["Leaky"]
+    assert leaky["in"] == 25 and leaky["kept"] == 25 - lost and leaky["dropped_total"] == 0
+
+
+def test_local_run_shows_live_progress_from_every_worker(tmp_path):
+    import os
+    import re
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for k in range(2):
+        write_warc(crawl / f"c-{k}.warc.gz", n=200, start=1000 * k)
+    line = re.compile(r"^\[Read pid (\d+)\] \d+ records, \d+ records/s$", re.M)
+    cmd = [BEAM, "run", READ_EXTRACT, "--input", str(crawl / "*.warc.gz"), "--direct_num_workers=2"]
+    env = {**os.environ, "GRISTMILL_PROGRESS": "1", "GRISTMILL_PROGRESS_SECONDS": "0"}
+    r = subprocess.run(cmd + ["--output", str(tmp_path / "a")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(line.findall(r.stderr)) >= 2 * (202 // 64), r.stderr  # a line per 64 records in each file
+    quiet = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_PROGRESS")}
+    r = subprocess.run(cmd + ["--output", str(tmp_path / "b")], cwd=ROOT, env=quiet, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and not line.search(r.stderr)  # not a terminal: no progress lines

@@ -98,3 +98,28 @@ def test_non_html_oversized_and_missing_content_type(tmp_path):
     kept, reasons = summary(outcomes(p))
     assert [pg.url for pg in kept] == ["http://x/ok"]
     assert reasons == Counter({"not_html:image/png": 1, "oversized": 1, "not_html:none": 1})
+
+
+def test_plain_warc_record_cut_inside_its_headers(tmp_path):
+    # warcio's lenient parser would merge the cut record with the next one; both must not vanish uncounted.
+    p = tmp_path / "plain-broken.warc"
+    chunks = write_warc(p, n=10, gz=False)
+    p.write_bytes(b"".join(chunks[:3]) + chunks[3][:200] + b"\x00garbage" * 50 + b"".join(chunks[4:]))
+    kept, reasons = summary(outcomes(p))
+    assert [pg.url for pg in kept] == [f"http://example.com/{i}" for i in range(10) if i != 3]
+    assert reasons == Counter({"bad:warc_headers": 1, "type:request": 1, "status:404": 1})
+
+
+def test_two_damaged_regions_and_offsets_after_resync(tmp_path):
+    p = tmp_path / "twice.warc.gz"
+    chunks = write_warc(p, n=12)
+    junk = random.Random(2).randbytes(3000)
+    data = b"".join(chunks[:3]) + junk + b"".join(chunks[3:8]) + junk + b"".join(chunks[8:])
+    p.write_bytes(data)
+    outs = outcomes(p)
+    kept, reasons = summary(outs)
+    assert [pg.url for pg in kept] == [f"http://example.com/{i}" for i in range(12)]
+    assert sum(n for r, n in reasons.items() if r.startswith("bad:")) == 2
+    for pg in kept:  # offsets are absolute in the file, also for records found by re-synchronising
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]))))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
