@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -27,16 +26,15 @@ Any flag not listed here is a Beam pipeline option (--runner, --direct_num_worke
 def iter_documents(glob: str):
     """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines are skipped
     and reported on stderr."""
-    from apache_beam.io.filesystems import FileSystems
-
+    from gristmill.pipeline.docio import document_lines, match_files
     from gristmill.pipeline.document import Document
 
-    paths = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
+    paths = match_files(glob)
     if not paths:
         raise UserError(f"no document files match {glob}")
     bad = 0
     for path in paths:
-        lines = _lines(path)
+        lines = document_lines(path)
         while True:
             try:
                 line = next(lines)
@@ -52,19 +50,6 @@ def iter_documents(glob: str):
                 bad += 1
     if bad:
         print(f"warning: skipped {bad} unparsable line(s) in {glob}", file=sys.stderr)
-
-
-def _lines(path: str):
-    """Binary lines of a file. Local files go through gzip/open, whose C readline costs about a fifth of
-    Beam's CompressedFile (measured); remote paths go through Beam's FileSystems."""
-    if "://" not in path:
-        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-            yield from f
-    else:
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as f:  # compression detected from the extension
-            yield from iter(f.readline, b"")
 
 
 def recipe_hash_of(glob: str) -> str:

@@ -1,0 +1,44 @@
+"""ReadDocuments: every line of every file is a document, a counted bad line, or part of a counted unreadable rest."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from gristmill.errors import UserError
+from gristmill.pipeline.docio import ReadDocuments, WriteDocuments, read_documents
+from gristmill.pipeline.document import Document
+from gristmill.pipeline.runner import run_stages
+from gristmill.pipeline.stages import RunContext
+
+BEAM_ARGS = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+
+
+def test_documents_round_trip_and_bad_records_are_counted(tmp_path):
+    docs = [Document(id=f"d{i:03d}", url=f"https://example.org/{i}", text=f"text {i} ü") for i in range(30)]
+    src = tmp_path / "src"
+    src.mkdir()
+    with gzip.open(src / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(d.to_json() + "\n" for d in docs[:10])
+        f.write("{not json\n\n")  # one bad line, one blank line (not a record)
+    (src / "b.jsonl").write_text("".join(d.to_json() + "\n" for d in docs[10:20]) + '{"id": 3}\n', encoding="utf-8")
+    # a gzip file cut short in its second half: the lines before the cut are read, the rest is one bad record
+    whole = gzip.compress("".join(d.to_json() + "\n" for d in docs[20:]).encode(), mtime=0)
+    (src / "c.jsonl.gz").write_bytes(whole[: len(whole) - 10])
+
+    ctx = RunContext(input=str(src / "*.jsonl*"), output=str(tmp_path / "out"), seed=0, recipe_name="t")
+    stats = run_stages([ReadDocuments("Read"), WriteDocuments("Write", shards=2)], ctx, BEAM_ARGS)
+    read = stats["stages"]["Read"]
+    got = sorted(read_documents(str(tmp_path / "out" / "documents")), key=lambda d: d.id)
+    assert got[:20] == docs[:20]
+    salvaged = got[20:]
+    assert 1 <= len(salvaged) < 10 and salvaged == docs[20 : 20 + len(salvaged)]  # a prefix of the cut file
+    assert read["kept"] == len(got)
+    assert read["dropped"] == {"bad_json:JSONDecodeError": 1, "bad_json:TypeError": 1, "unreadable_file:EOFError": 1}
+    assert read["in"] == read["kept"] + 3
+
+
+def test_no_matching_files_is_a_user_error(tmp_path):
+    ctx = RunContext(input=str(tmp_path / "*.jsonl.gz"), output=str(tmp_path / "out"), seed=0, recipe_name="t")
+    with pytest.raises(UserError, match="no document files match"):
+        run_stages([ReadDocuments("Read")], ctx, BEAM_ARGS)
