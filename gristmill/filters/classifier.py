@@ -134,8 +134,12 @@ class ClassifierFilter(Filter):
             if not side.is_file():
                 raise UserError(f"{self.name}: keep_top_fraction needs {side}: run `beam model calibrate-classifier "
                                 f"--kind {self.kind} --model {path}`, or give a threshold instead")
-            qs = json.loads(side.read_text())["quantiles"]
-            self._threshold = qs[round((1 - self.keep_top_fraction) * (len(qs) - 1))]
+            try:
+                qs = [float(q) for q in json.loads(side.read_text())["quantiles"]]
+                self._threshold = qs[round((1 - self.keep_top_fraction) * (len(qs) - 1))]
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                raise UserError(f"{self.name}: {side} (score quantiles) is unreadable or corrupt: re-create it with "
+                                f"`beam model calibrate-classifier --kind {self.kind} --model {path} --sample ...`") from None
 
     def check_batch(self, docs: list[Document]) -> list[Verdict]:
         self.setup()

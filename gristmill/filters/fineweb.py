@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 from gristmill.filters.base import Filter, Verdict
 from gristmill.filters.gopher import duplicates
-from gristmill.filters.text import SENTENCE_TERMINALS, split_words
+from gristmill.filters.text import TERMINAL_PUNCTUATION, split_words
 from gristmill.pipeline.document import Document
 
-_TERMINALS = tuple(sorted(SENTENCE_TERMINALS))
+_TERMINALS = tuple(sorted(TERMINAL_PUNCTUATION))
 
 
 @dataclass
@@ -21,7 +21,7 @@ class FineWebQualityFilter(Filter):
     short_line_length: int = 30
     char_duplicates_ratio: float = 0.01  # max fraction of characters in duplicated lines
     new_line_ratio: float = 0.3  # max newlines per word
-    stop_chars: tuple[str, ...] | None = None  # None: the Unicode sentence terminals
+    stop_chars: tuple[str, ...] | None = None  # None: datatrove's TERMINAL_PUNCTUATION
     name: str = "fineweb"
 
     def check(self, doc: Document) -> Verdict:

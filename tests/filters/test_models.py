@@ -83,3 +83,18 @@ def test_recipe_with_missing_model_fails_before_the_pipeline_starts(empty_cache,
     stages = [CreateDocuments("Docs", []), FilterStage("Quality", QualityFilter(model=str(tmp_path / "no.ftz")))]
     with pytest.raises(UserError, match="quality model .*no.ftz is missing"):
         run_stages(stages, RunContext(output=str(tmp_path / "out")), ["--direct_num_workers=1"])
+
+
+def test_corrupt_calibration_sidecar_is_one_line(tiny_kenlm, tiny_quality, tmp_path):
+    import shutil
+
+    for model, suffix, flt, command in [(tiny_kenlm, ".buckets.json", lambda p: KenLMFilter(model=p), "calibrate-kenlm"),
+                                        (tiny_quality, ".quantiles.json",
+                                         lambda p: QualityFilter(model=p, keep_top_fraction=0.1), "calibrate-classifier")]:
+        copy = tmp_path / model.name
+        shutil.copyfile(model, copy)
+        for damage in ('{"head_max": ', '{"other": 1}', "[]"):
+            models.sidecar(copy, suffix).write_text(damage)
+            with pytest.raises(UserError) as e:
+                flt(str(copy)).setup()
+            assert "\n" not in str(e.value) and f"beam model {command}" in str(e.value) and "corrupt" in str(e.value)

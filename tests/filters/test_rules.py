@@ -22,6 +22,10 @@ def test_tokenizer_splits_like_spacy_english():
     assert split_words("Mr. Smith don't stop, it's well-known (e.g. U.S.) 3.14 end.") == [
         "Mr.", "Smith", "do", "n't", "stop", ",", "it", "'s", "well", "-", "known", "(", "e.g.", "U.S.", ")",
         "3.14", "end", "."]
+    # spaCy's single-letter exceptions re-merge inside a chunk; a period after a lowercase letter splits off
+    assert split_words("im. x/y. a.k.a. U.K. E.g. Ph.D.") == ["i", "m.", "x", "/", "y.", "a.k.a", ".", "U.K.", "E.g.",
+                                                            "Ph.D."]
+    assert GopherQualityFilter().check(doc("• " * 10 + PROSE)).scores["gopher_quality.n_words"] == 10 + 3 * 31
     assert count_sentences('He said "hi." Then left! Really?') == 3
     assert count_sentences("No terminal punctuation here") == 1
 
