@@ -13,14 +13,15 @@ _TERMINALS = tuple(sorted(TERMINAL_PUNCTUATION))
 
 @dataclass
 class FineWebQualityFilter(Filter):
-    """Published FineWeb thresholds as defaults; rules run in this order and the first failure names the reason."""
+    """Published FineWeb thresholds as defaults; rules run in this order and the first failure names the reason.
+    A threshold of None switches its rule off, as for the Gopher and C4 rules."""
 
-    line_punct_thr: float = 0.12  # min fraction of lines ending in a sentence terminal
+    line_punct_thr: float | None = 0.12  # min fraction of lines ending in a sentence terminal
     line_punct_exclude_zero: bool = False
-    short_line_thr: float = 0.67  # max fraction of lines with <= short_line_length characters
+    short_line_thr: float | None = 0.67  # max fraction of lines with <= short_line_length characters
     short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01  # max fraction of characters in duplicated lines
-    new_line_ratio: float = 0.3  # max newlines per word
+    char_duplicates_ratio: float | None = 0.01  # max fraction of characters in duplicated lines
+    new_line_ratio: float | None = 0.3  # max newlines per word
     stop_chars: tuple[str, ...] | None = None  # None: datatrove's TERMINAL_PUNCTUATION
     name: str = "fineweb"
 
@@ -39,10 +40,12 @@ class FineWebQualityFilter(Filter):
         }
         punct = s["line_punct_ratio"]
         checks = (
-            ("line_punct_ratio", punct < self.line_punct_thr and not (punct == 0 and self.line_punct_exclude_zero)),
-            ("short_line_ratio", s["short_line_ratio"] > self.short_line_thr),
-            ("char_dup_ratio", s["char_dup_ratio"] > self.char_duplicates_ratio),
-            ("list_ratio", s["list_ratio"] > self.new_line_ratio),
+            ("line_punct_ratio", self.line_punct_thr is not None and punct < self.line_punct_thr
+             and not (punct == 0 and self.line_punct_exclude_zero)),
+            ("short_line_ratio", self.short_line_thr is not None and s["short_line_ratio"] > self.short_line_thr),
+            ("char_dup_ratio", self.char_duplicates_ratio is not None
+             and s["char_dup_ratio"] > self.char_duplicates_ratio),
+            ("list_ratio", self.new_line_ratio is not None and s["list_ratio"] > self.new_line_ratio),
         )
         scores = {f"{self.name}.{k}": v for k, v in s.items()}
         for rule, failed in checks:

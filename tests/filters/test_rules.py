@@ -92,3 +92,17 @@ def test_fineweb_rules():
     v = FineWebQualityFilter().check(doc(dup * 2 + "Another long line that ends properly with a period."))
     assert v.reason == "fineweb:char_dup_ratio"
     assert FineWebQualityFilter().check(doc("")).reason == "fineweb:empty"
+
+
+def test_fineweb_threshold_none_switches_its_rule_off():
+    # short lines without terminal punctuation, twice: every FineWeb rule fails on this text
+    text = doc("no punct\nno punct\nshort\n" * 2)
+    reasons = []
+    off: dict = {}
+    for rule, field in [("line_punct_ratio", "line_punct_thr"), ("short_line_ratio", "short_line_thr"),
+                        ("char_dup_ratio", "char_duplicates_ratio"), ("list_ratio", "new_line_ratio")]:
+        reasons.append(FineWebQualityFilter(**off).check(text).reason)
+        off[field] = None
+    assert reasons == ["fineweb:line_punct_ratio", "fineweb:short_line_ratio", "fineweb:char_dup_ratio",
+                       "fineweb:list_ratio"]
+    assert FineWebQualityFilter(**off).check(text).keep
