@@ -149,6 +149,13 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 # warcio knows a record's offset only once it has been read to the end.
                 offset = it.get_record_offset()  # absolute: the iterator starts at stream.tell()
                 last_end = offset + it.get_record_length()
+                if not gz and not _plain_record_ends_cleanly(stream, last_end, record):
+                    # A plain record cut inside its block (payload shorter than its Content-Length): warcio
+                    # has read on into the next record(s) and returned them as this record's payload.
+                    # Count it once, then resynchronise from just after its start, as for cut headers.
+                    resync_from = offset
+                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
+                    break
                 if outcome.page is not None:
                     outcome.page.offset = offset
                 yield outcome
@@ -166,6 +173,33 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         if nxt is None:
             return
         base = nxt
+
+
+def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
+    """True when a plain record's declared block ends where the next record (or the file) starts.
+
+    That is, the bytes at `end` are the CRLF CRLF terminator, then (after any further blank lines or
+    padding) `WARC/1.` or EOF. A record that ends exactly at EOF without its terminator is accepted only if
+    warcio read its whole Content-Length (a file cut after the block, not inside it). The stream position
+    is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files only: gzip
+    members frame their own records, and the gzip path does no extra seeks.
+    """
+    pos = stream.tell()
+    try:
+        stream.seek(end)
+        term = stream.read(4)
+        if not term:
+            return getattr(record.raw_stream, "limit", 1) == 0
+        if term != b"\r\n\r\n":
+            return False
+        rest = b""
+        while True:
+            chunk = stream.read(256)
+            rest = (rest + chunk).lstrip(b"\r\n\x00 ")  # blank lines, or padding before EOF
+            if len(rest) >= len(WARC_MAGIC) or not chunk:
+                return rest == b"" or rest.startswith(WARC_MAGIC)
+    finally:
+        stream.seek(pos)
 
 
 def _merged_headers(record) -> bool:

@@ -123,3 +123,40 @@ def test_two_damaged_regions_and_offsets_after_resync(tmp_path):
     for pg in kept:  # offsets are absolute in the file, also for records found by re-synchronising
         rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]))))
         assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+
+
+def _fates(outs):
+    """Each outcome as (warc type, url, payload, reason): comparable between files whose offsets differ."""
+    return [(o.warc_type, o.page.url, o.page.payload, None) if o.page else (o.warc_type, None, None, o.reason)
+            for o in outs]
+
+
+def test_plain_warc_record_cut_inside_its_payload(tmp_path):
+    # Content-Length runs past the cut, so warcio reads on into the next record; it must neither swallow
+    # that record nor keep the cut one as a page.
+    p = tmp_path / "plain-cut.warc"
+    chunks = write_warc(p, n=8, gz=False)
+    good = outcomes(p)
+    body = chunks[3].index(b"<body>")
+    data = b"".join(chunks[:3]) + chunks[3][: body + 40] + b"".join(chunks[4:])
+    p.write_bytes(data)
+    outs = outcomes(p)
+    expected = _fates(good)
+    expected[3] = ("response", None, None, "bad:payload_length")
+    assert _fates(outs) == expected
+    for pg in (o.page for o in outs if o.page):  # offsets still point at the records after the resync
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]))))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+
+
+def test_plain_warc_cut_inside_a_payload_near_the_end(tmp_path):
+    # The request record (second to last) cut short; and, separately, the file cut inside the last payload.
+    p = tmp_path / "plain-cut-end.warc"
+    chunks = write_warc(p, n=4, gz=False)
+    good = _fates(outcomes(p))
+    last = chunks[-1]
+    req_end = last.index(b"WARC/1.", 10)
+    p.write_bytes(b"".join(chunks[:-1]) + last[: req_end - 20] + last[req_end:])
+    assert _fates(outcomes(p)) == good[:4] + [("request", None, None, "bad:payload_length")] + good[5:]
+    p.write_bytes(b"".join(chunks[:-1]) + last[:-10])
+    assert _fates(outcomes(p)) == good[:5] + [("response", None, None, "bad:payload_length")]
