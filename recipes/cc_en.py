@@ -45,6 +45,7 @@ PARAMS = {
     "tokenizer_sample_docs": 50_000,
     "seq_len": 2048,
     "validation_fraction": 0.01,
+    "token_buckets": 8,            # sort/pack units of the train split; one worker holds ~4 x tokens / buckets bytes
     "domain": "web",
 }
 
@@ -87,5 +88,5 @@ def stages(p):
         WriteDocuments("WriteDocuments", shards=p["doc_shards"]),
         *tokenizer,
         Tokenize("Tokenize", seq_len=p["seq_len"], validation_fraction=p["validation_fraction"],
-                 domain=p["domain"], tokenizer=p["tokenizer"] or None),
+                 domain=p["domain"], tokenizer=p["tokenizer"] or None, buckets=p["token_buckets"]),
     ]

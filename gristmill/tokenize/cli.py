@@ -92,10 +92,11 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     if not FileSystems.match([args.input])[0].metadata_list:
         raise UserError(f"no document files match {args.input}")
-    load_tokenizer(args.tokenizer)  # fail early, with one line, on a bad tokenizer
+    # The settings are checked first (cheap), then the tokenizer is loaded once: both fail with one line.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
                      validation_fraction=args.validation_fraction, domain=args.domain, tokenizer=args.tokenizer,
-                     source=args.source or Path(args.output).name, subdir="")
+                     source=args.source or Path(args.output).name, subdir="", buckets=args.buckets)
+    load_tokenizer(args.tokenizer)
     ctx = RunContext(input=args.input, output=args.output, seed=args.seed, recipe_name="tokenize",
                      recipe_hash=args.recipe_sha256 or recipe_hash_of(args.input), num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})
@@ -150,6 +151,10 @@ def register(subparsers) -> None:
     e.add_argument("--shard-mb", type=float, default=128.0, help="target shard size in MiB (default 128)")
     e.add_argument("--validation-fraction", type=float, default=0.01,
                    help="fraction of documents held out for validation (default 0.01)")
+    e.add_argument("--buckets", type=int, default=8,
+                   help="sort-and-pack units of the train split (default 8); one worker holds about 4 x tokens / "
+                        "buckets bytes of ids, so raise it for big corpora (about tokens / 32M gives one 128 MB "
+                        "shard per bucket)")
     e.add_argument("--domain", default="web", help="domain name recorded in the manifest (default web)")
     e.add_argument("--source", default="", help="source name in the manifest (default: the output folder's name)")
     e.add_argument("--recipe-sha256", default="", help="hash of the recipe that made the documents, for the manifest (default: read from "

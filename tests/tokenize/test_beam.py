@@ -1,6 +1,7 @@
 """The Beam stages and the `beam tokenize` commands give the same bytes as the in-process driver."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -75,9 +76,9 @@ def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, caps
 
     assert main(["tokenize", "encode", glob, "--tokenizer", str(tok), "--output", str(tmp_path / "tokens"),
                  "--seq-len", "64", "--shard-mb", str(CONFIG.shard_bytes / 2**20), "--validation-fraction", "0.1",
-                 "--seed", "1", *BEAM_ARGS]) == 0
-    manifest, _ = tokenize_documents(docs, str(tok), tmp_path / "local", CONFIG, seed=1, source="tokens",
-                                     recipe_sha256="cafe")
+                 "--seed", "1", "--buckets", "3", *BEAM_ARGS]) == 0
+    manifest, _ = tokenize_documents(docs, str(tok), tmp_path / "local", dataclasses.replace(CONFIG, buckets=3),
+                                     seed=1, source="tokens", recipe_sha256="cafe")
     assert json.loads((tmp_path / "tokens" / "manifest.json").read_text()) == manifest
     arrow = sorted(p.name for p in (tmp_path / "local").glob("*.arrow"))
     assert same_files(tmp_path / "tokens", tmp_path / "local", arrow)
@@ -86,6 +87,7 @@ def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, caps
 @pytest.mark.parametrize("argv, message", [
     (["tokenize", "encode", "/nonexistent/*.jsonl.gz", "--tokenizer", "t.json", "--output", "o"], "no document files"),
     (["tokenize", "train", "/nonexistent/*.jsonl.gz", "--output", "o"], "no document files"),
+    (["tokenize", "encode", __file__, "--tokenizer", __file__, "--output", "o", "--buckets", "0"], "buckets"),
 ])
 def test_command_mistakes_are_one_line_errors(argv, message, capsys):
     from gristmill.pipeline.cli import main
