@@ -95,9 +95,22 @@ def match_files(glob: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
 
 
+def parse_document_file(path: str):
+    """Each non-blank line of a JSONL(.gz) file as a Document, or as "bad_json:<error>" when it is not one.
+    A file that stops being readable (truncated or corrupt gzip) raises OSError or EOFError: callers decide
+    whether that is a counted record (a pipeline) or an error (a command)."""
+    for line in document_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield Document.from_json(line)
+        except (ValueError, TypeError, KeyError) as e:
+            yield f"bad_json:{type(e).__name__}"
+
+
 class _ReadFileFn(beam.DoFn):
     """Parses one document file. A line that is not a Document is counted and skipped; a file that stops
-    being readable (truncated or corrupt gzip) counts its unreadable rest as one dropped record."""
+    being readable counts its unreadable rest as one dropped record."""
 
     def __init__(self, label: str):
         self.label = label
@@ -107,26 +120,17 @@ class _ReadFileFn(beam.DoFn):
 
     def process(self, path: str):
         counters = self.counters
-        lines = document_lines(path)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                return
-            except (OSError, EOFError) as e:
+        try:
+            for item in parse_document_file(path):
                 counters.inc("in")
-                counters.inc(f"dropped/unreadable_file:{type(e).__name__}")
-                return
-            if not line.strip():
-                continue
+                if isinstance(item, str):
+                    counters.inc(f"dropped/{item}")
+                else:
+                    counters.inc("kept")
+                    yield item
+        except (OSError, EOFError) as e:
             counters.inc("in")
-            try:
-                doc = Document.from_json(line)
-            except (ValueError, TypeError, KeyError) as e:
-                counters.inc(f"dropped/bad_json:{type(e).__name__}")
-                continue
-            counters.inc("kept")
-            yield doc
+            counters.inc(f"dropped/unreadable_file:{type(e).__name__}")
 
 
 class ReadDocuments(Stage):

@@ -26,37 +26,30 @@ Any flag not listed here is a Beam pipeline option (--runner, --direct_num_worke
 def iter_documents(glob: str):
     """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines are skipped
     and reported on stderr."""
-    from gristmill.pipeline.docio import document_lines, match_files
-    from gristmill.pipeline.document import Document
+    from gristmill.pipeline.docio import match_files, parse_document_file
 
     paths = match_files(glob)
     if not paths:
         raise UserError(f"no document files match {glob}")
     bad = 0
     for path in paths:
-        lines = document_lines(path)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except (OSError, EOFError) as e:  # truncated or corrupt gzip
-                raise UserError(f"cannot read {path}: {e}") from None
-            if not line.strip():
-                continue
-            try:
-                yield Document.from_json(line)
-            except (ValueError, TypeError):
-                bad += 1
+        try:
+            for item in parse_document_file(path):
+                if isinstance(item, str):
+                    bad += 1
+                else:
+                    yield item
+        except (OSError, EOFError) as e:  # truncated or corrupt gzip
+            raise UserError(f"cannot read {path}: {e}") from None
     if bad:
         print(f"warning: skipped {bad} unparsable line(s) in {glob}", file=sys.stderr)
 
 
 def recipe_hash_of(glob: str) -> str:
     """The recipe hash of the run that wrote the documents: OUT/stats.json beside OUT/documents/."""
-    from apache_beam.io.filesystems import FileSystems
+    from gristmill.pipeline.docio import match_files
 
-    first = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)[0]
+    first = match_files(glob)[0]
     stats = Path(first).parent.parent / "stats.json"
     try:
         return json.loads(stats.read_text(encoding="utf-8"))["recipe"]["sha256"]
@@ -82,15 +75,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from gristmill.pipeline.docio import ReadDocuments
+    from gristmill.pipeline.docio import ReadDocuments, match_files
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import RunContext
     from gristmill.tokenize.stages import Tokenize
     from gristmill.tokenize.train import load_tokenizer
 
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.match([args.input])[0].metadata_list:
+    if not match_files(args.input):
         raise UserError(f"no document files match {args.input}")
     # The settings are checked first (cheap), then the tokenizer is loaded once: both fail with one line.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
