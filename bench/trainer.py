@@ -2,10 +2,12 @@
 
 CPU (always): tokens/s of `gristmill.trainer.train` (single process) on a small preset, and of a bare loop
 (forward, backward, clip, AdamW step) on the same model, batch and data; prints the ratio (target >= 0.9).
-GPU (when present): MFU of the ~125M and ~350M presets in bf16 (target >= 40% for 350m on an H100).
+GPU (when present): MFU of the ~125M and ~350M presets in bf16 (target >= 40% for 350m on an H100), for the
+trainer with eager blocks (our Triton kernels), with torch.compile'd blocks (`compile: true`), and the plain loop.
 
     .venv/bin/python bench/trainer.py                 # CPU comparison
     .venv/bin/python bench/trainer.py --gpu-only      # just the GPU MFU figures
+    .venv/bin/python bench/trainer.py --gpu-only --no-compile   # skip the compiled rows (about a minute each)
 """
 from __future__ import annotations
 
@@ -52,11 +54,12 @@ def plain_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, de
     return times
 
 
-def trainer_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, bf16: bool) -> list[float]:
+def trainer_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, bf16: bool,
+                 compile: bool = False) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=preset, data={"synthetic": {"vocab_size": vocab, "seq_len": seq_len}}, steps=steps,
                           batch_size=batch, micro_batch_size=batch, precision="bf16" if bf16 else "fp32",
-                          warmup_steps=1, out_dir=out, checkpoint_every=0, lr=3e-4)
+                          warmup_steps=1, out_dir=out, checkpoint_every=0, lr=3e-4, compile=compile)
         rows = train(cfg, verbose=False)  # step_time_s leaves out the end-of-run checkpoint
         return [r["step_time_s"] for r in rows]
 
@@ -86,9 +89,13 @@ def gpu_mfu(args) -> None:
         cfg = model_config(preset, vocab_size=args.gpu_vocab, max_seq_len=args.gpu_seq_len)
         tokens = batch * (args.gpu_seq_len - 1)
         flops = cfg.flops_per_token(args.gpu_seq_len - 1)
-        ours = trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps, True)[3:]
-        plain = plain_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps, device, True)[3:]
-        for name, times in (("trainer", ours), ("plain loop", plain)):
+        runs = [("trainer", trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps, True)[3:])]
+        if not args.no_compile:  # the first steps hold the compilation; the median skips them
+            runs.append(("compiled", trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
+                                                  True, compile=True)[3:]))
+        runs.append(("plain loop", plain_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
+                                              device, True)[3:]))
+        for name, times in runs:
             tps = tokens / statistics.median(times)
             mfu = flops * tps / peak if peak else float("nan")
             print(f"  {preset} ({cfg.num_params() / 1e6:.0f}M params) {name:<10}: {tps:12,.0f} tokens/s  "
@@ -113,6 +120,7 @@ def main() -> None:
     ap.add_argument("--gpu-batch-125m", type=int, default=16)
     ap.add_argument("--gpu-batch-350m", type=int, default=16)
     ap.add_argument("--gpu-steps", type=int, default=15)
+    ap.add_argument("--no-compile", action="store_true", help="GPU: skip the trainer runs with compile: true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,8 @@
 """Chooses, per call, between the Triton kernels and their PyTorch references.
 
-`auto` (the default) runs Triton on CUDA tensors and the reference elsewhere. The environment variable
+`auto` (the default) runs Triton on CUDA tensors and the reference elsewhere, and the reference inside a region
+that torch.compile is tracing, so Inductor fuses it with its neighbours into kernels of its own (as torchtitan's
+compiled blocks do) instead of tracing around ours. The environment variable
 GRISTMILL_KERNELS=auto|triton|torch, or `set_backend` / `use_backend` from code (which win over the variable),
 forces one path. Forcing `triton` on CPU tensors runs Triton's interpreter, which must have been switched on with
 TRITON_INTERPRET=1 before `triton` was first imported.
@@ -55,9 +57,13 @@ def use_backend(name: str) -> Iterator[None]:
 
 def use_triton(tensor: torch.Tensor) -> bool:
     """Whether an op on `tensor` should run the Triton kernels."""
-    chosen = backend()
+    return choose_triton(backend(), tensor.is_cuda, torch.compiler.is_compiling())
+
+
+def choose_triton(chosen: str, is_cuda: bool, compiling: bool) -> bool:
+    """The dispatch rule: a forced backend wins; `auto` means Triton for CUDA tensors outside torch.compile."""
     if chosen == "auto":
-        return tensor.is_cuda
+        return is_cuda and not compiling
     return chosen == "triton"
 
 

@@ -158,9 +158,12 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         ctx.dtypes = (hidden.dtype, weight.dtype)
         device = hidden.device.type
         # Under autocast, do what it would do to the projection (compute in its dtype), but explicitly: autocast
-        # does not reach the out= and in-place matmuls of the chunk loop.
+        # does not reach the out= and in-place matmuls of the chunk loop. dW is summed over the chunks in the
+        # master weight's dtype (fp32 in the trainer), which the gradient is returned in anyway: summing a
+        # hundred bf16 chunk products in bf16 would round away the small ones.
         if torch.is_autocast_enabled(device):
             low = torch.get_autocast_dtype(device)
+            accum_dtype = accum_dtype or weight.dtype
             hidden, weight = hidden.to(low), weight.to(low)
         with torch.autocast(device, enabled=False):
             loss, grad_hidden, grad_weight = fused_linear_cross_entropy_forward(
@@ -212,6 +215,8 @@ def fused_linear_cross_entropy(
 
     Equal to F.cross_entropy(logits, targets, ignore_index=, label_smoothing=, reduction=) plus
     z_loss * logsumexp(logits)^2 reduced the same way; the Triton path never holds more than one chunk of logits.
+    dW is summed over chunks in `accum_dtype`: by default the weight's dtype, which under autocast is the master
+    weight's (fp32 in the trainer), not the autocast dtype.
     """
     if use_triton(hidden):
         return FusedLinearCrossEntropyFunction.apply(hidden, weight, targets, ignore_index, z_loss,

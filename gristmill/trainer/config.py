@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from gristmill.errors import UserError
 
@@ -42,6 +41,7 @@ class TrainConfig:
     grad_clip: float = 1.0               # 0 disables clipping
     precision: str = "bf16"
     activation_checkpointing: bool = False
+    compile: bool = False                # torch.compile each transformer block (Inductor fuses its elementwise ops)
     seed: int = 0
     out_dir: str = "runs/train"
     checkpoint_every: int = 0            # 0: only at the end
@@ -67,6 +67,9 @@ class TrainConfig:
         need(0 <= self.warmup_steps <= self.steps, "warmup_steps must be in [0, steps]")
         need(len(self.betas) == 2, "betas must be two numbers")
         need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
+        need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
+        need(isinstance(self.activation_checkpointing, bool),
+             f"activation_checkpointing must be true or false, not {self.activation_checkpointing!r}")
         need(isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in ("mixture", "synthetic"),
              "data must have exactly one of `mixture: PATH` or `synthetic: {vocab_size, seq_len}`")
         return self
@@ -84,6 +87,8 @@ class TrainConfig:
 
 def load_config(path: str | Path, **overrides) -> TrainConfig:
     """Read YAML/JSON into a validated TrainConfig; relative data paths resolve against the config's folder."""
+    import yaml  # here, not at the top: the trainer itself (and bench/trainer.py on a bare GPU box) needs no YAML
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")

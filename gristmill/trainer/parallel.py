@@ -5,7 +5,8 @@
 - zero2: FSDP2 `fully_shard` with reshard_after_forward=False: optimizer states and gradients sharded; the
          parameters stay gathered between forward and backward (no second all-gather), as in ZeRO stage 2.
 - zero3: FSDP2 `fully_shard` per block then the root, reshard_after_forward=True: parameters sharded too.
-With one process every mode is the plain model.
+With one process every mode is the plain model. Before any of them, each block may be wrapped for activation
+checkpointing and then compiled (torchtitan's order), so the data-parallel hooks stay outside compiled code.
 """
 from __future__ import annotations
 
@@ -43,14 +44,22 @@ def effective_mode(mode: str, world_size: int) -> str:
 
 
 def parallelize(model: nn.Module, mode: str, *, world_size: int, device: torch.device,
-                activation_checkpointing: bool = False, bf16: bool = False) -> nn.Module:
-    """Apply activation checkpointing (per block) and the data-parallel `mode` to a plain Transformer.
+                activation_checkpointing: bool = False, bf16: bool = False, compile: bool = False) -> nn.Module:
+    """Apply activation checkpointing and torch.compile (per block), then the data-parallel `mode`, to a Transformer.
+
+    A compiled block is torch.compile's wrapper module: its state-dict keys gain `_orig_mod.`, which DCP's
+    get/set_model_state_dict strip, so checkpoints load into compiled and plain models alike. Inside it the
+    kernel dispatch's `auto` picks the PyTorch references and Inductor fuses them (gristmill.kernels.dispatch).
 
     bf16 only matters to FSDP2: it gathers bf16 copies of the fp32 shards for compute (half the all-gather
     traffic) and reduce-scatters gradients in fp32. DDP and one process rely on the loop's autocast alone."""
     if activation_checkpointing:
         for i, block in enumerate(model.layers):
             model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+    if compile:
+        for i, block in enumerate(model.layers):
+            # fullgraph: a graph break inside a block is a bug to report, not a silent slowdown.
+            model.layers[i] = torch.compile(block, fullgraph=True)
     mode = effective_mode(mode, world_size)
     if mode == "single":
         return model

@@ -112,7 +112,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
     model = Transformer(mcfg).to(device)
     model = parallel.parallelize(model, mode, world_size=world, device=device,
-                                 activation_checkpointing=cfg.activation_checkpointing, bf16=cfg.precision == "bf16")
+                                 activation_checkpointing=cfg.activation_checkpointing, bf16=cfg.precision == "bf16",
+                                 compile=cfg.compile)
     optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps,

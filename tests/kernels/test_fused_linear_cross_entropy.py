@@ -94,6 +94,26 @@ def test_bf16_autocast_with_fp32_weights(values_and_grads, assert_no_worse_than_
     assert_no_worse_than_eager(out + grads, eager[0] + eager[1], exact[0] + exact[1])
 
 
+def test_autocast_sums_weight_grad_over_chunks_in_fp32():
+    # 1024 rows at hidden 64 make 64 chunks of 16. Eager autocast rounds dW to bf16 once, after one fp32-accumulated
+    # matmul; summing 64 bf16 chunk products in bf16 would round 64 times and land several times further off.
+    x, w, y = _problem(rows=1024, hidden=64, vocab=300, seed=11, ignore_every=7)
+    assert chunk_rows(1024, 64) == 16
+
+    def grad_w(fn, x, w):
+        w = w.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fn(x, w).backward()
+        return w.grad
+
+    ours = grad_w(lambda x, w: _triton()(x, w, y), x, w)
+    eager = grad_w(lambda x, w: _by_hand(x, w, y), x, w)
+    exact = grad_w(lambda x, w: _by_hand(x, w, y), x.double(), w.double())
+    err = lambda g: (g.double() - exact).abs().max().item()
+    assert ours.dtype == torch.float32
+    assert err(ours) <= 1.5 * err(eager), (err(ours), err(eager))
+
+
 def test_frozen_weight_and_second_backward():
     x, w, y = _problem(seed=2)
     x = x.requires_grad_()

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 from torch.distributed.tensor import DTensor
 
 from gristmill.trainer import parallel
@@ -46,9 +47,12 @@ def main(spec_path: str) -> None:
     out = Path(spec["out"])
     results = {}
     for name, run in spec["runs"].items():
-        cfg = TrainConfig(**{**spec["config"], "parallel": run["mode"], "out_dir": str(out / run.get("dir", name))})
+        cfg = TrainConfig(**{**spec["config"], **run.get("config", {}), "parallel": run["mode"],
+                              "out_dir": str(out / run.get("dir", name))})
+        graphs = counters["stats"]["unique_graphs"]
         rows = train(cfg, resume=run.get("resume", "never"), stop_after=run.get("stop_after"), verbose=False)
         results[name] = [[r["step"], r["loss"], r["grad_norm"]] for r in rows]
+        results[f"{name}:graphs"] = counters["stats"]["unique_graphs"] - graphs  # what Dynamo compiled
     world = int(os.environ.get("WORLD_SIZE", "1"))
     layouts = {mode: shard_layout(mode, world) for mode in spec.get("layouts", [])}
     if int(os.environ.get("RANK", "0")) == 0:

@@ -15,6 +15,7 @@ from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.train import train
 
 MODES = ("ddp", "zero1", "zero2", "zero3")
+COMPILED_MODES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def runs(tmp_path_factory, tiny_settings) -> dict:
     for m in MODES:
         plan[f"{m}_first"] = {"mode": m, "dir": f"{m}_resume", "stop_after": 3}
         plan[f"{m}_resumed"] = {"mode": m, "dir": f"{m}_resume", "resume": "auto"}
+    for m in COMPILED_MODES:  # compiled blocks under DDP's and FSDP2's hooks
+        plan[f"{m}_compiled"] = {"mode": m, "config": {"compile": True}}
     spec = out / "spec.json"
     spec.write_text(json.dumps({"out": str(out), "config": config, "runs": plan, "layouts": list(MODES)}))
     worker = Path(__file__).with_name("dist_worker.py")
@@ -49,6 +52,15 @@ def test_two_ranks_match_one_process(runs, mode):
     assert [loss for _, loss, _ in got] == pytest.approx([loss for _, loss, _ in ref], rel=1e-5)
     assert [n for _, _, n in got] == pytest.approx([n for _, _, n in ref], rel=1e-4)
     assert ref[-1][1] < ref[0][1]  # it learns, so a wrong update would show
+
+
+@pytest.mark.parametrize("mode", COMPILED_MODES)
+def test_compiled_blocks_match_eager_across_ranks(runs, mode):
+    got, ref = runs[f"{mode}_compiled"], runs[mode]
+    # Dynamo compiled a graph only when asked (the later compiled run may reuse the first one's graphs)
+    assert sum(runs[f"{m}_compiled:graphs"] for m in COMPILED_MODES) >= 1 and runs[f"{mode}:graphs"] == 0
+    assert [loss for _, loss, _ in got] == pytest.approx([loss for _, loss, _ in ref], rel=1e-5)
+    assert [n for _, _, n in got] == pytest.approx([n for _, _, n in ref], rel=1e-4)
 
 
 @pytest.mark.parametrize("mode", MODES)
