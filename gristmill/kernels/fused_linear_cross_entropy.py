@@ -74,13 +74,39 @@ def _vocab_block(n_cols: int, device: torch.device) -> tuple[int, int]:
     return min(1024, triton.next_power_of_2(n_cols)), 1
 
 
-def chunk_rows(n_rows: int, hidden_size: int) -> int:
-    """Rows per chunk: the largest power of two up to hidden_size / 4, and no more than the rows there are.
+def chunk_rows(n_rows: int, hidden_size: int, vocab_size: int) -> int:
+    """Rows per chunk, a power of two and no more than the rows there are: the larger of two sizes.
 
-    A chunk's logits then hold at most a quarter as many values as dW, which the forward must hold anyway, while
-    chunks of hundreds of rows (1024 at hidden 4096) keep the dW matmul's inner dimension large enough to be fast.
+    - The largest power of two up to hidden_size / 4: that chunk's logits hold at most a quarter as many values as
+      dW, which the forward holds anyway, so a big vocabulary (128k at hidden 4096: 1024 rows) stays far below
+      eager's peak memory.
+    - Liger-Kernel's rule, next_power_of_2(n_rows / ceil(vocab / hidden)): the chunk's logits hold at most about
+      twice as many values as the hidden states. A small vocabulary over many tokens (32k at hidden 1408 and 32k
+      tokens: 2048 rows, not 256) then needs 16 passes over dW instead of 128, each a read and a write of all of it.
     """
-    return min(n_rows, 1 << max(hidden_size // 4, 1).bit_length() - 1)
+    by_weight = 1 << max(hidden_size // 4, 1).bit_length() - 1
+    chunks = -(-vocab_size // hidden_size)
+    by_hidden = triton.next_power_of_2(-(-n_rows // chunks))
+    return max(1, min(n_rows, max(by_weight, by_hidden)))
+
+
+_MIXED_ADDMM: dict[torch.device, bool] = {}
+
+
+def _mixed_addmm_works(device: torch.device) -> bool:
+    """Whether torch.addmm takes bf16/fp16 factors into an fp32 sum (out_dtype=, CUDA in recent PyTorch), probed
+    once per device; where it does, a wider dW accumulator costs no extra pass per chunk."""
+    if device.type != "cuda":
+        return False
+    if device not in _MIXED_ADDMM:
+        try:
+            a = torch.ones(2, 2, device=device)
+            b = torch.full((2, 2), 0.5, device=device, dtype=torch.bfloat16)
+            torch.addmm(a, b, b, out_dtype=torch.float32, out=a)
+            _MIXED_ADDMM[device] = a.dtype == torch.float32 and bool((a == 1.5).all())
+        except (TypeError, RuntimeError, NotImplementedError):
+            _MIXED_ADDMM[device] = False
+    return _MIXED_ADDMM[device]
 
 
 def _check_args(hidden, weight, targets, ignore_index, z_loss, label_smoothing, reduction):
@@ -122,13 +148,17 @@ def fused_linear_cross_entropy_forward(
 
     check_launchable(_cross_entropy_kernel, x)
     block, warps = _vocab_block(vocab, x.device)
-    chunk = chunk_rows(n_rows, hidden_size)
+    chunk = chunk_rows(n_rows, hidden_size, vocab)
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     grad_x = torch.empty_like(x) if need_hidden_grad else None
     grad_w = torch.zeros(weight.shape, dtype=accum_dtype or weight.dtype, device=weight.device) \
         if need_weight_grad else None
-    # With a wider accumulator, each chunk's product lands in one reused buffer before it is added.
-    chunk_grad_w = torch.empty_like(weight) if grad_w is not None and grad_w.dtype != weight.dtype else None
+    # With a wider accumulator, each chunk's product is summed into it by one mixed-precision addmm where PyTorch
+    # has one; elsewhere it lands in one reused buffer first and is then added.
+    wide = grad_w is not None and grad_w.dtype != weight.dtype
+    mixed = wide and weight.dtype in (torch.bfloat16, torch.float16) and grad_w.dtype == torch.float32 \
+        and _mixed_addmm_works(weight.device)
+    chunk_grad_w = torch.empty_like(weight) if wide and not mixed else None
     for start in range(0, n_rows, chunk):
         end = min(start + chunk, n_rows)
         x_chunk = x[start:end]
@@ -141,8 +171,10 @@ def fused_linear_cross_entropy_forward(
         if grad_x is not None:
             torch.mm(logits, weight, out=grad_x[start:end])
         if grad_w is not None:
-            if chunk_grad_w is None:
+            if not wide:
                 grad_w.addmm_(logits.t(), x_chunk)
+            elif mixed:
+                torch.addmm(grad_w, logits.t(), x_chunk, out_dtype=grad_w.dtype, out=grad_w)
             else:
                 grad_w.add_(torch.mm(logits.t(), x_chunk, out=chunk_grad_w))
     total = loss_rows.sum()
