@@ -17,7 +17,7 @@ examples:
   beam run recipes/cc_en.py --direct_num_workers=1           # any Beam pipeline option passes through
   beam run recipes/cc_en.py --runner=DataflowRunner --project=P --region=us-central1 \\
       --temp_location=gs://B/tmp --sdk_container_image=IMAGE_WITH_GRISTMILL \\
-      --input 'gs://B/crawl/*.warc.gz' --output /mnt/gcs/out   # token shards need a mounted folder
+      --input 'gs://B/crawl/*.warc.gz' --output gs://B/out
   beam run recipes/cc_en.py --runner=FlinkRunner --flink_master=HOST:8081 \\
       --flink_job_server_jar=/path/beam-runners-flink-job-server.jar --environment_type=LOOPBACK
   beam run recipes/cc_en.py --runner=SparkRunner --spark_master_url=spark://HOST:7077 \\

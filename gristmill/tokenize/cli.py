@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 
 TRAIN_EPILOG = """\
 examples:
@@ -50,9 +50,9 @@ def recipe_hash_of(glob: str) -> str:
     from gristmill.pipeline.docio import match_files
 
     first = match_files(glob)[0]
-    stats = Path(first).parent.parent / "stats.json"
+    stats = fs.join(fs.dirname(fs.dirname(first)), "stats.json")
     try:
-        return json.loads(stats.read_text(encoding="utf-8"))["recipe"]["sha256"]
+        return json.loads(fs.read_bytes(stats).decode("utf-8"))["recipe"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
 
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"no non-empty documents in {args.input}")
     vocab = args.vocab_size or default_vocab_size(args.multilingual)
     tok = train_tokenizer(texts, vocab, args.min_frequency)
-    path = Path(args.output) / "tokenizer.json"
+    path = fs.join(args.output, "tokenizer.json")
     digest = save_tokenizer(tok, path)
     print(f"trained on {len(texts)} documents; vocabulary {tok.get_vocab_size()}", file=sys.stderr)
     print(f"{path} sha256={digest}")
@@ -86,20 +86,21 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     # The settings are checked first (cheap), then the tokenizer is loaded once: both fail with one line.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
                      validation_fraction=args.validation_fraction, domain=args.domain, tokenizer=args.tokenizer,
-                     source=args.source or Path(args.output).name, subdir="", buckets=args.buckets)
+                     source=args.source or fs.basename(args.output.rstrip("/")), subdir="", buckets=args.buckets)
     load_tokenizer(args.tokenizer)
     ctx = RunContext(input=args.input, output=args.output, seed=args.seed, recipe_name="tokenize",
                      recipe_hash=args.recipe_sha256 or recipe_hash_of(args.input), num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})
     stats = run_stages([ReadDocuments("ReadDocuments", args.input), stage], ctx, beam_args)
-    manifest = json.loads((Path(args.output) / "manifest.json").read_text(encoding="utf-8"))
+    manifest_path = fs.join(args.output, "manifest.json")
+    manifest = json.loads(fs.read_bytes(manifest_path).decode("utf-8"))
     for split, s in manifest["splits"].items():
         print(f"{split}: {s['sequences']} sequences, {s['tokens']} tokens, {s['documents']} documents, "
               f"{len(s['shards'])} shard(s)", file=sys.stderr)
     counts = stats["stages"].get("Tokenize", {})
     dropped = ", ".join(f"{r} {n}" for r, n in sorted(counts.get("dropped", {}).items())) or "none"
     print(f"documents in {counts.get('in', 0)}, kept {counts.get('kept', 0)}, dropped: {dropped}", file=sys.stderr)
-    print(Path(args.output) / "manifest.json")
+    print(manifest_path)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import shutil
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 from gristmill.tokenize import shards
 from gristmill.tokenize.train import TokenizerInfo, load_tokenizer, read_tokenizer_json, token_byte_lengths
 
@@ -212,12 +212,13 @@ def write_bucket(pieces: Iterable[Piece], folder: str | Path, split: str, bucket
         return []
     ids, doc_starts, n_bytes = pack(ordered, config.seq_len, info.eos_id, info.pad_id, byte_lengths)
     rows_per_file = max(1, config.shard_bytes // (4 * config.seq_len))
-    tmp = Path(folder) / TMP_DIR
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = fs.join(str(folder), TMP_DIR)
+    fs.makedirs(tmp)
     entries = []
     for part, a in enumerate(range(0, ids.shape[0], rows_per_file)):
         b = a + rows_per_file
-        w = shards.ShardWriter(tmp / f"{split}-b{bucket:05d}-p{part:04d}.arrow", config.seq_len, info.vocab_size, info.pad_id)
+        w = shards.ShardWriter(fs.join(tmp, f"{split}-b{bucket:05d}-p{part:04d}.arrow"), config.seq_len,
+                               info.vocab_size, info.pad_id)
         w.write_rows(ids[a:b], doc_starts[a:b], n_bytes[a:b])
         entry = w.close()
         entries.append({**entry, "split": split, "bucket": bucket, "part": part})
@@ -229,19 +230,18 @@ def finalize(folder: str | Path, entries: list[dict[str, Any]], tokenizer_json: 
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Give the temporary shards their final names in (bucket, part) order, drop shards left over from an
     earlier run, write tokenizer.json and manifest.json. Returns the manifest."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = str(folder)
+    fs.makedirs(folder)
     for split in shards.SPLITS:
-        for old in folder.glob(f"{split}-*.arrow"):
-            old.unlink()
+        fs.delete(fs.matching(fs.join(folder, f"{split}-*.arrow")))
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in shards.SPLITS}
     for e in sorted(entries, key=lambda e: (e["split"], e["bucket"], e["part"])):
         name = shards.shard_name(e["split"], len(by_split[e["split"]]))
-        (folder / TMP_DIR / e["path"]).replace(folder / name)
+        fs.rename(fs.join(folder, TMP_DIR, e["path"]), fs.join(folder, name))
         entry = {k: v for k, v in e.items() if k not in ("split", "bucket", "part")}
         by_split[e["split"]].append({**entry, "path": name})
-    shutil.rmtree(folder / TMP_DIR, ignore_errors=True)
-    (folder / shards.TOKENIZER).write_bytes(tokenizer_json)
+    fs.remove_folder(fs.join(folder, TMP_DIR))
+    fs.write_bytes(fs.join(folder, shards.TOKENIZER), tokenizer_json, mime_type="application/json")
     manifest = shards.build_manifest(
         source=source, domain=config.domain, seq_len=config.seq_len,
         tokenizer=info.manifest_entry(shards.TOKENIZER), recipe_sha256=recipe_sha256, seed=seed,

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 
 FORMAT = "gristmill.tokens/1"
 SPLITS = ("train", "validation")
@@ -53,12 +54,16 @@ class ShardWriter:
     Checks every id against the vocabulary: an id outside [0, vocab_size) raises ValueError, because
     a trainer would otherwise index past its embedding table. Output bytes depend only on the rows
     written (Arrow IPC files carry no timestamps), so equal input gives byte-identical files.
+
+    A local path is written as it goes. A Beam filesystem path (gs://, s3://) is built in memory (a shard
+    is at most `shard_bytes`, 128 MB by default) and uploaded through Beam's FileSystems at close.
     """
 
     def __init__(self, path: str | os.PathLike, seq_len: int, vocab_size: int, pad_id: int):
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, not {seq_len}")
-        self.path = Path(path)
+        self.path = str(path)
+        self.remote = fs.is_remote(self.path)
         self.seq_len = seq_len
         self.vocab_size = vocab_size
         self.pad_id = pad_id
@@ -70,7 +75,7 @@ class ShardWriter:
         self._starts: list[np.ndarray] = []
         self._nbytes: list[np.ndarray] = []
         self._buffered = 0
-        self._sink = pa.OSFile(str(self.path), "wb")
+        self._sink = pa.BufferOutputStream() if self.remote else pa.OSFile(self.path, "wb")
         self._writer = pa.ipc.new_file(
             self._sink, shard_schema(seq_len), options=pa.ipc.IpcWriteOptions(compression=None)
         )
@@ -141,13 +146,17 @@ class ShardWriter:
         """Finish the file and return its manifest entry."""
         self._flush(final=True)
         self._writer.close()
-        self._sink.close()
+        size = self._sink.tell()
+        if self.remote:
+            fs.write_bytes(self.path, self._sink.getvalue().to_pybytes())
+        else:
+            self._sink.close()
         return {
-            "path": self.path.name,
+            "path": fs.basename(self.path),
             "sequences": self.sequences,
             "tokens": self.tokens,
             "documents": self.documents,
-            "bytes_on_disk": self.path.stat().st_size,
+            "bytes_on_disk": size,
             "text_bytes": self.text_bytes,
         }
 
@@ -191,10 +200,12 @@ def build_manifest(
     return m
 
 
-def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    path = Path(folder) / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> str | Path:
+    """Write manifest.json into `folder` (local, or a Beam filesystem path); returns its path."""
+    path = fs.join(str(folder), MANIFEST)
+    fs.write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                   mime_type="application/json")
+    return path if fs.is_remote(path) else Path(path)
 
 
 def load_manifest(path_or_manifest: str | os.PathLike) -> tuple[dict[str, Any], Path]:

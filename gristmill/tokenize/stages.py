@@ -7,13 +7,13 @@ tokenizer trained by a TrainTokenizer earlier in the same pipeline, else the `to
 from __future__ import annotations
 
 import weakref
-from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.pvalue import AsSingleton
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 from gristmill.tokenize import encode as E
 from gristmill.tokenize.shards import TOKENIZER
@@ -23,18 +23,13 @@ from gristmill.tokenize.train import (
     sample_key,
     save_tokenizer,
     token_byte_lengths,
+    tokenizer_bytes,
     train_tokenizer,
 )
 
 TOKENS_DIR = "tokens"
 # pipeline -> PCollection holding the tokenizer.json text trained in it (weak: pipelines are short-lived)
 _trained: "weakref.WeakKeyDictionary[beam.Pipeline, beam.PCollection]" = weakref.WeakKeyDictionary()
-
-
-def _require_local_output(label: str, ctx: RunContext) -> None:
-    # Arrow shards are written with pyarrow's local file API and renamed into place at the end.
-    if "://" in ctx.output:
-        raise UserError(f"stage {label}: token shards need a local or mounted output folder, not {ctx.output}")
 
 
 class _TrainFn(beam.DoFn):
@@ -50,7 +45,7 @@ class _TrainFn(beam.DoFn):
         counters.inc("sample_chars", sum(len(t) for t in texts))
         tok = train_tokenizer(texts, self.vocab_size, self.min_frequency)
         save_tokenizer(tok, self.path)
-        yield Path(self.path).read_text(encoding="utf-8")
+        yield tokenizer_bytes(tok).decode("utf-8")
 
 
 class TrainTokenizer(Stage):
@@ -70,12 +65,9 @@ class TrainTokenizer(Stage):
         if sample_docs < 1:
             raise UserError(f"stage {label}: sample_docs must be >= 1, not {sample_docs}")
 
-    def validate(self, ctx: RunContext) -> None:
-        _require_local_output(self.label, ctx)
-
     def expand(self, docs, ctx: RunContext):
         seed, n, label = ctx.seed, self.sample_docs, self.label
-        Path(ctx.path(TOKENS_DIR)).mkdir(parents=True, exist_ok=True)
+        fs.makedirs(ctx.path(TOKENS_DIR))
         nonempty = docs | f"{label}/NonEmpty" >> beam.Filter(lambda d: bool(d.text))
         chosen = (
             nonempty
@@ -180,21 +172,20 @@ class Tokenize(Stage):
         self.source = source
 
     def validate(self, ctx: RunContext) -> None:
-        _require_local_output(self.label, ctx)
-        if self.tokenizer is not None and not Path(self.tokenizer).is_file():
+        if self.tokenizer is not None and not fs.exists(self.tokenizer):
             raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
 
     def expand(self, docs, ctx: RunContext):
         label, config, seed = self.label, self.config, ctx.seed
         folder = ctx.path(self.subdir) if self.subdir else ctx.output
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        fs.makedirs(folder)
         tokenizer = _trained.get(docs.pipeline) if self.tokenizer is None else None
         if tokenizer is None:
-            path = self.tokenizer or str(Path(folder) / TOKENIZER)
-            if not Path(path).is_file():
+            path = self.tokenizer or fs.join(folder, TOKENIZER)
+            if not fs.exists(path):
                 raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
                                 f"or pass tokenizer=PATH (looked for {path})")
-            text = Path(path).read_text(encoding="utf-8")
+            text = fs.read_bytes(path).decode("utf-8")
             tokenizer = docs.pipeline | f"{label}/Tokenizer" >> beam.Create([text])
         tok = AsSingleton(tokenizer)
         encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config), tok)

@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
@@ -73,8 +74,11 @@ def tokenizer_bytes(tok: Tokenizer) -> bytes:
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> str:
     """Write tokenizer.json and return its sha256 (the hash recorded in the token manifest)."""
     data = tokenizer_bytes(tok)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(data)
+    if fs.is_remote(str(path)):
+        fs.write_bytes(str(path), data, mime_type="application/json")
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -100,6 +104,10 @@ def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
     s = str(source)
     if s.lstrip().startswith("{"):
         return s.encode("utf-8")
+    if fs.is_remote(s):  # gs://, s3://: through Beam's FileSystems
+        if not fs.exists(s):
+            raise UserError(f"tokenizer file {s} does not exist")
+        return fs.read_bytes(s)
     p = Path(s)
     if not p.is_file():
         raise UserError(f"tokenizer file {p} does not exist")

@@ -1,0 +1,105 @@
+"""Small file operations for outputs that may be a local folder or a Beam filesystem path (gs://, s3://, ...).
+
+Local paths use the local file API, with a folder's semantics (folders are made, renames are atomic). Other
+paths go through Beam's FileSystems, where a "folder" is a prefix, a rename is a copy and a delete, and there is
+nothing to make.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _beam():
+    # Imported on use: the token reader, `mix build` and the trainer import this module, and need no Beam
+    # (nor its import time) for local files.
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems, CompressionTypes
+
+
+def is_remote(path: str) -> bool:
+    """Whether `path` names a Beam filesystem other than the local one (gs://, s3://, ...)."""
+    return "://" in str(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if is_remote(base):
+        return _beam()[0].join(str(base), *parts)
+    return os.path.join(str(base), *parts)
+
+
+def basename(path: str) -> str:
+    if is_remote(path):
+        return _beam()[0].split(str(path))[1]
+    return os.path.basename(str(path))
+
+
+def dirname(path: str) -> str:
+    if is_remote(path):
+        return _beam()[0].split(str(path))[0]
+    return os.path.dirname(str(path))
+
+
+def makedirs(path: str) -> None:
+    """Make a folder and its parents if missing (nothing to do on object stores, where a folder is a prefix)."""
+    if not is_remote(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def exists(path: str) -> bool:
+    return _beam()[0].exists(str(path)) if is_remote(path) else os.path.exists(path)
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_remote(path):
+        return Path(path).read_bytes()
+    FileSystems, CompressionTypes = _beam()
+    with FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    if not is_remote(path):
+        Path(path).write_bytes(data)
+        return
+    FileSystems, CompressionTypes = _beam()
+    with FileSystems.create(str(path), mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def matching(pattern: str) -> list[str]:
+    """Paths matching a glob, sorted; none is not an error."""
+    if not is_remote(pattern):
+        import glob
+
+        return sorted(glob.glob(str(pattern)))
+    FileSystems = _beam()[0]
+    return sorted(m.path for m in FileSystems.match([str(pattern)])[0].metadata_list)
+
+
+def delete(paths: list[str]) -> None:
+    if paths:
+        _beam()[0].delete(list(paths))
+
+
+def rename(src: str, dst: str) -> None:
+    """Move one file, replacing `dst`: atomic on a local disk, a copy and a delete on object stores."""
+    if not is_remote(src):
+        os.replace(src, dst)
+        return
+    FileSystems = _beam()[0]
+    if FileSystems.exists(dst):
+        FileSystems.delete([dst])
+    FileSystems.rename([src], [dst])
+
+
+def remove_folder(path: str) -> None:
+    """Delete a folder and what is in it (on object stores: every object under the prefix)."""
+    if not is_remote(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    delete(matching(join(path, "*")))
