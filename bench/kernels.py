@@ -221,10 +221,13 @@ def run_case(case: Case, device: str, dtype: torch.dtype, repeat: int, compile_:
     return rows
 
 
-def markdown(rows: list[Row]) -> str:
+TABLE_HEADER = ("| kernel | shape | dtype | implementation | fwd+bwd ms | speed-up vs eager | peak MiB | peak vs eager |\n"
+                "|---|---|---|---|---:|---:|---:|---:|")
+
+
+def markdown(rows: list[Row], header: bool = True) -> str:
     eager = {(r.op, r.shape): r for r in rows if r.impl == "eager"}
-    lines = ["| kernel | shape | dtype | implementation | fwd+bwd ms | speed-up vs eager | peak MiB | "
-             "peak vs eager |", "|---|---|---|---|---:|---:|---:|---:|"]
+    lines = [TABLE_HEADER] if header else []
     for r in rows:
         e = eager[(r.op, r.shape)]
         if r.ms is None:
@@ -300,11 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     if smoke:
         print("\n**CPU SMOKE MODE: small shapes, not GPU figures.** The Triton column is Triton's interpreter, "
               "which checks that the path runs, not how fast it is.\n")
+    # Rows are printed as each case ends, so a run cut short by a time limit keeps what it measured.
+    print(TABLE_HEADER, flush=True)
     rows = []
     for case in cases:
-        rows += run_case(case, device, dtype, args.repeat, not args.no_compile)
+        case_rows = run_case(case, device, dtype, args.repeat, not args.no_compile)
+        rows += case_rows
+        print(markdown(case_rows, header=False), flush=True)
         print(f"done: {case.op} {case.shape}", file=sys.stderr)
-    print(markdown(rows))
     if device == "cuda" and not smoke:
         print("\nTargets:")
         print("\n".join(target_checks(rows)))

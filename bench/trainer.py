@@ -82,25 +82,38 @@ def cpu_compare(args) -> None:
 
 
 def gpu_mfu(args) -> None:
+    """350m first (the target), each run printed as soon as it ends, and a failed run reported and skipped, so
+    a time limit or an error on a lent GPU still leaves the figures measured so far."""
     device = torch.device("cuda")
     peak = peak_flops(device)
-    print(f"GPU: {torch.cuda.get_device_name(device)}, bf16 peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s")
-    for preset, batch in (("125m", args.gpu_batch_125m), ("350m", args.gpu_batch_350m)):
+    print(f"GPU: {torch.cuda.get_device_name(device)}, bf16 peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s",
+          flush=True)
+    for preset, batch in (("350m", args.gpu_batch_350m), ("125m", args.gpu_batch_125m)):
         cfg = model_config(preset, vocab_size=args.gpu_vocab, max_seq_len=args.gpu_seq_len)
         tokens = batch * (args.gpu_seq_len - 1)
         flops = cfg.flops_per_token(args.gpu_seq_len - 1)
-        runs = [("trainer", trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps, True)[3:])]
-        if not args.no_compile:  # the first steps hold the compilation; the median skips them
-            runs.append(("compiled", trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
-                                                  True, compile=True)[3:]))
-        runs.append(("plain loop", plain_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
-                                              device, True)[3:]))
-        for name, times in runs:
+        runs = [("trainer", lambda: trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
+                                                 True)),
+                ("plain loop", lambda: plain_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
+                                                  device, True))]
+        if not args.no_compile:  # the first steps hold the compilation; the median leaves them out
+            runs.append(("compiled", lambda: trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch,
+                                                          args.gpu_steps, True, compile=True)))
+        for name, run in runs:
+            label = f"  {preset} ({cfg.num_params() / 1e6:.0f}M params) {name:<10}"
+            try:
+                times = run()[3:]
+            except Exception as e:  # e.g. out of memory, or a compiler error: report it, measure the rest
+                print(f"{label}: failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
+                      flush=True)
+                continue
+            finally:
+                torch.cuda.empty_cache()
             tps = tokens / statistics.median(times)
             mfu = flops * tps / peak if peak else float("nan")
-            print(f"  {preset} ({cfg.num_params() / 1e6:.0f}M params) {name:<10}: {tps:12,.0f} tokens/s  "
-                  f"MFU {100 * mfu:5.1f}%  (batch {batch} x seq {args.gpu_seq_len})")
-        torch.cuda.empty_cache()
+            print(f"{label}: {tps:12,.0f} tokens/s  MFU {100 * mfu:5.1f}%  (batch {batch} x seq {args.gpu_seq_len}, "
+                  f"peak {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB)", flush=True)
+            torch.cuda.reset_peak_memory_stats(device)
 
 
 def main() -> None:
