@@ -89,4 +89,6 @@ def _convert(raw: str, default: Any, key: str) -> Any:
             raise ValueError(raw)
         return value
     except (ValueError, SyntaxError):
-        raise UserError(f"parameter {key}={raw!r}: expected a {type(default).__name__}") from None
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+                dict: "a mapping"}.get(type(default), f"a {type(default).__name__}")
+        raise UserError(f"parameter {key}={raw!r}: expected {kind}") from None

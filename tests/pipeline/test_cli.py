@@ -75,8 +75,12 @@ def test_empty_recipe_and_recipe_without_stages(tmp_path):
 def test_parameter_types():
     r = load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["doc_shards=7", "language=fr"])
     assert r.params["doc_shards"] == 7 and r.params["language"] == "fr"
-    with pytest.raises(UserError, match="expected a int"):
+    with pytest.raises(UserError, match="parameter doc_shards='many': expected an integer"):
         load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["doc_shards=many"])
+    with pytest.raises(UserError, match="parameter dedup='maybe': expected true or false"):
+        load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["dedup=maybe"])
+    with pytest.raises(UserError, match="expected a number"):
+        load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["lid_threshold=high"])
 
 
 def test_local_defaults_never_use_the_downloading_direct_runner():
