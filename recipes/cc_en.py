@@ -30,6 +30,7 @@ PARAMS = {
     "quality_threshold": 0.5,      # DCLM-style classifier; annotate-only by default (see docs/filters.md)
     "lid_model": "",               # path or URL of a fastText LID model (lid.176.bin, GlotLID); "" = provisioned
     "kenlm_model": "",             # path or URL of a KenLM model; "" = provisioned
+    "kenlm_sp_model": "",          # its SentencePiece model, for CCNet's published models (<lang>.sp.model)
     "quality_model": "",           # path or URL, e.g. DCLM's fastText classifier; "" = provisioned
     "toxicity_model": "",          # path or URL; "" = provisioned
     "dedup": True,
@@ -66,7 +67,8 @@ def stages(p):
         *([FilterStage("BadWords", BadWordsFilter(), mode=mode),
            FilterStage("Toxicity", ToxicityFilter(threshold=p["toxicity_threshold"],
                                                   model=p["toxicity_model"] or None), mode=mode),
-           FilterStage("KenLM", KenLMFilter(model=p["kenlm_model"] or None), mode="annotate"),
+           FilterStage("KenLM", KenLMFilter(model=p["kenlm_model"] or None, sp_model=p["kenlm_sp_model"] or None),
+                       mode="annotate"),
            FilterStage("Quality", QualityFilter(threshold=p["quality_threshold"],
                                                 model=p["quality_model"] or None), mode="annotate")] if english else []),
     ] if mode != "off" else []

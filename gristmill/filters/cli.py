@@ -64,16 +64,16 @@ def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force:
 
 
 def train_kenlm_default(out: Path, corpus: list[str] | None, sample: list[str] | None, order: int, force: bool,
-                        quiet: bool) -> None:
+                        quiet: bool, sp_model: str | None = None) -> None:
     from gristmill.filters import corpora
     from gristmill.filters.kenlm_filter import calibrate_buckets, train_kenlm
 
     if _exists(out, force, quiet):
         return
     texts = list(corpora.read_texts(corpus)) if corpus else corpora.reference_documents()
-    n = train_kenlm(texts, out, order=order)
+    n = train_kenlm(texts, out, order=order, sp_model=sp_model)
     sample_docs = list(corpora.read_texts(sample)) if sample else corpora.english_pages(400, seed=1)
-    th = calibrate_buckets(out, sample_docs)
+    th = calibrate_buckets(out, sample_docs, sp_model=sp_model)
     log(f"wrote {out} ({order}-gram, {n:,} training lines; head < {th['head_max']:.1f} <= middle < "
         f"{th['middle_max']:.1f} <= tail)", quiet)
 
@@ -128,7 +128,8 @@ def _cmd_fetch_lid(args) -> int:
 
 
 def _cmd_train_kenlm(args) -> int:
-    train_kenlm_default(_out(args, "kenlm"), args.corpus, args.sample, args.order, args.force, False)
+    train_kenlm_default(_out(args, "kenlm"), args.corpus, args.sample, args.order, args.force, False,
+                        sp_model=args.sp_model)
     return 0
 
 
@@ -137,7 +138,7 @@ def _cmd_calibrate_kenlm(args) -> int:
     from gristmill.filters.kenlm_filter import calibrate_buckets
 
     path = models.resolve("kenlm", args.model)
-    th = calibrate_buckets(path, list(corpora.read_texts(args.sample)))
+    th = calibrate_buckets(path, list(corpora.read_texts(args.sample)), sp_model=args.sp_model)
     print(json.dumps(th, sort_keys=True))
     return 0
 
@@ -204,13 +205,18 @@ def register(subparsers) -> None:
     p.add_argument("--corpus", nargs="+", help="reference text files (.txt: blank-line separated; .jsonl(.gz))")
     p.add_argument("--sample", nargs="+", help="crawl documents for the bucket percentiles (default: generated pages)")
     p.add_argument("--order", type=int, default=5, help="n-gram order (default 5)")
+    p.add_argument("--sp-model", help="SentencePiece model path or URL: train on CCNet's tokenization (whole "
+                   "normalized documents as pieces) instead of punctuation-split paragraphs")
     p.add_argument("--out", help=f"binary model path (default CACHE/{models.MODELS['kenlm'].default})")
     p.add_argument("--force", action="store_true", help="replace an existing model")
     p.set_defaults(func=_cmd_train_kenlm)
 
     p = sub.add_parser("calibrate-kenlm", help="compute bucket thresholds for a KenLM model", formatter_class=RAW,
-                       epilog="example:\n  beam model calibrate-kenlm --model en.arpa.bin --sample docs.jsonl.gz")
+                       epilog="examples:\n  beam model calibrate-kenlm --model en.binary --sample docs.jsonl.gz\n"
+                              "  beam model calibrate-kenlm --model en.arpa.bin --sp-model en.sp.model "
+                              "--sample docs.jsonl.gz   # CCNet's models")
     p.add_argument("--model", required=True, help="KenLM model path or URL")
+    p.add_argument("--sp-model", help="its SentencePiece model, path or URL (CCNet's <lang>.sp.model)")
     p.add_argument("--sample", nargs="+", required=True, help="crawl documents (.txt or .jsonl(.gz))")
     p.set_defaults(func=_cmd_calibrate_kenlm)
 

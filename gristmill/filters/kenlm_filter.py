@@ -1,4 +1,12 @@
-"""KenLM perplexity (CCNet, Wenzek et al. 2020): normalize, score per paragraph, length-weight, bucket.
+"""KenLM perplexity (CCNet, Wenzek et al. 2020): normalize, tokenize, score, length-weight, bucket.
+
+Two tokenizations:
+- without a SentencePiece model (the default, for models gristmill trains): each line of a document is a
+  paragraph, normalized and split at punctuation, scored on its own; the paragraphs are length-weighted;
+- with `sp_model` (CCNet's published `<lang>.sp.model` beside its `<lang>.arpa.bin`): CCNet's own pipeline
+  (mine.py: MultiSentencePiece(normalize=True) then DocLM). The whole document is normalized at once, which
+  deletes its newlines with the other control characters, encoded into SentencePiece pieces joined by spaces,
+  and scored as one sentence, so perplexities equal those CCNet published for its corpus.
 
 Training calls KenLM's own `lmplz` and `build_binary`. Head/middle/tail thresholds are the 30th and 60th
 percentiles of perplexity on a crawl sample, saved beside the model as MODEL.buckets.json.
@@ -19,12 +27,12 @@ from typing import Iterable
 
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
-from gristmill.filters.models import load_kenlm, resolve, sidecar
+from gristmill.filters.models import load_kenlm, load_sentencepiece, resolve, sidecar
 from gristmill.pipeline.document import Document
 
 # CCNet's text_normalizer: unicode punctuation mapped to ASCII (punct=1).
 UNICODE_PUNCT = {
-    "，": ",", "。": ". ", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"', "」": '"',
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"', "」": '"',
     "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?", "！": "!", "（": "(", "）": ")",
     "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">",
     "【": "[", "】": "]", "％": "%", "►": "-",
@@ -42,17 +50,21 @@ def strip_accents(line: str) -> str:
     return "".join(c for c in nfd if unicodedata.category(c) != "Mn")
 
 
-def normalize(line: str) -> str:
-    """CCNet normalization (lowercase, accents stripped, digits -> 0, unicode punctuation -> ASCII, non-printing
-    characters removed), then punctuation split into tokens separated by single spaces."""
-    line = line.strip().lower()
-    if not line:
+def ccnet_normalize(text: str) -> str:
+    """CCNet's text_normalizer.normalize: strip, lowercase, accents stripped, digits -> 0, unicode punctuation ->
+    ASCII, control characters (newlines too) removed."""
+    text = text.strip().lower()
+    if not text:
         return ""
-    line = strip_accents(line)
-    line = _DIGITS.sub("0", line)
-    line = _UNICODE_PUNCT_RE.sub(lambda m: UNICODE_PUNCT[m.group()], line)
-    line = _NON_PRINTING.sub("", line)
-    return " ".join(_PUNCT_SPLIT.sub(r" \1 ", line).split())
+    text = strip_accents(text)
+    text = _DIGITS.sub("0", text)
+    text = _UNICODE_PUNCT_RE.sub(lambda m: UNICODE_PUNCT[m.group()], text)
+    return _NON_PRINTING.sub("", text)
+
+
+def normalize(line: str) -> str:
+    """CCNet normalization of one line, then punctuation split into tokens separated by single spaces."""
+    return " ".join(_PUNCT_SPLIT.sub(r" \1 ", ccnet_normalize(line)).split())
 
 
 def paragraphs(text: str) -> list[str]:
@@ -60,18 +72,29 @@ def paragraphs(text: str) -> list[str]:
     return [p for p in (normalize(x) for x in text.split("\n")) if p]
 
 
-def doc_log_score(model, text: str) -> tuple[float, int]:
-    """(sum of log10 probabilities, number of scored tokens incl. </s>) over the document's paragraphs."""
+def sentencepiece_lines(sp, text: str) -> list[str]:
+    """CCNet's tokenization for its published models: the normalized document's pieces, space-joined."""
+    normalized = ccnet_normalize(text)
+    return [" ".join(sp.encode(normalized, out_type=str))] if normalized else []
+
+
+def scored_lines(text: str, sp=None) -> list[str]:
+    """The token lines the model scores: paragraphs, or with a SentencePiece model CCNet's single line."""
+    return paragraphs(text) if sp is None else sentencepiece_lines(sp, text)
+
+
+def doc_log_score(model, text: str, sp=None) -> tuple[float, int]:
+    """(sum of log10 probabilities, number of scored tokens incl. </s>) over the document's scored lines."""
     total, length = 0.0, 0
-    for p in paragraphs(text):
-        total += model.score(p, bos=True, eos=True)
-        length += len(p.split()) + 1
+    for line in scored_lines(text, sp):
+        total += model.score(line, bos=True, eos=True)
+        length += len(line.split()) + 1
     return total, length
 
 
-def perplexity(model, text: str) -> float:
-    """Length-weighted paragraph perplexity: 10 ** (-sum(log10 p) / sum(tokens + 1)). Empty text -> inf."""
-    total, length = doc_log_score(model, text)
+def perplexity(model, text: str, sp=None) -> float:
+    """Length-weighted perplexity: 10 ** (-sum(log10 p) / sum(tokens + 1)) over the scored lines; empty -> inf."""
+    total, length = doc_log_score(model, text, sp)
     return 10.0 ** (-total / length) if length else math.inf
 
 
@@ -88,6 +111,7 @@ class KenLMFilter(Filter):
     """Scores perplexity and the CCNet bucket; keeps `keep_buckets` and perplexity <= `max_perplexity` (if set)."""
 
     model: str | None = None  # path or URL of an ARPA/binary model; None = the provisioned default
+    sp_model: str | None = None  # path or URL of the model's SentencePiece tokenizer (CCNet's <lang>.sp.model)
     keep_buckets: tuple[str, ...] | None = ("head", "middle")
     max_perplexity: float | None = None
     name: str = "kenlm"
@@ -99,16 +123,18 @@ class KenLMFilter(Filter):
             if bad:
                 raise UserError(f"kenlm: keep_buckets must be among {BUCKETS}, not {sorted(bad)}")
         self._model = None
+        self._sp = None
         self._thresholds = None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_model", "_thresholds")} | {
-            "_model": None, "_thresholds": None}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model", "_sp", "_thresholds")} | {
+            "_model": None, "_sp": None, "_thresholds": None}
 
     def setup(self) -> None:
         if self._model is not None:
             return
         path = resolve("kenlm", self.model)
+        self._sp = load_sentencepiece(self.sp_model) if self.sp_model else None
         self._model = load_kenlm(path)
         if self.keep_buckets is not None:
             side = sidecar(path, ".buckets.json")
@@ -125,7 +151,7 @@ class KenLMFilter(Filter):
 
     def check(self, doc: Document) -> Verdict:
         self.setup()
-        pp = perplexity(self._model, doc.text)
+        pp = perplexity(self._model, doc.text, self._sp)
         scores = {f"{self.name}.perplexity": pp}
         reason = None
         if self._thresholds is not None:
@@ -150,16 +176,17 @@ def kenlm_binary(name: str) -> str:
     return found
 
 
-def train_kenlm(texts: Iterable[str], out: Path, order: int = 5, memory: str = "1G") -> int:
-    """Train an `order`-gram model on normalized paragraphs of `texts` and write a KenLM binary to `out`.
-    Returns the number of training lines."""
+def train_kenlm(texts: Iterable[str], out: Path, order: int = 5, memory: str = "1G", sp_model: str | None = None) -> int:
+    """Train an `order`-gram model on the scored lines of `texts` (normalized paragraphs, or with `sp_model` CCNet's
+    SentencePiece lines) and write a KenLM binary to `out`. Returns the number of training lines."""
+    sp = load_sentencepiece(sp_model) if sp_model else None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gristmill-kenlm-") as tmp:
         corpus = Path(tmp) / "corpus.txt"
         n = 0
         with open(corpus, "w", encoding="utf-8") as f:
             for t in texts:
-                for p in paragraphs(t):
+                for p in scored_lines(t, sp):
                     f.write(p + "\n")
                     n += 1
         if n == 0:
@@ -181,12 +208,14 @@ def _run(cmd: list[str]) -> None:
         raise UserError(f"{Path(cmd[0]).name} failed (exit {r.returncode}): {' | '.join(tail)}")
 
 
-def calibrate_buckets(model_path: Path, sample: Iterable[str], percentiles: tuple[float, float] = (30.0, 60.0)) -> dict:
+def calibrate_buckets(model_path: Path, sample: Iterable[str], percentiles: tuple[float, float] = (30.0, 60.0),
+                      sp_model: str | None = None) -> dict:
     """Compute head/middle thresholds on `sample` documents and save them as MODEL.buckets.json."""
     import numpy as np
 
     model = load_kenlm(model_path)
-    pps = [pp for pp in (perplexity(model, t) for t in sample) if math.isfinite(pp)]
+    sp = load_sentencepiece(sp_model) if sp_model else None
+    pps = [pp for pp in (perplexity(model, t, sp) for t in sample) if math.isfinite(pp)]
     if not pps:
         raise UserError("calibrate-kenlm: the sample has no scorable text")
     lo, hi = np.percentile(pps, percentiles)

@@ -27,6 +27,8 @@ class ModelKind:
 MODELS = {
     "lid": ModelKind("lid/lid.176.ftz", "beam model fetch-lid"),
     "kenlm": ModelKind("kenlm/en.binary", "beam model train-kenlm"),
+    # no provisioned default: only CCNet-style models come with one (pass it as sp_model / --sp-model)
+    "sentencepiece": ModelKind("kenlm/en.sp.model", "spm_train, or CCNet's <lang>.sp.model"),
     "quality": ModelKind("quality/quality.ftz", "beam model train-quality"),
     "toxicity": ModelKind("toxicity/toxicity.ftz", "beam model train-toxicity"),
     "badwords": ModelKind("toxicity/badwords.en.txt", "beam model provision"),
@@ -106,6 +108,20 @@ def load_kenlm(spec: str | os.PathLike | None = None):
         return kenlm.Model(str(path))
     except (OSError, RuntimeError, ValueError) as e:
         raise _corrupt("kenlm", path) from e
+
+
+def load_sentencepiece(spec: str | os.PathLike):
+    """A SentencePiece tokenizer (CCNet's <lang>.sp.model), by path or URL."""
+    import sentencepiece
+
+    path = resolve("sentencepiece", spec)
+    sp = sentencepiece.SentencePieceProcessor()
+    try:
+        sp.load(str(path))
+    except (OSError, RuntimeError) as e:
+        raise UserError(f"sentencepiece model {path} is unreadable or corrupt: pass the .sp.model file that was "
+                        f"trained with the KenLM model") from e
+    return sp
 
 
 def sidecar(model_path: Path, suffix: str) -> Path:

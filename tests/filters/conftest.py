@@ -94,6 +94,27 @@ def tiny_kenlm(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_ccnet(tmp_path_factory):
+    """A CCNet-style pair: a SentencePiece model trained by sentencepiece itself and a 3-gram KenLM model on that
+    tokenization of the reference prose, as CCNet's <lang>.sp.model and <lang>.arpa.bin. (sp model, kenlm model)"""
+    import sentencepiece
+
+    from gristmill.filters import corpora
+    from gristmill.filters.kenlm_filter import ccnet_normalize, train_kenlm
+
+    folder = tmp_path_factory.mktemp("ccnet")
+    docs = corpora.reference_documents()
+    corpus = folder / "sp_corpus.txt"
+    corpus.write_text("\n".join(ccnet_normalize(d) for d in docs) + "\n", encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "en.sp"), vocab_size=400,
+                                             character_coverage=1.0, num_threads=1, minloglevel=2)
+    sp_model = folder / "en.sp.model"
+    lm = folder / "en.arpa.bin"
+    train_kenlm(docs[::2], lm, order=3, sp_model=str(sp_model))
+    return sp_model, lm
+
+
 SMALL = dict(dim=16, epoch=5, bucket=20_000, quantize=False)
 
 

@@ -8,7 +8,8 @@ import kenlm
 import pytest
 
 from gristmill.errors import UserError
-from gristmill.filters.kenlm_filter import KenLMFilter, bucket_of, normalize, perplexity
+from gristmill.filters.kenlm_filter import KenLMFilter, bucket_of, ccnet_normalize, normalize, perplexity
+from gristmill.filters.models import load_sentencepiece
 from gristmill.pipeline import textgen
 
 
@@ -32,6 +33,58 @@ def test_perplexity_equals_kenlm_module(tiny_kenlm):
     weighted = 10 ** (sum(n * math.log10(model.perplexity(normalize(p))) for p, n in zip(paras, lengths)) / sum(lengths))
     assert perplexity(model, "\n".join(paras)) == pytest.approx(weighted, rel=1e-9)
     assert perplexity(model, " \n ") == math.inf
+
+
+def test_ccnet_whole_document_normalization():
+    # CCNet's text_normalizer.normalize on a whole document: every digit -> 0, accents and case gone, unicode
+    # punctuation mapped, and the newline deleted with the other control characters, which glues the lines.
+    assert ccnet_normalize(" Héllo Wörld 42!\nSecond line…\t\n") == "hello world 00!second line..."
+    assert ccnet_normalize("«Ａ»。") == '"ａ".' and ccnet_normalize("\n\x00") == ""
+
+
+def test_sentencepiece_mode_is_ccnets_pipeline(tiny_ccnet, as_docs):
+    import sentencepiece
+
+    sp_path, lm_path = tiny_ccnet
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_path))
+    model = kenlm.Model(str(lm_path))
+    doc = "The Quick brown fox.\nIt jumped over 12 lazy dogs…"
+    # CCNet, step by step: normalize the document, encode_as_pieces, join with spaces, score as one sentence.
+    line = " ".join(sp.encode_as_pieces("the quick brown fox.it jumped over 00 lazy dogs..."))
+    expected = 10 ** (-model.score(line) / (len(line.split()) + 1))
+    assert perplexity(model, doc, sp) == pytest.approx(expected, rel=1e-12)
+    flt = KenLMFilter(model=str(lm_path), sp_model=str(sp_path), keep_buckets=None)
+    assert flt.check(as_docs([doc])[0]).scores["kenlm.perplexity"] == pytest.approx(expected, rel=1e-12)
+    assert perplexity(model, " \n\t", sp) == math.inf
+
+
+def test_sentencepiece_mode_matches_datatrove(tiny_ccnet):
+    # datatrove's KenlmModel (edugp/kenlm's port of CCNet) with the same two files. Its number normalization
+    # differs (a whole number becomes one 0), so the pages here have no digits.
+    import sentencepiece
+    from datatrove.utils.perplexity import KenlmModel, SentencePiece
+
+    sp_path, lm_path = tiny_ccnet
+    theirs = KenlmModel("local", "en")
+    theirs._model = kenlm.Model(str(lm_path))
+    theirs._tokenizer = SentencePiece("local", "en")
+    theirs._tokenizer._model = sentencepiece.SentencePieceProcessor(model_file=str(sp_path))
+    sp = load_sentencepiece(str(sp_path))
+    model = kenlm.Model(str(lm_path))
+    pages = [p for p in textgen.prose_paragraphs()[:40] if not any(c.isdigit() for c in p)]
+    pages += ["Crème brûlée — «très» bon！\nSecond paragraph…", "BUY NOW\n\nCheap Watches"]
+    assert len(pages) > 20
+    for page in pages:
+        assert round(perplexity(model, page, sp), 1) == theirs.get_perplexity(page), page
+
+
+def test_sentencepiece_model_errors(tmp_path, tiny_kenlm):
+    bad = tmp_path / "bad.sp.model"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="sentencepiece model .* is unreadable or corrupt"):
+        KenLMFilter(model=str(tiny_kenlm), sp_model=str(bad), keep_buckets=None).setup()
+    with pytest.raises(UserError, match="sentencepiece model .*missing"):
+        KenLMFilter(model=str(tiny_kenlm), sp_model=str(tmp_path / "none.model"), keep_buckets=None).setup()
 
 
 def test_buckets_and_filter(tiny_kenlm, as_docs):
@@ -69,3 +122,31 @@ def test_train_kenlm_command(tmp_path, capsys):
     assert kenlm.Model(str(out)).order == 3
     capsys.readouterr()
     assert beam_main(args) == 0 and "exists, skipped" in capsys.readouterr().err  # idempotent
+
+
+def test_ccnet_model_commands(tmp_path, tiny_ccnet, tiny_kenlm, capsys):
+    # train-kenlm and calibrate-kenlm with --sp-model score CCNet's way: the thresholds are the percentiles of
+    # exactly the perplexities the filter computes with the same two files.
+    import numpy as np
+
+    from gristmill.pipeline.cli import main as beam_main
+
+    sp_path, _ = tiny_ccnet
+    corpus = tmp_path / "ref.txt"
+    corpus.write_text("\n\n".join(textgen.prose_paragraphs()[:300]))
+    sample_docs = textgen.prose_paragraphs()[300:340]
+    sample = tmp_path / "sample.txt"
+    sample.write_text("\n\n".join(sample_docs))
+    out = tmp_path / "en.arpa.bin"
+    assert beam_main(["model", "train-kenlm", "--corpus", str(corpus), "--sample", str(sample), "--order", "3",
+                      "--sp-model", str(sp_path), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert beam_main(["model", "calibrate-kenlm", "--model", str(out), "--sp-model", str(sp_path),
+                      "--sample", str(sample)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    model, sp = kenlm.Model(str(out)), load_sentencepiece(str(sp_path))
+    assert "\u2581the" in model  # trained on SentencePiece pieces (a word's first piece starts with U+2581)
+    assert "\u2581the" not in kenlm.Model(str(tiny_kenlm)) and "the" in kenlm.Model(str(tiny_kenlm))
+    pps = [perplexity(model, d, sp) for d in sample_docs]
+    assert printed["head_max"] == pytest.approx(float(np.percentile(pps, 30)), rel=1e-12)
+    assert printed["middle_max"] == pytest.approx(float(np.percentile(pps, 60)), rel=1e-12)
