@@ -100,10 +100,11 @@ def _mixed_addmm_works(device: torch.device) -> bool:
         return False
     if device not in _MIXED_ADDMM:
         try:
-            a = torch.ones(2, 2, device=device)
+            a = torch.full((2, 2), float("nan"), device=device)
             b = torch.full((2, 2), 0.5, device=device, dtype=torch.bfloat16)
-            torch.addmm(a, b, b, out_dtype=torch.float32, out=a)
-            _MIXED_ADDMM[device] = a.dtype == torch.float32 and bool((a == 1.5).all())
+            torch.addmm(a, b, b, beta=0, out_dtype=torch.float32, out=a)  # the first chunk: overwrite
+            torch.addmm(a, b, b, beta=1, out_dtype=torch.float32, out=a)  # the others: accumulate
+            _MIXED_ADDMM[device] = a.dtype == torch.float32 and bool((a == 1.0).all())
         except (TypeError, RuntimeError, NotImplementedError):
             _MIXED_ADDMM[device] = False
     return _MIXED_ADDMM[device]
@@ -151,8 +152,9 @@ def fused_linear_cross_entropy_forward(
     chunk = chunk_rows(n_rows, hidden_size, vocab)
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     grad_x = torch.empty_like(x) if need_hidden_grad else None
-    grad_w = torch.zeros(weight.shape, dtype=accum_dtype or weight.dtype, device=weight.device) \
-        if need_weight_grad else None
+    # The first chunk writes dW (beta=0) rather than adding to zeros: one pass over V x H values fewer.
+    make = torch.empty if n_rows else torch.zeros
+    grad_w = make(weight.shape, dtype=accum_dtype or weight.dtype, device=weight.device) if need_weight_grad else None
     # With a wider accumulator, each chunk's product is summed into it by one mixed-precision addmm where PyTorch
     # has one; elsewhere it lands in one reused buffer first and is then added.
     wide = grad_w is not None and grad_w.dtype != weight.dtype
@@ -171,12 +173,15 @@ def fused_linear_cross_entropy_forward(
         if grad_x is not None:
             torch.mm(logits, weight, out=grad_x[start:end])
         if grad_w is not None:
+            beta = 0 if start == 0 else 1
             if not wide:
-                grad_w.addmm_(logits.t(), x_chunk)
+                grad_w.addmm_(logits.t(), x_chunk, beta=beta)
             elif mixed:
-                torch.addmm(grad_w, logits.t(), x_chunk, out_dtype=grad_w.dtype, out=grad_w)
-            else:
+                torch.addmm(grad_w, logits.t(), x_chunk, beta=beta, out_dtype=grad_w.dtype, out=grad_w)
+            elif beta:
                 grad_w.add_(torch.mm(logits.t(), x_chunk, out=chunk_grad_w))
+            else:
+                grad_w.copy_(torch.mm(logits.t(), x_chunk, out=chunk_grad_w))
     total = loss_rows.sum()
     loss = total / n_valid if reduction == "mean" else total  # 0 / 0 = nan when every target is ignored
     return loss, (grad_x.view(hidden.shape) if grad_x is not None else None), grad_w
