@@ -48,8 +48,9 @@ def makedirs(path: str) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def exists(path: str) -> bool:
-    return _beam()[0].exists(str(path)) if is_remote(path) else os.path.exists(path)
+def is_file(path: str) -> bool:
+    """Whether a file (an object, on object stores) is there."""
+    return _beam()[0].exists(str(path)) if is_remote(path) else os.path.isfile(path)
 
 
 def read_bytes(path: str) -> bytes:

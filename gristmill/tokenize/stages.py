@@ -172,7 +172,7 @@ class Tokenize(Stage):
         self.source = source
 
     def validate(self, ctx: RunContext) -> None:
-        if self.tokenizer is not None and not fs.exists(self.tokenizer):
+        if self.tokenizer is not None and not fs.is_file(self.tokenizer):
             raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
 
     def expand(self, docs, ctx: RunContext):
@@ -182,7 +182,7 @@ class Tokenize(Stage):
         tokenizer = _trained.get(docs.pipeline) if self.tokenizer is None else None
         if tokenizer is None:
             path = self.tokenizer or fs.join(folder, TOKENIZER)
-            if not fs.exists(path):
+            if not fs.is_file(path):
                 raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
                                 f"or pass tokenizer=PATH (looked for {path})")
             text = fs.read_bytes(path).decode("utf-8")

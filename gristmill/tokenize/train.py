@@ -105,7 +105,7 @@ def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
     if s.lstrip().startswith("{"):
         return s.encode("utf-8")
     if fs.is_remote(s):  # gs://, s3://: through Beam's FileSystems
-        if not fs.exists(s):
+        if not fs.is_file(s):
             raise UserError(f"tokenizer file {s} does not exist")
         return fs.read_bytes(s)
     p = Path(s)
