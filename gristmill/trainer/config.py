@@ -68,6 +68,10 @@ class TrainConfig:
         need(len(self.betas) == 2, "betas must be two numbers")
         need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
         need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
+        # Inside compiled blocks the dispatch hands RMSNorm/SwiGLU/RoPE to Inductor; forcing our Triton kernels
+        # there is untested (Dynamo would have to trace their autograd Functions), so it is refused, not guessed.
+        need(not (self.compile and self.kernels == "triton"),
+             "compile: true leaves the blocks' kernels to Inductor; use kernels: auto (or torch) with it")
         need(isinstance(self.activation_checkpointing, bool),
              f"activation_checkpointing must be true or false, not {self.activation_checkpointing!r}")
         need(isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in ("mixture", "synthetic"),

@@ -145,6 +145,7 @@ def test_evaluate_matches_a_direct_computation():
     ("batch_size: 10\nmicro_batch_size: 4\n", "not a multiple of micro_batch_size"),
     ("steps: [1\n", "cannot parse"),
     ("compile: yes please\n", "compile must be true or false"),
+    ("compile: true\nkernels: triton\n", "use kernels: auto (or torch) with it"),
 ])
 def test_config_errors_are_one_line(tmp_path, text, msg):
     path = tmp_path / "bad.yaml"
