@@ -79,6 +79,12 @@ def cpu_compare(args) -> None:
     print(f"  plain PyTorch loop : {p:10,.0f} tokens/s")
     print(f"  gristmill trainer  : {o:10,.0f} tokens/s")
     print(f"  ratio              : {o / p:.3f}x  (target >= 0.9)")
+    if args.cpu_compile:  # one run: its first steps compile (leave them out with --warmup)
+        steps = max(args.steps, args.warmup + 3)
+        comp = trainer_loop(args.preset, args.vocab, args.seq_len, args.batch, steps, False, compile=True)
+        c = tokens / statistics.median(comp[args.warmup:])
+        print(f"  compile: true      : {c:10,.0f} tokens/s  ({c / p:.3f}x the plain loop; first step "
+              f"{comp[0]:.1f} s, with the compilation)")
 
 
 def gpu_mfu(args) -> None:
@@ -134,6 +140,7 @@ def main() -> None:
     ap.add_argument("--gpu-batch-350m", type=int, default=16)
     ap.add_argument("--gpu-steps", type=int, default=15)
     ap.add_argument("--no-compile", action="store_true", help="GPU: skip the trainer runs with compile: true")
+    ap.add_argument("--cpu-compile", action="store_true", help="CPU: also time the trainer with compile: true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
