@@ -14,6 +14,7 @@ from gristmill.filters.kenlm_filter import KenLMFilter
 from gristmill.filters.langid import LanguageIDFilter
 from gristmill.filters.quality import QualityFilter
 from gristmill.filters.toxicity import BadWordsFilter, ToxicityFilter
+from gristmill.filters.url import URLFilter
 from gristmill.pipeline.docio import WriteDocuments
 from gristmill.pipeline.extract import ExtractText
 from gristmill.pipeline.stages import FilterStage
@@ -23,6 +24,8 @@ from gristmill.tokenize.stages import TrainTokenizer, Tokenize
 NAME = "cc_en"
 
 PARAMS = {
+    "url_filter": True,            # FineWeb's URL filter: UT1 adult blocklist, RefinedWeb's banned URL words
+    "url_lists": "",               # folder from `beam model fetch-url-lists --out`; "" = provisioned
     "language": "en",              # fastText lid.176 label to keep
     "lid_threshold": 0.65,         # FineWeb's English threshold
     "filter_mode": "drop",         # drop | annotate (score and record, keep everything) | off (no filter stages)
@@ -58,6 +61,7 @@ def stages(p):
     # Gopher's stop words and the default KenLM/quality/toxicity models are English.
     english = p["language"] == "en"
     filters = [
+        *([FilterStage("URL", URLFilter(lists=p["url_lists"] or None), mode=mode)] if p["url_filter"] else []),
         FilterStage("LanguageID", LanguageIDFilter(languages=[p["language"]], threshold=p["lid_threshold"],
                                                   model=p["lid_model"] or None), mode=mode),
         FilterStage("GopherRepetition", GopherRepetitionFilter(), mode=mode),

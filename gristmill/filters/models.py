@@ -32,6 +32,7 @@ MODELS = {
     "quality": ModelKind("quality/quality.ftz", "beam model train-quality"),
     "toxicity": ModelKind("toxicity/toxicity.ftz", "beam model train-toxicity"),
     "badwords": ModelKind("toxicity/badwords.en.txt", "beam model provision"),
+    "url_lists": ModelKind("url/domains.u64.npy", "beam model fetch-url-lists"),
 }
 
 
