@@ -33,8 +33,10 @@ def make_filters() -> dict[str, list]:
     from gristmill.filters.langid import LanguageIDFilter
     from gristmill.filters.quality import QualityFilter
     from gristmill.filters.toxicity import BadWordsFilter, ToxicityFilter
+    from gristmill.filters.url import URLFilter
 
     single = {
+        "url": URLFilter(),
         "language_id": LanguageIDFilter(),
         "gopher_quality": GopherQualityFilter(),
         "gopher_repetition": GopherRepetitionFilter(),
