@@ -248,8 +248,8 @@ def target_checks(rows: list[Row]) -> list[str]:
         if r.impl != "triton":
             continue
         e = eager[(r.op, r.shape)]
-        if r.ms is None:
-            lines.append(f"- FAIL {r.op} {r.shape}: {r.note}")
+        if r.ms is None or e.ms is None:
+            lines.append(f"- FAIL {r.op} {r.shape}: {r.note or 'eager ' + e.note}")
             continue
         speed = e.ms / r.ms
         need = 1.5 if r.op in ("rms_norm", "swiglu") else 1.0
