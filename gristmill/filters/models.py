@@ -28,7 +28,7 @@ MODELS = {
     "lid": ModelKind("lid/lid.176.ftz", "beam model fetch-lid"),
     "kenlm": ModelKind("kenlm/en.binary", "beam model train-kenlm"),
     # no provisioned default: only CCNet-style models come with one (pass it as sp_model / --sp-model)
-    "sentencepiece": ModelKind("kenlm/en.sp.model", "spm_train, or CCNet's <lang>.sp.model"),
+    "sentencepiece": ModelKind("kenlm/en.sp.model", "beam model train-kenlm --sp-model"),
     "quality": ModelKind("quality/quality.ftz", "beam model train-quality"),
     "toxicity": ModelKind("toxicity/toxicity.ftz", "beam model train-toxicity"),
     "badwords": ModelKind("toxicity/badwords.en.txt", "beam model provision"),
@@ -115,6 +115,10 @@ def load_sentencepiece(spec: str | os.PathLike):
     """A SentencePiece tokenizer (CCNet's <lang>.sp.model), by path or URL."""
     import sentencepiece
 
+    spec = str(spec)
+    if not is_url(spec) and not Path(spec).expanduser().is_file():
+        raise UserError(f"sentencepiece model {spec} is missing: pass the .sp.model file that goes with the KenLM "
+                        f"model (CCNet publishes <lang>.sp.model beside <lang>.arpa.bin)")
     path = resolve("sentencepiece", spec)
     sp = sentencepiece.SentencePieceProcessor()
     try:

@@ -163,8 +163,8 @@ def lists_folder(spec: str | None) -> Path:
     folder = Path(spec).expanduser() if spec else default_path("url_lists").parent
     missing = [n for n in LIST_FILES if not (folder / n).is_file()]
     if missing:
-        raise UserError(f"url: {folder} lacks {', '.join(missing)}: run `beam model fetch-url-lists`"
-                        + (f" --out {folder}" if spec else ""))
+        command = "beam model fetch-url-lists" + (f" --out {folder}" if spec else "")
+        raise UserError(f"url: {folder} lacks {', '.join(missing)}: run `{command}`")
     return folder
 
 
