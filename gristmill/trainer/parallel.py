@@ -75,11 +75,13 @@ def parallelize(model: nn.Module, mode: str, *, world_size: int, device: torch.d
 
 def build_optimizer(model: nn.Module, mode: str, *, world_size: int, lr: float, weight_decay: float,
                     betas: tuple, eps: float) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay on matrices only (norm gains are not decayed)."""
+    """AdamW with decoupled weight decay on matrices only (norm gains are not decayed); fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     kw = dict(lr=lr, betas=tuple(betas), eps=eps)
+    if params and all(p.is_cuda for p in params):
+        kw["fused"] = True  # one kernel for the whole update on the GPU, as torchtitan defaults to
     if effective_mode(mode, world_size) == "zero1":
         # ZeroRedundancyOptimizer takes one flat list; it shards the parameters, and with them the states.
         opt = ZeroRedundancyOptimizer(groups[0]["params"], optimizer_class=torch.optim.AdamW,
