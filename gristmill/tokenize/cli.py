@@ -120,7 +120,7 @@ def register(subparsers) -> None:
                     "its sha256.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("input", help="document files (JSONL or JSONL.gz glob), e.g. 'out/cc_en/documents/*.jsonl.gz'")
-    t.add_argument("--output", required=True, help="folder to write tokenizer.json into")
+    t.add_argument("--output", required=True, help="folder to write tokenizer.json into (local, gs://, s3://)")
     t.add_argument("--vocab-size", type=int, default=0,
                    help="vocabulary size including 256 bytes and 3 specials (default 32000, or 100000 with "
                         "--multilingual)")
@@ -138,7 +138,7 @@ def register(subparsers) -> None:
         epilog=ENCODE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("input", help="document files (JSONL or JSONL.gz glob)")
     e.add_argument("--tokenizer", required=True, help="tokenizer.json (from `beam tokenize train`)")
-    e.add_argument("--output", required=True, help="token dataset folder to write")
+    e.add_argument("--output", required=True, help="token dataset folder to write (local, gs://, s3://)")
     e.add_argument("--seq-len", type=int, default=2048, help="ids per training sequence (default 2048)")
     e.add_argument("--shard-mb", type=float, default=128.0, help="target shard size in MiB (default 128)")
     e.add_argument("--validation-fraction", type=float, default=0.01,
