@@ -12,6 +12,7 @@ from gristmill.filters.fineweb import FineWebQualityFilter
 from gristmill.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 from gristmill.filters.kenlm_filter import KenLMFilter
 from gristmill.filters.langid import LanguageIDFilter
+from gristmill.filters.pii import PIIFormatter
 from gristmill.filters.quality import QualityFilter
 from gristmill.filters.toxicity import BadWordsFilter, ToxicityFilter
 from gristmill.filters.url import URLFilter
@@ -36,6 +37,7 @@ PARAMS = {
     "kenlm_sp_model": "",          # its SentencePiece model, for CCNet's published models (<lang>.sp.model)
     "quality_model": "",           # path or URL, e.g. DCLM's fastText classifier; "" = provisioned
     "toxicity_model": "",          # path or URL; "" = provisioned
+    "pii": True,                   # FineWeb's PII step: emails and public IPs replaced (never drops a page)
     "dedup": True,
     "minhash_threshold": 0.8,      # near-duplicate Jaccard; bands x rows derived from it
     "resample_base": 10.0,         # duplicate cluster of c copies kept with weight 1 + log_base(c)
@@ -91,6 +93,8 @@ def stages(p):
         ExtractText("Extract"),
         *filters,
         *dedup,
+        # FineWeb masks PII last, after dedup; it only rewrites text, so it runs whatever filter_mode says.
+        *([FilterStage("PII", PIIFormatter(), mode="drop")] if p["pii"] else []),
         WriteDocuments("WriteDocuments", shards=p["doc_shards"]),
         *tokenizer,
         Tokenize("Tokenize", seq_len=p["seq_len"], validation_fraction=p["validation_fraction"],

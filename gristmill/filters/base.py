@@ -19,6 +19,7 @@ class Verdict:
     language: str | None = None  # only language ID sets these two
     language_score: float | None = None
     text: str | None = None  # rewritten text (C4 line removal); applied in drop mode only
+    counts: dict[str, int] = field(default_factory=dict)  # added to the stage's counters, e.g. {"masked_emails": 2}
 
 
 class Filter:

@@ -108,6 +108,8 @@ class _FilterFn(beam.DoFn):
         verdicts = self.flt.check_batch(docs)
         for doc, v in zip(docs, verdicts):
             self.counters.inc("in")
+            for key, n in v.counts.items():
+                self.counters.inc(key, n)
             doc.scores.update(v.scores)
             if v.language is not None:
                 doc.language = v.language
