@@ -28,5 +28,8 @@ YAML
 done
 
 # 'clean' = the held-out documents that pass every filter; neither model trained on them.
+# The mixtures were just rebuilt, so the ablation starts afresh (an ablation folder refuses runs of a mixture
+# made from another version of its manifest, rather than reusing them).
+rm -rf "$OUT/ablation"
 "$BIN/trainer" ablate "$OUT/mixtures/cc_en.json" "$OUT/mixtures/cc_en_raw.json" --eval clean="$OUT/cc_en/tokens" \
     --rank-by clean --tokens 200K --lr 3e-3 --seeds 2 --eval-max-sequences 64 -o "$OUT/ablation"

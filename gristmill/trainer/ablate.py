@@ -267,14 +267,23 @@ def _run_config(settings: Settings, mixture: dict[str, Any], seed: int, out_dir:
 
 
 def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
-    """Write the plan; a RUNDIR made with other settings or evaluation sets is refused, not mixed."""
+    """Write the plan; a RUNDIR made with other settings or evaluation sets, or whose runs of a mixture were
+    trained on another version of its manifest (a finished run would be skipped with stale results), is refused,
+    not mixed. New mixtures may join a RUNDIR."""
     path = rundir / "ablation.json"
+    versions = {}  # every mixture this RUNDIR has trained on -> the sha256 of its manifest
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         for key, what in (("settings", "training settings"), ("eval_sets", "evaluation sets")):
             if old.get(key) != plan[key]:
                 raise UserError(f"{rundir} holds an ablation with different {what}; use another -o "
                                 f"(or delete {rundir})")
+        versions = old.get("mixture_sha256") or {m["name"]: m.get("sha256") for m in old.get("mixtures", [])}
+        changed = [m["name"] for m in plan["mixtures"] if m["name"] in versions and versions[m["name"]] != m["sha256"]]
+        if changed:
+            raise UserError(f"{rundir} holds runs of mixture(s) {', '.join(changed)} made from another version of "
+                            f"the mixture manifest; use another -o (or delete {rundir})")
+    plan = {**plan, "mixture_sha256": {**versions, **{m["name"]: m["sha256"] for m in plan["mixtures"]}}}
     rundir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
 

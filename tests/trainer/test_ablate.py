@@ -156,6 +156,14 @@ def test_rerun_skips_finished_runs_and_rewrites_identical_files(finished, data, 
                       "--lr", "1e-3"])
     with pytest.raises(UserError, match="holds an ablation with different training settings"):
         ablate.run(other_lr)
+    # the mixture rebuilt (here: one more byte) under the same name: its finished runs would be stale
+    original = data["easy_mix"].read_bytes()
+    data["easy_mix"].write_bytes(original + b"\n")
+    try:
+        with pytest.raises(UserError, match="holds runs of mixture.s. easy_mix made from another version"):
+            ablate.run(args)
+    finally:
+        data["easy_mix"].write_bytes(original)
     assert {p: p.read_bytes() for p in before} == before
 
 
