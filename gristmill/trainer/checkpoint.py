@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.optim import ZeroRedundancyOptimizer
@@ -122,8 +123,11 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
     try:
         with _single_process_quiet():
             dcp.load(state, checkpoint_id=str(path))
-    except Exception as e:  # DCP reports missing keys and shape mismatches as generic errors
-        raise UserError(f"cannot load checkpoint {path} into this model/config: {str(e).splitlines()[0]}") from None
+    except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException, not an Exception
+        # DCP's message is a traceback per rank; its last line names the problem (a missing key, a shape mismatch)
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise UserError(f"cannot resume from {path}: it holds another model or config ({lines[-1]}); use another "
+                        f"out_dir, or --resume never to start over") from None
     set_model_state_dict(model, state["model"])
     local = _from_bytes(state[f"rank{rank}"])
     if "optim" in local:

@@ -85,6 +85,25 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(keep))
 
 
+def _check_same_run(saved_config: Path, model: dict, data: dict) -> None:
+    """A resumed run must train the same model on the same data: the schedule, steps or lr may change, but a
+    checkpoint of another model (even one of the same shapes) or another data source is refused, not mixed."""
+    if not saved_config.is_file():
+        return
+    try:
+        saved = json.loads(saved_config.read_text())
+    except (OSError, ValueError):
+        return
+    old_model, old_data = saved.get("model", model), saved.get("train", {}).get("data", data)
+    changed = [f"{k}: {old_model[k]!r} -> {v!r}" for k, v in model.items() if k in old_model and old_model[k] != v]
+    if changed:
+        raise UserError(f"{saved_config.parent} holds a run of another model ({', '.join(changed)}); use another "
+                        f"out_dir, or --resume never to start over")
+    if old_data != data:
+        raise UserError(f"{saved_config.parent} holds a run on other data ({json.dumps(old_data)} -> "
+                        f"{json.dumps(data)}); use another out_dir, or --resume never to start over")
+
+
 def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str | None:
     if not math.isfinite(loss):
         return "non-finite loss"
@@ -128,6 +147,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     start, loop_state = 0, {"recent": [], "skipped_in_row": 0}
     resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
     if resume_from is not None:
+        _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
         start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
         loop_state = saved or loop_state
     if is_main:

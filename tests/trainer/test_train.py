@@ -155,6 +155,23 @@ def test_config_errors_are_one_line(tmp_path, text, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
+def test_resume_refuses_another_model_or_data_but_allows_a_longer_run(tmp_path, tiny):
+    train(tiny("r"), stop_after=2, verbose=False)
+    # same shapes, another model: DCP would load it without complaint
+    with pytest.raises(UserError, match=r"holds a run of another model \(z_loss: 0.0 -> 0.001\)"):
+        train(tiny("r", model={"preset": "tiny", "z_loss": 1e-3}), verbose=False)
+    with pytest.raises(UserError, match="holds a run of another model .*d_model: 64 -> 128"):
+        train(tiny("r", model={"preset": "tiny", "d_model": 128}), verbose=False)
+    with pytest.raises(UserError, match="holds a run on other data"):
+        train(tiny("r", data={"synthetic": {"vocab_size": 256, "seq_len": 32, "seed": 1}}), verbose=False)
+    rows = train(tiny("r", steps=7), verbose=False)  # more steps (and so another schedule) is a resume
+    assert [r["step"] for r in rows] == [3, 4, 5, 6, 7]
+    # a checkpoint that does not fit (here: its config.json is gone) is still one line, not DCP's traceback
+    (tmp_path / "r" / "config.json").unlink()
+    with pytest.raises(UserError, match="cannot resume from .*Size mismatch"):
+        train(tiny("r", model={"preset": "tiny", "d_model": 128}), verbose=False)
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     train(tiny("r", checkpoint_every=2), stop_after=3, verbose=False)  # checkpoints at 2 and 3
     import shutil
