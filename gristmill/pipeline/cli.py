@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import os
 import sys
 import traceback
@@ -61,6 +62,10 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats = run_stages(stages, ctx, beam_args)
     print_summary(stats)
     print(f"stats: {ctx.path('stats.json')}")
+    for label, node in stats["stages"].items():
+        if node.get("no_tokenizer"):
+            raise UserError(f"stage {label}: no document reached the tokenizer's training sample, so no token "
+                            f"dataset was written (the table above shows where the documents went)")
     return 0 if stats.get("balanced", True) else 1
 
 
@@ -111,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_BEAM_ERROR_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
+                       "apache_beam.runners.portability.local_job_service",
+                       "apache_beam.runners.portability.fn_api_runner.fn_runner")
+
+
+def _not_a_user_error(record: logging.LogRecord) -> bool:
+    if record.exc_info and isinstance(record.exc_info[1], UserError):
+        return False
+    return "gristmill.errors.UserError" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # apache_beam warns about optional GCP client libraries at import; it is not actionable here.
@@ -123,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if extra and not getattr(args, "takes_beam_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not args.debug:
+        # A UserError raised in a worker reaches us below as one line; Beam also logs the worker's traceback,
+        # from these loggers (a logger's own filter sees its records whatever handlers exist).
+        for name in _BEAM_ERROR_LOGGERS:
+            logging.getLogger(name).addFilter(_not_a_user_error)
     try:
         if getattr(args, "takes_beam_args", False):
             return args.func(args, extra) or 0
@@ -134,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
+        worker_error = re.search(r"gristmill\.errors\.UserError: (.+)", str(e))
         if args.debug:
             traceback.print_exc()
+        elif worker_error:  # a user mistake found inside a worker (Beam wraps it in its own exception)
+            print(f"error: {worker_error.group(1).strip()}", file=sys.stderr)
+            return 2
         else:
             last = str(e).strip().splitlines()[-1:] or [""]
             print(f"error: {type(e).__name__}: {last[0][:500]} (run with --debug for the traceback)", file=sys.stderr)

@@ -28,6 +28,7 @@ from gristmill.tokenize.train import (
 )
 
 TOKENS_DIR = "tokens"
+NO_TOKENIZER = "no_tokenizer"  # counted when no document reached TrainTokenizer, so nothing was written
 # pipeline -> PCollection holding the tokenizer.json text trained in it (weak: pipelines are short-lived)
 _trained: "weakref.WeakKeyDictionary[beam.Pipeline, beam.PCollection]" = weakref.WeakKeyDictionary()
 
@@ -192,8 +193,9 @@ class Tokenize(Stage):
         source = self.source or ctx.recipe_name
 
         def finish(entries, tokenizer_json):
-            if tokenizer_json is None:
-                raise UserError(f"stage {label}: no tokenizer was trained (no non-empty documents)")
+            if tokenizer_json is None:  # nothing reached TrainTokenizer: the driver reports it after the run
+                StageCounters(label).inc(NO_TOKENIZER)
+                return
             _, info = load_tokenizer(tokenizer_json)
             E.finalize(folder, entries, tokenizer_json.encode("utf-8"), info, config, source=source,
                        recipe_sha256=ctx.recipe_hash, seed=seed)

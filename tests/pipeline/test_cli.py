@@ -109,3 +109,15 @@ def test_every_command_and_subcommand_has_help_with_an_example(cmd):
         return subs
 
     assert check(), f"{cmd} lists no subcommands"
+
+
+def test_a_run_that_leaves_nothing_to_tokenize_says_so(tmp_path):
+    # Not a WARC file: Read counts it as bad, no document reaches TrainTokenizer. The run ends with the table and
+    # one error line, not a worker's traceback.
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"not": "a warc"}\n')
+    r = beam("run", "recipes/cc_en.py", "--input", str(bad), "--output", str(tmp_path / "o"), "--direct_num_workers=2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.strip() and "apitools" not in l]
+    assert lines[-1].startswith("error: stage Tokenize: no document reached the tokenizer's training sample")
+    assert any(l.startswith("Read ") and "bad:not_warc 1" in l for l in lines)
