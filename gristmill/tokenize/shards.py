@@ -247,8 +247,16 @@ class TokenDataset:
             path = self.root / entry["path"]
             if not path.is_file():
                 raise UserError(f"shard {path} listed in the manifest does not exist")
+            size = entry.get("bytes_on_disk")
+            if size is not None and path.stat().st_size != size:
+                raise UserError(f"shard {path} is {path.stat().st_size:,} bytes, the manifest says {size:,}: it was "
+                                f"cut short or replaced; write the token dataset again")
             mm = pa.memory_map(str(path), "r")
-            reader = pa.ipc.open_file(mm)
+            try:
+                reader = pa.ipc.open_file(mm)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise UserError(f"shard {path} is not a readable Arrow file ({str(e).splitlines()[0]}); write the "
+                                f"token dataset again") from None
             if not reader.schema.equals(expected):
                 raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
             rows = 0

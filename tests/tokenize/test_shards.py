@@ -178,3 +178,15 @@ def test_reader_errors_are_user_errors(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(UserError, match="format"):
         shards.TokenDataset(tmp_path)
+
+
+def test_a_damaged_shard_is_one_line(tmp_path):
+    write_dataset(tmp_path)
+    shard = tmp_path / "train-00000.arrow"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:1000])  # cut short
+    with pytest.raises(UserError, match="is 1,000 bytes, the manifest says"):
+        shards.TokenDataset(tmp_path)
+    shard.write_bytes(b"\0" * len(data))  # the right size, but not Arrow
+    with pytest.raises(UserError, match="is not a readable Arrow file"):
+        shards.TokenDataset(tmp_path)
