@@ -555,6 +555,7 @@ def write_sample(path: str | os.PathLike, pages: int = DEFAULT_PAGES, seed: int 
 
     Returns the WARC paths written. Same arguments => byte-identical files.
     """
+    composition(pages)  # checks --pages first: a bad page count would otherwise read as a bad file count
     if files < 1 or files > pages:
         raise UserError(f"--files must be between 1 and the number of pages ({pages}), got {files}")
     paths = output_paths(str(path), files)

@@ -97,6 +97,10 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     for split, s in manifest["splits"].items():
         print(f"{split}: {s['sequences']} sequences, {s['tokens']} tokens, {s['documents']} documents, "
               f"{len(s['shards'])} shard(s)", file=sys.stderr)
+    unread = stats["stages"].get("ReadDocuments", {}).get("dropped", {})
+    if unread:  # unreadable files and unparsable lines were skipped and counted, not silently lost
+        listed = ", ".join(f"{r} {n}" for r, n in sorted(unread.items()))
+        print(f"warning: skipped while reading: {listed} (see {fs.join(args.output, 'stats.json')})", file=sys.stderr)
     counts = stats["stages"].get("Tokenize", {})
     dropped = ", ".join(f"{r} {n}" for r, n in sorted(counts.get("dropped", {}).items())) or "none"
     print(f"documents in {counts.get('in', 0)}, kept {counts.get('kept', 0)}, dropped: {dropped}", file=sys.stderr)

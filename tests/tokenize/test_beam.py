@@ -82,6 +82,14 @@ def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, caps
     assert json.loads((tmp_path / "tokens" / "manifest.json").read_text()) == manifest
     arrow = sorted(p.name for p in (tmp_path / "local").glob("*.arrow"))
     assert same_files(tmp_path / "tokens", tmp_path / "local", arrow)
+    assert "warning" not in capsys.readouterr().err
+
+    # a third file cut short: skipped and counted, and the command says so
+    whole = (tmp_path / "run" / "documents" / "part-00000-of-00002.jsonl.gz").read_bytes()
+    (tmp_path / "run" / "documents" / "part-00002-of-00003.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    assert main(["tokenize", "encode", glob, "--tokenizer", str(tok), "--output", str(tmp_path / "tokens2"),
+                 "--seq-len", "64", *BEAM_ARGS]) == 0
+    assert "warning: skipped while reading: unreadable_file:EOFError 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
