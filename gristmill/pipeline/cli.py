@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 
 RUN_EPILOG = """\
 examples:
@@ -44,10 +45,18 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     # Every user mistake (recipe, parameter, flag) is reported before the sample crawl is generated.
     recipe = load_recipe(args.recipe, args.param)
     stages = recipe.stages()
-    pipeline_options(beam_args, args.workers or None)
+    # Remote filesystems (S3's credentials, GCS's project) take their settings from the pipeline options.
+    FileSystems.set_options(pipeline_options(beam_args, args.workers or None))
+    for path in (args.input, args.output):
+        if path:
+            fs.check_filesystem(path)
     if args.input:
         inp = args.input
-        if not FileSystems.match([inp])[0].metadata_list:
+        try:
+            found = FileSystems.match([inp])[0].metadata_list
+        except Exception as e:  # BeamIOError wraps the filesystem's own complaint (credentials, a missing bucket)
+            raise UserError(f"cannot list {inp}: {str(e).strip().splitlines()[0][:300]}") from None
+        if not found:
             raise UserError(f"no input files match {inp}")
     else:
         from gristmill.pipeline.sample import default_sample_paths

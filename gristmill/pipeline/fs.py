@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gristmill.errors import UserError
+
 
 def _beam():
     # Imported on use: the token reader, `mix build` and the trainer import this module, and need no Beam
@@ -22,6 +24,22 @@ def _beam():
 def is_remote(path: str) -> bool:
     """Whether `path` names a Beam filesystem other than the local one (gs://, s3://, ...)."""
     return "://" in str(path)
+
+
+_EXTRAS = {"gs": "apache-beam[gcp]", "s3": "apache-beam[aws]", "azfs": "apache-beam[azure]", "hdfs": "apache-beam"}
+
+
+def check_filesystem(path: str) -> None:
+    """One line, before a pipeline starts, when no Beam filesystem serves the path's scheme."""
+    if not is_remote(path):
+        return
+    try:
+        _beam()[0].get_filesystem(str(path))
+    except ValueError:
+        scheme = str(path).split("://", 1)[0]
+        extra = _EXTRAS.get(scheme)
+        hint = f"pip install '{extra}'" if extra else "install the Beam extra that provides it"
+        raise UserError(f"no Beam filesystem for {scheme}:// paths ({path}): {hint}") from None
 
 
 def join(base: str, *parts: str) -> str:

@@ -121,3 +121,8 @@ def test_a_run_that_leaves_nothing_to_tokenize_says_so(tmp_path):
     lines = [l for l in r.stderr.splitlines() if l.strip() and "apitools" not in l]
     assert lines[-1].startswith("error: stage Tokenize: no document reached the tokenizer's training sample")
     assert any(l.startswith("Read ") and "bad:not_warc 1" in l for l in lines)
+
+
+def test_an_output_no_filesystem_serves_is_one_line(tmp_path):
+    r = beam("run", "recipes/cc_en.py", "--output", "nosuchfs://bucket/out")
+    assert_one_line_error(r, "no Beam filesystem for nosuchfs:// paths (nosuchfs://bucket/out)")
