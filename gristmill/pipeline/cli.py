@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = [
     "gristmill.filters.cli",
     "gristmill.dedup.cli",
     "gristmill.tokenize.cli",
+    "gristmill.pipeline.select",
 ]
 
 

@@ -1,0 +1,160 @@
+"""`beam select`: keep the documents of an earlier run whose recorded fields pass conditions (Dolma's mixer step).
+
+A run in annotate mode (`-p filter_mode=annotate`) scores every document and records each filter's decision
+without dropping anything, so thresholds can be chosen afterwards. This applies them without rerunning
+extraction or models:
+
+    beam select 'out/annot/documents/*.jsonl.gz' --output out/picked \\
+        --where 'scores.kenlm.perplexity < 400' --where 'decisions.FineWeb == keep' --where 'language == en'
+    beam select 'out/annot/documents/*.jsonl.gz' --output out/strict --all-decisions keep
+
+A condition is FIELD OP VALUE with OP one of < <= > >= == !=. FIELD is `scores.<name>` (e.g.
+scores.kenlm.perplexity), `decisions.<stage label>`, a document field (language, language_score, dup_count,
+cluster_size, weight, repeats, url, source) or `chars` (the text's length). A document passes when every
+condition holds; the first that fails is its drop reason (`select:<field>`), and one whose field is missing is
+dropped as `select:missing:<field>`.
+"""
+from __future__ import annotations
+
+import argparse
+import operator
+import re
+import sys
+from dataclasses import dataclass
+
+from gristmill.errors import UserError
+from gristmill.filters.base import Filter, Verdict
+from gristmill.pipeline.document import Document
+
+OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
+FIELDS = ("language", "language_score", "dup_count", "cluster_size", "weight", "repeats", "url", "source", "chars")
+_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|==|!=|<|>)\s*(.*?)\s*$")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: float | str
+
+    @classmethod
+    def parse(cls, text: str) -> "Condition":
+        m = _CONDITION.match(text)
+        if not m or not m.group(3):
+            raise UserError(f"--where {text!r}: expected FIELD OP VALUE, e.g. 'scores.kenlm.perplexity < 400' "
+                            f"(OP one of {' '.join(OPS)})")
+        field, op, raw = m.groups()
+        head = field.split(".", 1)[0]
+        if head in ("scores", "decisions"):
+            if "." not in field:
+                raise UserError(f"--where {text!r}: name the {head[:-1]}, e.g. {head}.{'kenlm.perplexity' if head == 'scores' else 'FineWeb'}")
+        elif field not in FIELDS:
+            raise UserError(f"--where {text!r}: unknown field {field!r}; use scores.<name>, decisions.<label> or "
+                            f"one of {', '.join(FIELDS)}")
+        raw = raw.strip("'\"")
+        try:
+            value: float | str = float(raw)
+        except ValueError:
+            value = raw
+        if op in ("<", "<=", ">", ">=") and isinstance(value, str):
+            raise UserError(f"--where {text!r}: {op} needs a number, not {raw!r}")
+        return cls(field, op, value)
+
+    def lookup(self, doc: Document):
+        head, _, rest = self.field.partition(".")
+        if head == "scores":
+            return doc.scores.get(rest, _MISSING)
+        if head == "decisions":
+            return doc.decisions.get(rest, _MISSING)
+        if self.field == "chars":
+            return len(doc.text)
+        value = getattr(doc, self.field)
+        return _MISSING if value is None else value
+
+    def holds(self, value) -> bool:
+        if isinstance(self.value, float):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                return False
+        else:
+            value = str(value)
+        return OPS[self.op](value, self.value)
+
+
+@dataclass
+class SelectFilter(Filter):
+    """Keeps a document when every condition holds (and, with all_decisions, every recorded decision equals it)."""
+
+    conditions: tuple[Condition, ...] = ()
+    all_decisions: str | None = None
+    name: str = "select"
+
+    def check(self, doc: Document) -> Verdict:
+        for c in self.conditions:
+            value = c.lookup(doc)
+            if value is _MISSING:
+                return Verdict(False, f"{self.name}:missing:{c.field}")
+            if not c.holds(value):
+                return Verdict(False, f"{self.name}:{c.field}")
+        if self.all_decisions is not None:
+            for label, decision in sorted(doc.decisions.items()):
+                if decision != self.all_decisions:
+                    return Verdict(False, f"{self.name}:decisions.{label}")
+        return Verdict(True)
+
+
+EPILOG = """examples:
+  beam select 'out/annot/documents/*.jsonl.gz' --output out/picked \\
+      --where 'scores.kenlm.perplexity < 400' --where 'decisions.FineWeb == keep'
+  beam select 'out/annot/documents/*.jsonl.gz' --output out/strict --all-decisions keep
+  beam tokenize encode 'out/picked/documents/*.jsonl.gz' --tokenizer out/annot/tokens/tokenizer.json --output out/picked/tokens
+"""
+
+
+def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments, match_files
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import FilterStage, RunContext
+
+    conditions = tuple(Condition.parse(w) for w in args.where)
+    if not conditions and args.all_decisions is None:
+        raise UserError("give at least one --where condition, or --all-decisions")
+    if args.shards < 1:
+        raise UserError(f"--shards must be >= 1, not {args.shards}")
+    if not match_files(args.input):
+        raise UserError(f"no document files match {args.input}")
+    ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name="select", num_workers=args.workers,
+                     params={k: v for k, v in vars(args).items() if k != "func"})
+    stages = [ReadDocuments("ReadDocuments", args.input),
+              FilterStage("Select", SelectFilter(conditions, args.all_decisions)),
+              WriteDocuments("WriteDocuments", shards=args.shards)]
+    stats = run_stages(stages, ctx, beam_args)
+    node = stats["stages"]["Select"]
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(node.get("dropped", {}).items(), key=lambda kv: -kv[1]))
+    print(f"documents in {node.get('in', 0)}, kept {node.get('kept', 0)}, dropped: {reasons or 'none'}",
+          file=sys.stderr)
+    unread = stats["stages"].get("ReadDocuments", {}).get("dropped", {})
+    if unread:
+        print(f"warning: skipped while reading: {', '.join(f'{r} {n}' for r, n in sorted(unread.items()))}",
+              file=sys.stderr)
+    print(ctx.path("documents"))
+    return 0 if stats.get("balanced", True) else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "select", help="keep the documents of an earlier run whose scores and decisions pass conditions",
+        description=__doc__.split("\n\n")[1].replace("\n", " "), epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="document files of an earlier run, e.g. 'out/annot/documents/*.jsonl.gz'")
+    p.add_argument("--output", required=True, help="run folder to write documents/ and stats.json into")
+    p.add_argument("--where", action="append", default=[], metavar="'FIELD OP VALUE'",
+                   help="a condition (repeatable, all must hold), e.g. 'scores.kenlm.perplexity < 400', "
+                        "'decisions.C4 == keep', 'language == en', 'chars >= 500'")
+    p.add_argument("--all-decisions", metavar="DECISION",
+                   help="also require every recorded filter decision to be DECISION (usually keep)")
+    p.add_argument("--shards", type=int, default=4, help="document shards to write (default 4)")
+    p.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")
+    p.set_defaults(func=_cmd_select, takes_beam_args=True)
