@@ -146,7 +146,11 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "select", help="keep the documents of an earlier run whose scores and decisions pass conditions",
-        description=__doc__.split("\n\n")[1].replace("\n", " "), epilog=EPILOG,
+        description="Apply thresholds to the documents of an earlier run (usually one in annotate mode, which "
+                    "scores everything and drops nothing) without rerunning extraction or models. A document is "
+                    "kept when every --where condition holds; FIELD is scores.<name>, decisions.<stage label>, "
+                    f"one of {', '.join(FIELDS)}. Drops are counted as select:<field> and "
+                    "select:missing:<field> in OUTPUT/stats.json.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="document files of an earlier run, e.g. 'out/annot/documents/*.jsonl.gz'")
     p.add_argument("--output", required=True, help="run folder to write documents/ and stats.json into")
