@@ -148,7 +148,7 @@ def register(subparsers) -> None:
         "select", help="keep the documents of an earlier run whose scores and decisions pass conditions",
         description="Apply thresholds to the documents of an earlier run (usually one in annotate mode, which "
                     "scores everything and drops nothing) without rerunning extraction or models. A document is "
-                    "kept when every --where condition holds; FIELD is scores.<name>, decisions.<stage label>, "
+                    "kept when every --where condition holds; FIELD is scores.<name>, decisions.<stage label>, or "
                     f"one of {', '.join(FIELDS)}. Drops are counted as select:<field> and "
                     "select:missing:<field> in OUTPUT/stats.json.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
