@@ -37,27 +37,18 @@ SUBCOMMAND_MODULES = [
 
 
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from apache_beam.io.filesystems import FileSystems
-
     from gristmill.pipeline.recipe import load_recipe
-    from gristmill.pipeline.runner import pipeline_options, run_stages
+    from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import RunContext
 
     # Every user mistake (recipe, parameter, flag) is reported before the sample crawl is generated.
     recipe = load_recipe(args.recipe, args.param)
     stages = recipe.stages()
-    # Remote filesystems (S3's credentials, GCS's project) take their settings from the pipeline options.
-    FileSystems.set_options(pipeline_options(beam_args, args.workers or None))
-    for path in (args.input, args.output):
-        if path:
-            fs.check_filesystem(path)
+    if args.output:
+        fs.check_filesystem(args.output)
     if args.input:
         inp = args.input
-        try:
-            found = FileSystems.match([inp])[0].metadata_list
-        except Exception as e:  # BeamIOError wraps the filesystem's own complaint (credentials, a missing bucket)
-            raise UserError(f"cannot list {inp}: {str(e).strip().splitlines()[0][:300]}") from None
-        if not found:
+        if not fs.matching(inp):
             raise UserError(f"no input files match {inp}")
     else:
         from gristmill.pipeline.sample import default_sample_paths
@@ -156,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).addFilter(_not_a_user_error)
     try:
         if getattr(args, "takes_beam_args", False):
+            from apache_beam.io.filesystems import FileSystems
+
+            from gristmill.pipeline.runner import pipeline_options
+
+            # A bad flag is one line before anything runs, and remote filesystems (S3's credentials, GCS's
+            # project) take their settings from the pipeline options, for the listings done before the pipeline.
+            FileSystems.set_options(pipeline_options(extra))
             return args.func(args, extra) or 0
         return args.func(args) or 0
     except UserError as e:

@@ -15,6 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 from gristmill.pipeline.document import Document
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
@@ -91,10 +92,6 @@ def document_lines(path: str):
             yield from iter(f.readline, b"")
 
 
-def match_files(glob: str) -> list[str]:
-    return sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
-
-
 def parse_document_file(path: str):
     """Each non-blank line of a JSONL(.gz) file as a Document, or as "bad_json:<error>" when it is not one.
     A file that stops being readable (truncated or corrupt gzip) raises OSError or EOFError: callers decide
@@ -142,7 +139,7 @@ class ReadDocuments(Stage):
 
     def expand(self, root, ctx: RunContext):
         glob = self.glob or ctx.input
-        files = match_files(glob)
+        files = fs.matching(glob)
         if not files:
             raise UserError(f"stage {self.label}: no document files match {glob}")
         return (

@@ -2,7 +2,7 @@
 
 Local paths use the local file API, with a folder's semantics (folders are made, renames are atomic). Other
 paths go through Beam's FileSystems, where a "folder" is a prefix, a rename is a copy and a delete, and there is
-nothing to make.
+nothing to make. Globs go through Beam's FileSystems for both, so a pattern means the same everywhere.
 """
 from __future__ import annotations
 
@@ -89,13 +89,14 @@ def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stre
 
 
 def matching(pattern: str) -> list[str]:
-    """Paths matching a glob, sorted; none is not an error."""
-    if not is_remote(pattern):
-        import glob
-
-        return sorted(glob.glob(str(pattern)))
-    FileSystems = _beam()[0]
-    return sorted(m.path for m in FileSystems.match([str(pattern)])[0].metadata_list)
+    """Paths matching a glob (local or any Beam filesystem), sorted; none is not an error. A scheme no Beam
+    filesystem serves, or a listing that fails (credentials, a missing bucket), is one UserError line."""
+    check_filesystem(pattern)
+    try:
+        found = _beam()[0].match([str(pattern)])[0].metadata_list
+    except Exception as e:  # BeamIOError wraps the filesystem's own complaint
+        raise UserError(f"cannot list {pattern}: {str(e).strip().splitlines()[0][:300]}") from None
+    return sorted(m.path for m in found)
 
 
 def delete(paths: list[str]) -> None:

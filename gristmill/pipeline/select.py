@@ -114,7 +114,8 @@ EPILOG = """examples:
 
 
 def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments, match_files
+    from gristmill.pipeline import fs
+    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import FilterStage, RunContext
 
@@ -123,7 +124,7 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    if not match_files(args.input):
+    if not fs.matching(args.input):
         raise UserError(f"no document files match {args.input}")
     ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name="select", num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})

@@ -26,9 +26,9 @@ Any flag not listed here is a Beam pipeline option (--runner, --direct_num_worke
 def iter_documents(glob: str):
     """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines are skipped
     and reported on stderr."""
-    from gristmill.pipeline.docio import match_files, parse_document_file
+    from gristmill.pipeline.docio import parse_document_file
 
-    paths = match_files(glob)
+    paths = fs.matching(glob)
     if not paths:
         raise UserError(f"no document files match {glob}")
     bad = 0
@@ -47,9 +47,7 @@ def iter_documents(glob: str):
 
 def recipe_hash_of(glob: str) -> str:
     """The recipe hash of the run that wrote the documents: OUT/stats.json beside OUT/documents/."""
-    from gristmill.pipeline.docio import match_files
-
-    first = match_files(glob)[0]
+    first = fs.matching(glob)[0]
     stats = fs.join(fs.dirname(fs.dirname(first)), "stats.json")
     try:
         return json.loads(fs.read_bytes(stats).decode("utf-8"))["recipe"]["sha256"]
@@ -75,13 +73,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from gristmill.pipeline.docio import ReadDocuments, match_files
+    from gristmill.pipeline.docio import ReadDocuments
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import RunContext
     from gristmill.tokenize.stages import Tokenize
     from gristmill.tokenize.train import load_tokenizer
 
-    if not match_files(args.input):
+    if not fs.matching(args.input):
         raise UserError(f"no document files match {args.input}")
     # The settings are checked first (cheap), then the tokenizer is loaded once: both fail with one line.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
