@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -147,6 +148,19 @@ class ReadDocuments(Stage):
             | f"{self.label}/Files" >> beam.Create(files)  # Create reshuffles: files spread over workers
             | f"{self.label}/Parse" >> beam.ParDo(_ReadFileFn(self.label))
         )
+
+
+def report_counts(stats: dict, label: str, stats_path: str) -> None:
+    """The two stderr lines of a command that reads documents and runs one stage on them: what ReadDocuments
+    skipped (counted, never silently lost), then the stage's in / kept / dropped by reason."""
+    unread = stats["stages"].get("ReadDocuments", {}).get("dropped", {})
+    if unread:
+        listed = ", ".join(f"{r} {n}" for r, n in sorted(unread.items()))
+        print(f"warning: skipped while reading: {listed} (see {stats_path})", file=sys.stderr)
+    node = stats["stages"].get(label, {})
+    dropped = ", ".join(f"{r} {n}" for r, n in sorted(node.get("dropped", {}).items(), key=lambda kv: (-kv[1], kv[0])))
+    print(f"documents in {node.get('in', 0)}, kept {node.get('kept', 0)}, dropped: {dropped or 'none'}",
+          file=sys.stderr)
 
 
 class CreateDocuments(Stage):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import operator
 import re
-import sys
 from dataclasses import dataclass
 
 from gristmill.errors import UserError
@@ -115,7 +114,7 @@ EPILOG = """examples:
 
 def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
     from gristmill.pipeline import fs
-    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments
+    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments, report_counts
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import FilterStage, RunContext
 
@@ -132,14 +131,7 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
               FilterStage("Select", SelectFilter(conditions, args.all_decisions)),
               WriteDocuments("WriteDocuments", shards=args.shards)]
     stats = run_stages(stages, ctx, beam_args)
-    node = stats["stages"]["Select"]
-    reasons = ", ".join(f"{r} {n}" for r, n in sorted(node.get("dropped", {}).items(), key=lambda kv: -kv[1]))
-    print(f"documents in {node.get('in', 0)}, kept {node.get('kept', 0)}, dropped: {reasons or 'none'}",
-          file=sys.stderr)
-    unread = stats["stages"].get("ReadDocuments", {}).get("dropped", {})
-    if unread:
-        print(f"warning: skipped while reading: {', '.join(f'{r} {n}' for r, n in sorted(unread.items()))}",
-              file=sys.stderr)
+    report_counts(stats, "Select", ctx.path("stats.json"))
     print(ctx.path("documents"))
     return 0 if stats.get("balanced", True) else 1
 

@@ -73,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from gristmill.pipeline.docio import ReadDocuments
+    from gristmill.pipeline.docio import ReadDocuments, report_counts
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import RunContext
     from gristmill.tokenize.stages import Tokenize
@@ -95,13 +95,7 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     for split, s in manifest["splits"].items():
         print(f"{split}: {s['sequences']} sequences, {s['tokens']} tokens, {s['documents']} documents, "
               f"{len(s['shards'])} shard(s)", file=sys.stderr)
-    unread = stats["stages"].get("ReadDocuments", {}).get("dropped", {})
-    if unread:  # unreadable files and unparsable lines were skipped and counted, not silently lost
-        listed = ", ".join(f"{r} {n}" for r, n in sorted(unread.items()))
-        print(f"warning: skipped while reading: {listed} (see {fs.join(args.output, 'stats.json')})", file=sys.stderr)
-    counts = stats["stages"].get("Tokenize", {})
-    dropped = ", ".join(f"{r} {n}" for r, n in sorted(counts.get("dropped", {}).items())) or "none"
-    print(f"documents in {counts.get('in', 0)}, kept {counts.get('kept', 0)}, dropped: {dropped}", file=sys.stderr)
+    report_counts(stats, "Tokenize", fs.join(args.output, "stats.json"))
     print(manifest_path)
     return 0
 
