@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import xxhash
 
@@ -55,7 +55,6 @@ class PIIFormatter(Filter):
     email_replacements: tuple[str, ...] = EMAIL_REPLACEMENTS
     ip_replacements: tuple[str, ...] = IP_REPLACEMENTS
     name: str = "pii"
-    _counts: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         for attr in ("email_replacements", "ip_replacements"):

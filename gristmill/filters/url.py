@@ -173,8 +173,10 @@ def write_lists(out: Path, domains: Iterable[str], urls: Iterable[str], banned_w
     """Write a lists folder (see LIST_FILES) and SOURCE.json; returns the counts."""
     out.mkdir(parents=True, exist_ok=True)
     hashes = hash_domains(list_lines(domains))
-    np.save(out / "domains.u64.npy.part.npy", hashes)
-    (out / "domains.u64.npy.part.npy").replace(out / "domains.u64.npy")
+    part = out / "domains.u64.npy.part"
+    with open(part, "wb") as f:  # a file object, so np.save adds no second .npy suffix
+        np.save(f, hashes)
+    part.replace(out / "domains.u64.npy")
     counts = {"domains": int(hashes.size)}
     for name, lines in (("urls.txt", urls), ("banned_words.txt", banned_words),
                         ("banned_subwords.txt", banned_subwords), ("soft_banned_words.txt", soft_banned_words)):
