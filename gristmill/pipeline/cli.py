@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "takes_beam_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.debug:
-        # A UserError raised in a worker reaches us below as one line; Beam also logs the worker's traceback,
-        # from these loggers (a logger's own filter sees its records whatever handlers exist).
+        # A UserError raised in an in-process worker reaches us below as itself, but Beam first logs its traceback
+        # from these loggers (a logger's own filter sees its records whatever handlers exist). Worker processes
+        # log on their own stderr, out of reach; theirs arrives wrapped, and is unwrapped below.
         for name in _BEAM_ERROR_LOGGERS:
             logging.getLogger(name).addFilter(_not_a_user_error)
     try:
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_error = re.search(r"gristmill\.errors\.UserError: (.+)", str(e))
         if args.debug:
             traceback.print_exc()
-        elif worker_error:  # a user mistake found inside a worker (Beam wraps it in its own exception)
+        elif worker_error:  # a user mistake found in a worker process (Beam wraps it in a RuntimeError)
             print(f"error: {worker_error.group(1).strip()}", file=sys.stderr)
             return 2
         else:

@@ -126,3 +126,27 @@ def test_a_run_that_leaves_nothing_to_tokenize_says_so(tmp_path):
 def test_an_output_no_filesystem_serves_is_one_line(tmp_path):
     r = beam("run", "recipes/cc_en.py", "--output", "nosuchfs://bucket/out")
     assert_one_line_error(r, "no Beam filesystem for nosuchfs:// paths (nosuchfs://bucket/out)")
+
+
+def test_a_user_error_inside_a_worker_is_its_own_line(tmp_path):
+    from warc_factory import write_warc
+
+    write_warc(tmp_path / "c.warc.gz", n=5)
+    r = beam("run", str(Path(__file__).with_name("recipe_worker_error.py")), "--input", str(tmp_path / "c.warc.gz"),
+             "--output", str(tmp_path / "o"), "--direct_running_mode=in_memory", "--direct_num_workers=1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.strip() and "apitools" not in l]
+    assert lines[-1].startswith("error: stage Refuse: page ") and "needs a setting this recipe lacks" in lines[-1]
+    assert not any("UserError" in l for l in lines), lines  # not Beam's wrapped exception, not its worker log
+
+
+def test_a_user_error_in_a_worker_process_ends_the_run_with_its_line(tmp_path):
+    # Worker processes wrap it in a RuntimeError whose text holds the worker's traceback (their own logs still
+    # reach stderr); the last line is the mistake itself.
+    from warc_factory import write_warc
+
+    write_warc(tmp_path / "c.warc.gz", n=5)
+    r = beam("run", str(Path(__file__).with_name("recipe_worker_error.py")), "--input", str(tmp_path / "c.warc.gz"),
+             "--output", str(tmp_path / "o"), "--direct_running_mode=multi_processing", "--direct_num_workers=1")
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and lines[-1].startswith("error: stage Refuse: page "), r.stderr[-3000:]
