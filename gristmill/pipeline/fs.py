@@ -26,7 +26,7 @@ def is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
-_EXTRAS = {"gs": "apache-beam[gcp]", "s3": "apache-beam[aws]", "azfs": "apache-beam[azure]", "hdfs": "apache-beam"}
+_EXTRAS = {"gs": "apache-beam[gcp]", "s3": "apache-beam[aws]", "azfs": "apache-beam[azure]", "hdfs": "hdfs"}
 
 
 def check_filesystem(path: str) -> None:
