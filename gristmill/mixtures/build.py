@@ -16,7 +16,9 @@ import numpy as np
 from gristmill.errors import UserError
 from gristmill.mixtures import weighting
 from gristmill.mixtures.spec import MixtureSpec, SourceSpec
+from gristmill.pipeline import fs
 from gristmill.tokenize.shards import FORMAT as TOKENS_FORMAT
+from gristmill.tokenize.remote import manifest_url as remote_manifest_url
 from gristmill.tokenize.shards import load_manifest
 
 FORMAT = "gristmill.mixture/1"
@@ -32,7 +34,7 @@ class Source:
 
     spec: SourceSpec
     manifest: dict[str, Any]
-    manifest_path: Path
+    manifest_path: Path | str  # a URL for a remote (gs://, s3://) dataset
     manifest_sha256: str
     domain: str
     tokens: int  # train tokens available
@@ -42,6 +44,12 @@ class Source:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def beside(self, name: str) -> Path | str:
+        """A file of this dataset, named relative to its manifest."""
+        if fs.is_remote(str(self.manifest_path)):
+            return fs.join(fs.dirname(str(self.manifest_path)), name)
+        return Path(self.manifest_path).parent / name
 
     def epoch_cap(self, default: float | None) -> float | None:
         return self.spec.max_epochs if self.spec.max_epochs is not None else default
@@ -61,17 +69,21 @@ def load_sources(spec: MixtureSpec) -> list[Source]:
     """Read every source's manifest and check they can be mixed: non-empty, same tokenizer and seq_len."""
     out: list[Source] = []
     for s in spec.sources:
+        remote = fs.is_remote(str(s.manifest))
         try:
+            # A remote dataset: only its manifest is copied to the cache here; the trainer copies the shards.
             manifest, folder = load_manifest(s.manifest)
+            mpath = remote_manifest_url(str(s.manifest)) if remote else folder / "manifest.json"
+            present = set(fs.matching(fs.join(fs.dirname(mpath), "*"))) if remote else set()
         except UserError as e:
             raise UserError(f"source {s.name!r}: {e}") from None
-        mpath = folder / "manifest.json"
         train = manifest.get("splits", {}).get("train")
         if not train or int(train.get("tokens", 0)) <= 0 or int(train.get("sequences", 0)) <= 0:
             raise UserError(f"source {s.name!r} is empty: {mpath} has no train tokens")
         for shard in train["shards"]:
-            if not (folder / shard["path"]).is_file():
-                raise UserError(f"source {s.name!r}: shard {folder / shard['path']} is missing")
+            path = fs.join(fs.dirname(mpath), shard["path"]) if remote else folder / shard["path"]
+            if not (path in present if remote else path.is_file()):
+                raise UserError(f"source {s.name!r}: shard {path} is missing")
         domain = s.domain or manifest.get("domain")
         if not domain:
             raise UserError(f"source {s.name!r}: no domain in the spec or in {mpath}")
@@ -80,7 +92,7 @@ def load_sources(spec: MixtureSpec) -> list[Source]:
                 spec=s,
                 manifest=manifest,
                 manifest_path=mpath,
-                manifest_sha256=hashlib.sha256(mpath.read_bytes()).hexdigest(),
+                manifest_sha256=hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
                 domain=domain,
                 tokens=int(train["tokens"]),
                 sequences=int(train["sequences"]),
@@ -149,7 +161,9 @@ def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
     return ints
 
 
-def _rel(path: Path, start: Path) -> str:
+def _rel(path: Path | str, start: Path) -> str:
+    if fs.is_remote(str(path)):
+        return str(path)  # a URL stays a URL
     return Path(os.path.relpath(path, start)).as_posix()
 
 
@@ -177,7 +191,7 @@ def _validation(spec: MixtureSpec, sources: Sequence[Source], out_dir: Path) -> 
                     "sequences_available": n_avail,
                     "sequences": n_use,
                     "tokens_available": int(split["tokens"]),
-                    "shards": [_rel(m.manifest_path.parent / sh["path"], out_dir) for sh in split["shards"]],
+                    "shards": [_rel(m.beside(sh["path"]), out_dir) for sh in split["shards"]],
                 }
             )
         out[domain] = {"sequences": sum(e["sequences"] for e in entries), "sources": entries}
@@ -218,7 +232,7 @@ def assemble(
                 # shard is in use even when epochs < 1.
                 "shards": [
                     {
-                        "path": _rel(src.manifest_path.parent / sh["path"], out_dir),
+                        "path": _rel(src.beside(sh["path"]), out_dir),
                         "sequences": int(sh["sequences"]),
                         "tokens": int(sh["tokens"]),
                         "bytes_on_disk": int(sh["bytes_on_disk"]),
@@ -237,7 +251,7 @@ def assemble(
         "seq_len": seq_len,
         "budget_sequences": spec.budget_tokens // seq_len,
         "tokenizer": {
-            "path": _rel(sources[0].manifest_path.parent / first["tokenizer"]["path"], out_dir),
+            "path": _rel(sources[0].beside(first["tokenizer"]["path"]), out_dir),
             **{k: first["tokenizer"][k] for k in ("sha256", "vocab_size", "bos_id", "eos_id", "pad_id")},
         },
         "weighting": method,

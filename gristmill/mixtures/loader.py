@@ -18,6 +18,8 @@ import numpy as np
 
 from gristmill.errors import UserError
 from gristmill.mixtures.build import FORMAT
+from gristmill.pipeline import fs
+from gristmill.tokenize.remote import stage as stage_remote
 from gristmill.tokenize.shards import TokenDataset
 
 STATE_FORMAT = "gristmill.mixture-position/1"
@@ -160,7 +162,9 @@ class MixtureLoader:
         )
 
     def _open(self, entry: dict[str, Any], split: str) -> TokenDataset:
-        mpath = self.root / entry["manifest"]
+        mpath = fs.resolve(self.root, entry["manifest"])
+        if fs.is_remote(mpath):  # gs://, s3://: this split's shards are copied into the local cache
+            mpath = stage_remote(mpath, (split,))
         if not mpath.is_file():
             raise UserError(f"source {entry['name']!r}: token dataset manifest {mpath} does not exist")
         if "manifest_sha256" in entry and hashlib.sha256(mpath.read_bytes()).hexdigest() != entry["manifest_sha256"]:

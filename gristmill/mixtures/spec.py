@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 
 METHODS = ("explicit", "temperature", "unimax")
 _SUFFIX = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -30,7 +31,7 @@ _SUFFIX = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 @dataclass(frozen=True)
 class SourceSpec:
     name: str
-    manifest: Path  # absolute: the manifest.json file or its folder
+    manifest: Path | str  # absolute: the manifest.json file or its folder, or its URL (gs://, s3://)
     domain: str | None = None  # None: take the manifest's domain
     max_epochs: float | None = None  # None: the weighting's max_epochs, if any
     max_tokens: int | None = None
@@ -114,7 +115,7 @@ def spec_from_dict(raw: Any, base: Path, *, path: Path | None = None, sha256: st
         max_tokens = parse_count(s["max_tokens"], f"{where}.max_tokens") if s.get("max_tokens") is not None else None
         if max_tokens is not None and max_tokens <= 0:
             raise UserError(f"{where}.max_tokens must be > 0")
-        sources.append(SourceSpec(s["name"], (base / s["manifest"]).resolve(), domain, max_epochs, max_tokens))
+        sources.append(SourceSpec(s["name"], fs.resolve(base, s["manifest"]), domain, max_epochs, max_tokens))
     names = [s.name for s in sources]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

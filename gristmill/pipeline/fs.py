@@ -15,9 +15,17 @@ from gristmill.errors import UserError
 def _beam():
     # Imported on use: the token reader, `mix build` and the trainer import this module, and need no Beam
     # (nor its import time) for local files.
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    import logging
 
+    def quiet(record: logging.LogRecord) -> bool:  # Beam's import-time note on optional GCP client libraries
+        return "apitools not found" not in record.getMessage()
+
+    logging.getLogger().addFilter(quiet)
+    try:
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+    finally:
+        logging.getLogger().removeFilter(quiet)
     return FileSystems, CompressionTypes
 
 
@@ -123,3 +131,24 @@ def remove_folder(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     delete(matching(join(path, "*")))
+
+
+def copy_to_local(src: str, dst: str | os.PathLike, chunk: int = 16 << 20) -> int:
+    """Stream one file (any Beam filesystem) to a local path, in `chunk`-byte reads; returns the bytes copied."""
+    if not is_remote(src):
+        import shutil
+
+        shutil.copyfile(src, dst)
+        return os.path.getsize(dst)
+    FileSystems, CompressionTypes = _beam()
+    n = 0
+    with FileSystems.open(str(src), compression_type=CompressionTypes.UNCOMPRESSED) as f, open(dst, "wb") as out:
+        while block := f.read(chunk):
+            out.write(block)
+            n += len(block)
+    return n
+
+
+def resolve(base: str | os.PathLike, ref: str) -> Path | str:
+    """`ref` named relative to the folder `base`, made absolute; a URL (gs://, s3://) stays as it is."""
+    return ref if is_remote(ref) else (Path(base) / ref).resolve()

@@ -208,8 +208,15 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> str |
     return path if fs.is_remote(path) else Path(path)
 
 
-def load_manifest(path_or_manifest: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """Read a manifest given its folder or the manifest.json path; returns (manifest, folder)."""
+def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = ()) -> tuple[dict[str, Any], Path]:
+    """Read a manifest given its folder or the manifest.json path; returns (manifest, folder).
+
+    A remote dataset (gs://, s3://, ...) is read through a local copy in the cache: its manifest, plus the
+    tokenizer and shards of `splits` (see `gristmill.tokenize.remote`); the folder returned is that copy's."""
+    if fs.is_remote(str(path_or_manifest)):
+        from gristmill.tokenize import remote
+
+        path_or_manifest = remote.stage(str(path_or_manifest), splits)
     p = Path(path_or_manifest)
     mpath = p / MANIFEST if p.is_dir() else p
     if not mpath.is_file():
@@ -226,14 +233,14 @@ def load_manifest(path_or_manifest: str | os.PathLike) -> tuple[dict[str, Any], 
 class TokenDataset:
     """Random access to packed sequences across the shards of one split, memory-mapped, zero copy.
 
-    ds = TokenDataset("out/tokens")            # or the manifest.json path
+    ds = TokenDataset("out/tokens")            # or the manifest.json path, or gs://... (copied to the cache)
     len(ds); ds[i] -> np.ndarray[int32] of shape (seq_len,), a read-only view into the mapped file
     ds.doc_starts(i), ds.n_bytes(i)            # document boundaries and decoded bytes of sequence i
     ds.shard(rank, world_size)                 # this rank's contiguous, equal-sized slice
     """
 
     def __init__(self, path_or_manifest: str | os.PathLike, split: str = "train"):
-        self.manifest, self.root = load_manifest(path_or_manifest)
+        self.manifest, self.root = load_manifest(path_or_manifest, splits=(split,))
         if split not in self.manifest["splits"]:
             raise UserError(f"{self.root}: no split {split!r} (have {sorted(self.manifest['splits'])})")
         self.split = split

@@ -28,6 +28,7 @@ from gristmill.errors import UserError
 from gristmill.mixtures.build import largest_remainder
 from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT
 from gristmill.mixtures.spec import parse_count
+from gristmill.pipeline import fs
 from gristmill.tokenize.shards import TokenDataset, load_manifest
 
 PLAN_FORMAT = "gristmill.ablation/1"
@@ -134,7 +135,7 @@ def evaluation_sets(mixtures: list[dict[str, Any]], extra: dict[str, str], max_s
         root = Path(mix["path"]).parent
         for domain, val in mix["manifest"]["validation"].items():
             for src in val["sources"]:
-                manifest = str((root / src["manifest"]).resolve())
+                manifest = str(fs.resolve(root, src["manifest"]))
                 members = domains.setdefault(domain, {})
                 members[manifest] = max(members.get(manifest, 0), int(src["sequences"]))
     sets = [{"name": d, "kind": "domain", "members": m} for d, m in sorted(domains.items())]
@@ -151,7 +152,8 @@ def evaluation_sets(mixtures: list[dict[str, Any]], extra: dict[str, str], max_s
         n = int(manifest["splits"].get("validation", {}).get("sequences", 0))
         if n == 0:
             raise UserError(f"--eval {name}: {root} has no validation sequences")
-        sets.append({"name": name, "kind": "extra", "members": {str((root / 'manifest.json').resolve()): n}})
+        where = folder if fs.is_remote(folder) else str((root / "manifest.json").resolve())
+        sets.append({"name": name, "kind": "extra", "members": {where: n}})
     out = []
     for s in sets:
         paths = sorted(s["members"])

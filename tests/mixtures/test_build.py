@@ -299,3 +299,17 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert f"mix {cmd} mixture.yaml" in capsys.readouterr().out
+
+
+def test_remote_source_without_its_filesystem_is_one_line(tmp_path, spec_dict, spec_file):
+    """In a fresh process, so Beam's import-time logging (its note on optional GCP libraries) would show."""
+    import subprocess
+    import sys
+
+    spec_dict["sources"][0]["manifest"] = "nofs://bucket/tokens"
+    r = subprocess.run([sys.executable, "-c", "import sys; from gristmill.mixtures.cli import main; sys.exit(main())",
+                        "build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr == ("error: source 'web': no Beam filesystem for nofs:// paths (nofs://bucket/tokens): "
+                        "install the Beam extra that provides it\n"), r.stderr

@@ -1,4 +1,5 @@
-"""A recipe whose output is not a local folder (gs://, s3://) writes the same token dataset, byte for byte.
+"""A recipe whose output is not a local folder (gs://, s3://) writes the same token dataset, byte for byte; and
+a token dataset there is read (mix build, the loader, the trainer's reader) as its local copy is.
 
 `gmtest://` stands in for an object store: a Beam FileSystem that keeps its objects under a local root, reached
 only through Beam's FileSystems API, with no folders to make (as on GCS). A step that used the local file API on
@@ -6,11 +7,13 @@ the output path would write a stray `gmtest:` folder in the working directory, o
 """
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
 import shutil
 
+import numpy as np
 import pytest
 from apache_beam.io.filesystem import FileMetadata, MatchResult
 from apache_beam.io.localfilesystem import LocalFileSystem
@@ -163,3 +166,114 @@ def test_tokenize_reads_a_remote_tokenizer_and_reports_a_missing_one(docs, tmp_p
     with pytest.raises(UserError, match="tokenizer file gmtest://nowhere/tokenizer.json does not exist"):
         run_stages([CreateDocuments("Create", docs), Tokenize("Tokenize", tokenizer=PREFIX + "nowhere/tokenizer.json")],
                    RunContext(output=PREFIX + "c", seed=5, recipe_name="t", recipe_hash="0"), BEAM_ARGS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading a remote token dataset
+
+
+@pytest.fixture
+def remote_dataset(docs, tmp_path, remote_root, monkeypatch):
+    """(local token folder, its copy at gmtest://ds/tokens); the cache is the test's own."""
+    monkeypatch.setenv("GRISTMILL_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / "local"
+    run_stages(_stages(docs), RunContext(output=str(local), seed=5, recipe_name="cc_test", recipe_hash="f00d"),
+               BEAM_ARGS)
+    shutil.copytree(local / "tokens", remote_root / "ds" / "tokens")
+    return local / "tokens", PREFIX + "ds/tokens"
+
+
+def _rows(ds) -> list[bytes]:
+    return [ds[i].tobytes() + ds.doc_starts(i).tobytes() + bytes([ds.n_bytes(i) % 256]) for i in range(len(ds))]
+
+
+def test_remote_dataset_reads_as_its_local_copy(remote_dataset, tmp_path, capsys):
+    from gristmill.tokenize.shards import TokenDataset
+
+    local, url = remote_dataset
+    for split in ("train", "validation"):
+        assert _rows(TokenDataset(url, split)) == _rows(TokenDataset(local, split))
+    assert "staging" in capsys.readouterr().err
+    staged = [p for p in (tmp_path / "cache" / "datasets").iterdir()]
+    assert len(staged) == 1
+    assert files_under(staged[0]).keys() - {".lock"} == files_under(local).keys()
+    assert files_under(staged[0]) | {".lock": b""} == files_under(local) | {".lock": b""}
+    # A second reader reuses the copy: nothing is staged again.
+    TokenDataset(url + "/manifest.json", "train")
+    assert "staging" not in capsys.readouterr().err
+
+
+def test_remote_dataset_stages_only_the_split_it_reads(remote_dataset, tmp_path):
+    from gristmill.tokenize.shards import TokenDataset
+
+    local, url = remote_dataset
+    TokenDataset(url, "validation")
+    (staged,) = (tmp_path / "cache" / "datasets").iterdir()
+    names = set(files_under(staged)) - {".lock"}
+    assert names == {"manifest.json", "tokenizer.json"} | {n for n in files_under(local) if n.startswith("validation")}
+
+
+def test_remote_dataset_copy_is_checked_and_a_rewrite_gets_a_new_folder(remote_dataset, remote_root, tmp_path):
+    from gristmill.tokenize.shards import TokenDataset
+
+    local, url = remote_dataset
+    shard = remote_root / "ds" / "tokens" / "train-00000.arrow"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:-100])
+    with pytest.raises(UserError, match=r"train-00000.arrow is [\d,]+ bytes, the manifest says [\d,]+: it was cut"):
+        TokenDataset(url, "train")
+    (staged,) = (tmp_path / "cache" / "datasets").iterdir()
+    assert not any(n.startswith("train-00000") for n in os.listdir(staged))  # no half copy is left to reuse
+    shard.write_bytes(whole)
+    assert _rows(TokenDataset(url, "train")) == _rows(TokenDataset(local, "train"))
+    # The dataset written again (another manifest): a fresh folder, never the stale copy.
+    m = remote_root / "ds" / "tokens" / "manifest.json"
+    m.write_bytes(m.read_bytes().replace(b'"seed": 5', b'"seed": 6'))
+    TokenDataset(url, "train")
+    assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2
+
+
+def test_remote_dataset_errors_are_one_line(remote_dataset, remote_root):
+    from gristmill.tokenize.shards import TokenDataset
+
+    _, url = remote_dataset
+    with pytest.raises(UserError, match="no token dataset at gmtest://nowhere: gmtest://nowhere/manifest.json does"):
+        TokenDataset(PREFIX + "nowhere", "train")
+    m = remote_root / "ds" / "tokens" / "manifest.json"
+    m.write_bytes(m.read_bytes().replace(b'"path": "train-00000.arrow"', b'"path": "../../train-00000.arrow"'))
+    with pytest.raises(UserError, match="is not a plain file name beside the manifest"):
+        TokenDataset(url, "train")
+    with pytest.raises(UserError, match="no Beam filesystem for nofs:// paths"):
+        TokenDataset("nofs://bucket/tokens", "train")
+
+
+def test_mixture_of_remote_sources_trains_on_the_same_batches(remote_dataset, remote_root, tmp_path):
+    from gristmill.mixtures import build as mixbuild
+    from gristmill.mixtures.loader import MixtureLoader
+    from gristmill.mixtures.spec import spec_from_dict
+
+    local, url = remote_dataset
+    shutil.copytree(local, tmp_path / "local2")
+    shutil.copytree(local, remote_root / "ds2" / "tokens")
+    built = {}
+    for kind, a, b in (("local", str(local), str(tmp_path / "local2")), ("remote", url, PREFIX + "ds2/tokens")):
+        spec = spec_from_dict({"sources": [{"name": "web", "manifest": a}, {"name": "wiki", "manifest": b,
+                                                                             "domain": "wiki"}],
+                               "budget_tokens": 20_000, "seed": 3, "weighting": {"method": "temperature", "temperature": 2.0}},
+                              tmp_path)
+        path = tmp_path / kind / "mixture.json"
+        mixbuild.write_mixture(mixbuild.build(spec, path), path)
+        built[kind] = path
+    remote = json.loads(built["remote"].read_text())
+    assert [s["manifest"] for s in remote["sources"]] == [url + "/manifest.json", PREFIX + "ds2/tokens/manifest.json"]
+    assert remote["sources"][0]["shards"][0]["path"] == url + "/train-00000.arrow"
+    batches = {k: [np.asarray(b).tobytes() for _, b in zip(range(12), MixtureLoader(p, 3, as_numpy=True))]
+               for k, p in built.items()}
+    assert batches["remote"] == batches["local"] and len(batches["local"]) == 12
+    val = {k: [np.asarray(b).tobytes() for b in MixtureLoader(p, 3, as_numpy=True).validation("wiki")]
+           for k, p in built.items()}
+    assert val["remote"] == val["local"] and val["local"]
+    # A remote shard gone missing is caught when the mixture is built, in one line.
+    (remote_root / "ds2" / "tokens" / "train-00000.arrow").unlink()
+    with pytest.raises(UserError, match=r"source 'wiki': shard gmtest://ds2/tokens/train-00000.arrow is missing"):
+        mixbuild.build(spec, tmp_path / "remote" / "again.json")

@@ -1,0 +1,153 @@
+"""Token datasets on a Beam filesystem (gs://, s3://, ...): the manifest is read in place, and the shards are
+copied into the local cache for training.
+
+The reader memory-maps its shards, so they must be local files. `stage(url, splits)` copies a remote dataset's
+manifest, tokenizer and the shards of the given splits into $GRISTMILL_CACHE/datasets/<key>/. The key is made
+of the manifest's URL and its sha256, so a dataset written again gets a new folder. It returns the local
+manifest path. Each file is copied under a temporary name and renamed once its size (and, for the tokenizer,
+its sha256) matches the manifest, so a cut-short copy is never taken for a whole one and the next call
+resumes. Processes on one machine (torchrun's ranks) take a file lock: one copies, the others wait and then
+reuse the copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from gristmill.errors import UserError
+from gristmill.paths import cache_dir
+from gristmill.pipeline import fs
+
+MANIFEST = "manifest.json"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def manifest_url(path: str) -> str:
+    """The manifest.json URL of a remote dataset, given its folder or the manifest itself."""
+    p = str(path).rstrip("/")
+    return p if p.endswith(".json") else fs.join(p, MANIFEST)
+
+
+def read_manifest(path: str) -> tuple[bytes, str]:
+    """(the manifest's bytes, its URL) for a remote dataset folder or manifest URL."""
+    fs.check_filesystem(path)
+    url = manifest_url(path)
+    try:
+        found = fs.is_file(url)
+        raw = fs.read_bytes(url) if found else b""
+    except Exception as e:  # credentials, a missing bucket: the filesystem's own words, in one line
+        raise UserError(f"cannot read {url}: {_first_line(e)}") from None
+    if not found:
+        raise UserError(f"no token dataset at {path}: {url} does not exist")
+    return raw, url
+
+
+def local_folder(url: str, raw: bytes) -> Path:
+    """The cache folder for the dataset whose manifest at `url` holds `raw`."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:12] + "-" + hashlib.sha256(raw).hexdigest()[:12]
+    return cache_dir() / "datasets" / key
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _whole(path: Path, size: int | None, sha256: str | None) -> bool:
+    if not path.is_file() or (size is not None and path.stat().st_size != size):
+        return False
+    return sha256 is None or _sha256(path) == sha256
+
+
+def _plain_name(name: Any, url: str) -> str:
+    # Files are named relative to the manifest; one that climbs out of the folder would land outside the cache.
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise UserError(f"{url}: file name {name!r} is not a plain file name beside the manifest")
+    return name
+
+
+def _wanted(manifest: dict[str, Any], url: str, splits: Iterable[str]) -> list[tuple[str, int | None, str | None]]:
+    """(name, bytes or None, sha256 or None) of the files these splits need: the tokenizer and their shards."""
+    splits = list(splits)
+    if not splits:
+        return []
+    tok = manifest.get("tokenizer") or {}
+    out = [(_plain_name(tok["path"], url), None, tok.get("sha256"))] if tok.get("path") else []
+    for split in splits:
+        for shard in ((manifest.get("splits") or {}).get(split) or {}).get("shards", []):
+            size = shard.get("bytes_on_disk")
+            out.append((_plain_name(shard.get("path"), url), int(size) if size is not None else None, None))
+    return out
+
+
+def stage(path: str, splits: Iterable[str] = ()) -> Path:
+    """Copy a remote token dataset's manifest, and the tokenizer and shards of `splits`, into the local cache
+    (what is there already is reused); returns the local manifest.json path."""
+    raw, url = read_manifest(path)
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{url} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{url} is not a token dataset manifest")
+    wanted = _wanted(manifest, url, splits)
+    folder = local_folder(url, raw)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = fs.dirname(url)
+    with _locked(folder):
+        todo = [w for w in wanted if not _whole(folder / w[0], w[1], w[2])]
+        if todo:
+            total = sum(size or 0 for _, size, _ in todo)
+            print(f"staging {len(todo)} file(s), {total / 1e6:,.1f} MB, from {root} into {folder}",
+                  file=sys.stderr, flush=True)
+            t0, done = time.time(), 0
+            for k, (name, size, sha256) in enumerate(todo, 1):
+                src, dst = fs.join(root, name), folder / name
+                part = dst.with_name(dst.name + f".part{os.getpid()}")
+                try:
+                    n = fs.copy_to_local(src, part)
+                except Exception as e:
+                    part.unlink(missing_ok=True)
+                    raise UserError(f"cannot copy {src}: {_first_line(e)}") from None
+                if size is not None and n != size:
+                    part.unlink()
+                    raise UserError(f"{src} is {n:,} bytes, the manifest says {size:,}: it was cut short or "
+                                    f"replaced; write the token dataset again")
+                if sha256 is not None and _sha256(part) != sha256:
+                    part.unlink()
+                    raise UserError(f"{src} does not match the sha256 in {url}; write the token dataset again")
+                os.replace(part, dst)
+                done += n
+                if sys.stderr.isatty() or k == len(todo) or k % 16 == 0:
+                    rate = done / 1e6 / max(time.time() - t0, 1e-9)
+                    print(f"  {k}/{len(todo)} files, {done / 1e6:,.1f} MB, {rate:,.1f} MB/s", file=sys.stderr,
+                          flush=True)
+        local = folder / MANIFEST
+        if not local.is_file() or local.read_bytes() != raw:
+            part = local.with_name(MANIFEST + f".part{os.getpid()}")
+            part.write_bytes(raw)
+            os.replace(part, local)
+    return local
