@@ -62,8 +62,11 @@ def stages(p):
         raise ValueError(f"filter_mode must be drop, annotate or off, not {mode!r}")
     # Gopher's stop words and the default KenLM/quality/toxicity models are English.
     english = p["language"] == "en"
+    # FineWeb's order: the URL filter reads only the URL, so it runs before extraction and saves extracting
+    # the pages it drops.
+    url = [FilterStage("URL", URLFilter(lists=p["url_lists"] or None), mode=mode)] \
+        if p["url_filter"] and mode != "off" else []
     filters = [
-        *([FilterStage("URL", URLFilter(lists=p["url_lists"] or None), mode=mode)] if p["url_filter"] else []),
         FilterStage("LanguageID", LanguageIDFilter(languages=[p["language"]], threshold=p["lid_threshold"],
                                                   model=p["lid_model"] or None), mode=mode),
         FilterStage("GopherRepetition", GopherRepetitionFilter(), mode=mode),
@@ -90,6 +93,7 @@ def stages(p):
         TrainTokenizer("TrainTokenizer", vocab_size=p["vocab_size"], sample_docs=p["tokenizer_sample_docs"])]
     return [
         ReadWarc("Read"),
+        *url,
         ExtractText("Extract"),
         *filters,
         *dedup,

@@ -26,6 +26,8 @@ class Filter:
     """Base class. Subclasses set `name` and implement `check` (and `check_batch` when batching helps)."""
 
     name: str = "filter"
+    # False for a filter that reads only the URL: it may then run on raw pages, before text extraction.
+    needs_text: bool = True
 
     def setup(self) -> None:
         """Load models. Called once per worker (Beam DoFn.setup), never per element."""

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 import xxhash
@@ -80,6 +80,7 @@ class URLFilter(Filter):
     soft_banned_words: tuple[str, ...] = ()
     use_integrated_lists: bool = True
     name: str = "url"
+    needs_text: ClassVar[bool] = False  # runs on raw pages, before extraction, as in FineWeb
     _loaded: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):

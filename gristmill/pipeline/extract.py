@@ -79,12 +79,16 @@ class _ExtractFn(beam.DoFn):
             warc={"record_id": page.record_id, "date": page.date, "file": page.file, "offset": page.offset,
                   "content_type": page.content_type, "charset": enc, "charset_source": how,
                   "status": page.status, "html_bytes": len(page.payload)},
+            scores=dict(page.scores),
+            decisions=dict(page.decisions),
             source=self.source,
         )
 
 
 class ExtractText(Stage):
     """RawPage -> Document: decode the charset, extract main-content text, drop empty/undecodable pages."""
+
+    produces = "documents"
 
     def __init__(self, label: str = "Extract", min_chars: int = 1, max_bad_char_ratio: float = 0.05):
         self.label = label

@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from gristmill.errors import UserError
-from gristmill.pipeline.stages import NAMESPACE, RunContext, Stage
+from gristmill.pipeline.stages import NAMESPACE, FilterStage, RunContext, Stage
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
@@ -73,6 +73,12 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise UserError(f"stage labels must be unique; repeated: {', '.join(dupes)}")
+    flow = None
+    for s in stages:
+        if flow == "pages" and isinstance(s, FilterStage) and getattr(s.filter, "needs_text", True):
+            raise UserError(f"stage {s.label}: {type(s.filter).__name__} reads the text, so it must come after "
+                            f"text extraction")
+        flow = s.produces or flow
     opts = pipeline_options(beam_args, ctx.num_workers or None)  # a bad flag fails before any model loads
     for s in stages:
         validate = getattr(s, "validate", None)

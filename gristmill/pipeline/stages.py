@@ -56,6 +56,9 @@ class Stage:
     UserError (missing model, bad path) instead of failing inside a worker."""
 
     label: str = "Stage"
+    # What the stage's output holds, when it changes the element type: "pages" (RawPage, before extraction)
+    # or "documents"; None: the same elements it takes.
+    produces: str | None = None
 
     def expand(self, pcoll: beam.PCollection, ctx: RunContext) -> beam.PCollection:
         raise NotImplementedError
@@ -136,6 +139,9 @@ class FilterStage(Stage):
     mode="drop" drops failing documents and counts them under their reason;
     mode="annotate" keeps everything and records the decision and scores on the document,
     so thresholds can be chosen after one scoring run.
+
+    A filter that reads only the URL (`needs_text = False`, the URL filter) may also run on raw pages, before
+    ExtractText; its decisions and scores ride on the page and extraction copies them onto the document.
     """
 
     def __init__(self, label: str, filter, mode: str = "drop", batch_size: int = 256):

@@ -26,7 +26,11 @@ WARC_MAGIC = b"WARC/1."
 
 @dataclass
 class RawPage:
-    """An HTTP 200 HTML response, before text extraction."""
+    """An HTTP 200 HTML response, before text extraction.
+
+    scores and decisions are a Document's (see document.py), for filters that need only the URL and so run
+    before extraction (the URL filter); extraction copies them onto the Document.
+    """
 
     url: str
     record_id: str
@@ -38,6 +42,8 @@ class RawPage:
     status: int
     payload: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    decisions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,6 +287,8 @@ class ReadWarc(Stage):
     Everything else is counted: `type/<warc type>` for each record, and `dropped/<reason>` for records
     that are not documents (other record types, non-200 status, non-HTML, oversized, bad).
     """
+
+    produces = "pages"
 
     def __init__(self, label: str = "Read", max_bytes: int = 2 << 20, rebalance: bool = False):
         self.label = label

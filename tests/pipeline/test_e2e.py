@@ -88,7 +88,7 @@ def test_full_recipe_on_generated_crawl(tmp_path):
     read = stats["stages"]["Read"]
     assert read["in"] == len(truth) and read["type"] == by_type
     counted = [label for label, node in stats["stages"].items() if "in" in node]  # pass-through stages count nothing
-    assert counted[:4] == ["Read", "Extract", "URL", "LanguageID"] and counted[-2:] == ["WriteDocuments", "Tokenize"]
+    assert counted[:4] == ["Read", "URL", "Extract", "LanguageID"] and counted[-2:] == ["WriteDocuments", "Tokenize"]
     for before, after in zip(counted, counted[1:]):  # each stage consumes exactly what the previous one kept
         assert stats["stages"][after]["in"] == stats["stages"][before]["kept"], (before, after)
     manifest = json.loads((tmp_path / "a" / "tokens" / "manifest.json").read_text())
