@@ -142,3 +142,19 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
     source.load_state_dict(local["data"])
     _set_rng_state(local["rng"])
     return int(meta["step"]), meta["loop"]
+
+
+def load_model_weights(path: Path, model) -> None:
+    """Load only the model's weights from a checkpoint written by `save` (any parallel mode) into a plain,
+    single-process model, for export or evaluation."""
+    path = Path(path)
+    if not (path / ".metadata").is_file():
+        raise UserError(f"not a checkpoint (no .metadata): {path}")
+    state = {"model": get_model_state_dict(model)}
+    try:
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
+    except (Exception, CheckpointException) as e:  # a BaseException; its last line names the missing key
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise UserError(f"cannot read the model from {path}: it holds another model ({lines[-1]})") from None
+    set_model_state_dict(model, state["model"])

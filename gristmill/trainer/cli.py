@@ -1,4 +1,4 @@
-"""The `trainer` command: train a proxy model, plan memory per GPU, list the model presets."""
+"""The `trainer` command: train a proxy model, plan memory per GPU, list the model presets, export a model."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,14 @@ TRAIN_EXAMPLES = """examples:
 Metrics: OUT_DIR/metrics.jsonl, one JSON object per step. Checkpoints: OUT_DIR/checkpoints/step-NNNNNNNN
 (torch.distributed.checkpoint); a rerun with the same out_dir resumes from the newest one."""
 
+EXPORT_EXAMPLES = """examples:
+  trainer export runs/web80 -o hf/web80                     # the newest checkpoint of an out_dir
+  trainer export runs/web80/checkpoints/step-00002000 -o hf/web80-2k --dtype bfloat16
+  trainer ablate ... --keep-checkpoints && trainer export ABLATION/runs/NAME -o hf/NAME
+
+Then: AutoModelForCausalLM.from_pretrained("hf/web80"), AutoTokenizer.from_pretrained("hf/web80"), or
+lm_eval --model hf --model_args pretrained=hf/web80."""
+
 PLAN_EXAMPLES = """examples:
   trainer plan run.yaml --gpus 8
   trainer plan --params 7.5B --gpus 64          # the ZeRO paper's example: 120 / 31.4 / 16.6 / 1.9 GB
@@ -32,7 +40,7 @@ def _count(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  trainer train run.yaml\n  trainer plan run.yaml --gpus 8\n"
-                                       "  trainer presets\nRun `trainer COMMAND --help` for more.")
+                                       "  trainer presets\n  trainer export runs/a -o hf/a\nRun `trainer COMMAND --help` for more.")
     sub = p.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -58,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--checkpointing", action="store_true", help="activation checkpointing (default: config's)")
     pl.add_argument("--bytes", choices=("zero-paper", "trainer"), default="zero-paper",
                     help="zero-paper: 2+2+12 bytes/param; trainer: 4+4+8 (fp32 weights with bf16 autocast)")
+
+    ex = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers model folder",
+                        epilog=EXPORT_EXAMPLES, formatter_class=fmt,
+                        description="Write config.json (LlamaForCausalLM; Qwen3ForCausalLM with QK-norm), "
+                                    "model.safetensors and the run's tokenizer, for transformers, "
+                                    "lm-evaluation-harness or lighteval.")
+    ex.add_argument("run", help="a training out_dir (its newest checkpoint) or a checkpoint folder")
+    ex.add_argument("-o", "--output", required=True, help="the folder to write")
+    ex.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                    help="weight dtype in the file (default: float32, the master weights as trained)")
+    ex.add_argument("--tokenizer", help="tokenizer.json to ship (default: the one of the run's mixture)")
 
     pr = sub.add_parser("presets", help="list model presets with parameter counts and FLOPs per token",
                         epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt)
@@ -145,6 +164,14 @@ def _presets(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from gristmill.trainer.export import export
+
+    out = export(args.run, args.output, dtype=args.dtype, tokenizer=args.tokenizer)
+    print(f"wrote {out} (config.json, model.safetensors{', tokenizer' if (out / 'tokenizer.json').is_file() else ''})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -152,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             from gristmill.trainer import ablate
 
             return ablate.run(args)
-        return {"train": _train, "plan": _plan, "presets": _presets}[args.command](args)
+        return {"train": _train, "plan": _plan, "presets": _presets, "export": _export}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,189 @@
+"""`trainer export`: a run's checkpoint as a Hugging Face `transformers` model folder, for downstream evaluation
+(lm-evaluation-harness, lighteval) and generation.
+
+    trainer export runs/web80 -o hf/web80                   # the newest checkpoint of that out_dir
+    trainer export runs/web80/checkpoints/step-00002000 -o hf/web80-2k --dtype bfloat16
+
+The folder holds config.json (`LlamaForCausalLM`, or `Qwen3ForCausalLM` for a model with QK-norm, which is
+Qwen3's layout), model.safetensors, and the run's tokenizer as tokenizer.json + tokenizer_config.json. It loads
+with `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)`. transformers is
+not needed to export: the safetensors file is written here, following the format's published layout.
+Documents were packed as `tokens + <eos>` with no BOS, so the tokenizer adds no special tokens either.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gristmill.errors import UserError
+from gristmill.trainer import checkpoint
+from gristmill.trainer.model import ModelConfig, Transformer
+
+DTYPES = {"float32": (torch.float32, "F32"), "bfloat16": (torch.bfloat16, "BF16"), "float16": (torch.float16, "F16")}
+
+
+def hf_names(cfg: ModelConfig) -> dict[str, str]:
+    """Our parameter name -> the transformers LLaMA / Qwen3 name (the tied output head is left out: HF ties it)."""
+    out = {"tok_emb.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = "lm_head.weight"
+    for i in range(cfg.n_layers):
+        ours, hf = f"layers.{i}.", f"model.layers.{i}."
+        out.update({
+            ours + "attn_norm.weight": hf + "input_layernorm.weight",
+            ours + "mlp_norm.weight": hf + "post_attention_layernorm.weight",
+            ours + "attn.wq.weight": hf + "self_attn.q_proj.weight",
+            ours + "attn.wk.weight": hf + "self_attn.k_proj.weight",
+            ours + "attn.wv.weight": hf + "self_attn.v_proj.weight",
+            ours + "attn.wo.weight": hf + "self_attn.o_proj.weight",
+            ours + "mlp.w_gate.weight": hf + "mlp.gate_proj.weight",
+            ours + "mlp.w_up.weight": hf + "mlp.up_proj.weight",
+            ours + "mlp.w_down.weight": hf + "mlp.down_proj.weight",
+        })
+        if cfg.qk_norm:
+            out[ours + "attn.q_norm.weight"] = hf + "self_attn.q_norm.weight"
+            out[ours + "attn.k_norm.weight"] = hf + "self_attn.k_norm.weight"
+    return out
+
+
+def hf_config(cfg: ModelConfig, dtype: str, special: dict[str, int | None]) -> dict[str, Any]:
+    """config.json for transformers: LLaMA, or Qwen3 (the same layout plus per-head q/k RMSNorm)."""
+    c: dict[str, Any] = {
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_hidden,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_heads,
+        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
+        "hidden_act": "silu", "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": False,
+        "attention_dropout": 0.0, "initializer_range": cfg.init_std, "use_cache": True,
+        "rope_theta": cfg.rope_base, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+        "torch_dtype": dtype,
+        "bos_token_id": special.get("bos"), "eos_token_id": special.get("eos"), "pad_token_id": special.get("pad"),
+    }
+    if cfg.qk_norm:
+        c.update(architectures=["Qwen3ForCausalLM"], model_type="qwen3", use_sliding_window=False,
+                 sliding_window=None, max_window_layers=cfg.n_layers)
+    else:
+        c.update(architectures=["LlamaForCausalLM"], model_type="llama", mlp_bias=False, pretraining_tp=1)
+    return c
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], tag: str) -> None:
+    """The safetensors layout: an 8-byte little-endian header length, a JSON header naming each tensor's dtype,
+    shape and byte range, padded with spaces to a multiple of 8, then the tensors' bytes in C order. Names are
+    sorted, so the same weights give the same bytes."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset, blobs = 0, []
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": tag, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for b in blobs:
+            f.write(b)
+
+
+def find_run(path: Path) -> tuple[Path, Path]:
+    """(the run's config.json, the checkpoint folder) for an out_dir or one of its checkpoint folders."""
+    path = Path(path)
+    if (path / ".metadata").is_file():  # a checkpoint: OUT_DIR/checkpoints/step-N
+        ckpt, run = path, path.parent.parent
+    else:
+        if not path.is_dir():
+            raise UserError(f"{path} is neither a training out_dir nor a checkpoint folder")
+        ckpt, run = checkpoint.latest(path / "checkpoints"), path
+        if ckpt is None:
+            raise UserError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}); an ablation keeps its "
+                            f"runs' checkpoints only with --keep-checkpoints")
+    config = run / "config.json"
+    if not config.is_file():
+        raise UserError(f"{config} does not exist: export needs the run's config next to its checkpoints")
+    return config, ckpt
+
+
+def load_model(config_path: Path, ckpt: Path) -> tuple[Transformer, dict[str, Any]]:
+    """The run's model, with the checkpoint's weights (fp32 master weights), and the run's saved config."""
+    saved = json.loads(config_path.read_text())
+    try:
+        cfg = ModelConfig(**saved["model"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{config_path}: no model config a Transformer accepts ({e})") from None
+    model = Transformer(cfg)
+    checkpoint.load_model_weights(ckpt, model)
+    return model.eval(), saved
+
+
+def _tokenizer(saved: dict[str, Any], override: str | None) -> tuple[Path | None, dict[str, int | None]]:
+    """The tokenizer.json to ship (`override`, else the run's mixture's) and the special ids the data used
+    (from the mixture manifest); (None, {}) for a run on synthetic data with no override."""
+    mixture = (saved.get("train", {}).get("data") or {}).get("mixture")
+    mpath = Path(mixture) if mixture else None
+    tok = (json.loads(mpath.read_text()).get("tokenizer") or {}) if mpath and mpath.is_file() else {}
+    special = {"bos": tok.get("bos_id"), "eos": tok.get("eos_id"), "pad": tok.get("pad_id")} if tok else {}
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise UserError(f"--tokenizer {path} does not exist")
+        return path, special
+    if mpath is None:
+        return None, {}
+    if not tok:
+        raise UserError(f"the run's mixture manifest {mpath} is gone, so its tokenizer is unknown; pass --tokenizer")
+    path = (mpath.parent / tok.get("path", "")).resolve()
+    if not tok.get("path") or not path.is_file():
+        raise UserError(f"the tokenizer {path} named by {mpath} does not exist; pass --tokenizer")
+    if tok.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != tok["sha256"]:
+        raise UserError(f"{path} is not the tokenizer the run's data was made with (its sha256 differs from {mpath}'s)"
+                        f"; pass --tokenizer")
+    return path, special
+
+
+def _tokenizer_files(src: Path, out: Path, special: dict[str, int | None], max_len: int) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(src))
+    shutil.copyfile(src, out / "tokenizer.json")
+    cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
+                           "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False}
+    for role in ("bos", "eos", "pad"):
+        if special.get(role) is not None:
+            cfg[f"{role}_token"] = tok.id_to_token(int(special[role]))
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def export(path: str | Path, out: str | Path, *, dtype: str = "float32", tokenizer: str | None = None) -> Path:
+    """Write the Hugging Face folder for the run or checkpoint at `path` into `out`; returns `out`."""
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    config_path, ckpt = find_run(Path(path))
+    model, saved = load_model(config_path, ckpt)
+    cfg = model.config
+    tok_path, special = _tokenizer(saved, tokenizer)
+    if tok_path is not None:
+        from tokenizers import Tokenizer
+
+        size = Tokenizer.from_file(str(tok_path)).get_vocab_size()
+        if size > cfg.vocab_size:
+            raise UserError(f"tokenizer {tok_path} has {size} tokens, the model {cfg.vocab_size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_dtype, tag = DTYPES[dtype]
+    params = dict(model.named_parameters(remove_duplicate=False))
+    tensors = {hf: params[ours].to(torch_dtype) for ours, hf in hf_names(cfg).items()}
+    write_safetensors(out / "model.safetensors", tensors, tag)
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, special), indent=2, sort_keys=True) + "\n")
+    if tok_path is not None:
+        _tokenizer_files(tok_path, out, special, cfg.max_seq_len)
+    (out / "gristmill.json").write_text(json.dumps({"checkpoint": str(ckpt.resolve()), "dtype": dtype,
+                                                    "model": cfg.to_dict()}, indent=2, sort_keys=True) + "\n")
+    return out
