@@ -22,6 +22,8 @@ from gristmill.errors import UserError
 PARALLEL_MODES = ("single", "ddp", "zero1", "zero2", "zero3")
 PRECISIONS = ("bf16", "fp32")
 ANOMALY_ACTIONS = ("skip", "stop")
+SCHEDULES = ("cosine", "wsd")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 @dataclass
@@ -33,8 +35,11 @@ class TrainConfig:
     batch_size: int = 32
     micro_batch_size: int = 8
     lr: float = 3e-4
-    min_lr_ratio: float = 0.1            # cosine decays to this fraction of the peak
+    min_lr_ratio: float = 0.1            # the schedule ends at this fraction of the peak
     warmup_steps: int = 10
+    schedule: str = "cosine"             # cosine | wsd (warmup, stable, then decay over the last decay_fraction)
+    decay_fraction: float = 0.2          # wsd: share of `steps` in the final decay
+    decay_shape: str = "linear"          # wsd: linear | cosine | 1-sqrt
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.95)
     eps: float = 1e-8
@@ -65,6 +70,15 @@ class TrainConfig:
              "micro_batch_size must be an integer >= 1")
         need(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "lr must be > 0 and min_lr_ratio in [0, 1]")
         need(0 <= self.warmup_steps <= self.steps, "warmup_steps must be in [0, steps]")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        need(self.decay_shape in DECAY_SHAPES,
+             f"decay_shape must be one of {', '.join(DECAY_SHAPES)}, not {self.decay_shape!r}")
+        need(isinstance(self.decay_fraction, (int, float)) and 0 < self.decay_fraction <= 1,
+             "decay_fraction must be in (0, 1]")
+        if self.schedule == "wsd":
+            need(self.warmup_steps + self.decay_steps() <= self.steps,
+                 f"warmup_steps {self.warmup_steps} + decay steps {self.decay_steps()} (decay_fraction "
+                 f"{self.decay_fraction} of {self.steps}) exceed steps")
         need(len(self.betas) == 2, "betas must be two numbers")
         need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
         need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
@@ -77,6 +91,10 @@ class TrainConfig:
         need(isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in ("mixture", "synthetic"),
              "data must have exactly one of `mixture: PATH` or `synthetic: {vocab_size, seq_len}`")
         return self
+
+    def decay_steps(self) -> int:
+        """wsd: the steps of the final decay, at least one."""
+        return max(1, round(self.decay_fraction * self.steps))
 
     def accumulation_steps(self, world_size: int) -> int:
         per_step = self.micro_batch_size * world_size

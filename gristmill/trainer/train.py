@@ -44,6 +44,37 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class WarmupStableDecay:
+    """LR multiplier for warmup-stable-decay (WSD; MiniCPM, Hu et al. 2024; Hägele et al. 2024): the same linear
+    warmup, then 1 until the last `decay` steps, which fall to `min_ratio` along `shape` (linear, cosine or
+    1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`. A stable-phase checkpoint can be resumed
+    with more steps, or decayed early, without retraining what came before."""
+
+    SHAPES = ("linear", "cosine", "1-sqrt")
+
+    def __init__(self, warmup: int, total: int, decay: int, min_ratio: float, shape: str = "linear"):
+        self.warmup, self.total, self.decay, self.min_ratio, self.shape = warmup, total, decay, min_ratio, shape
+        self.stable_end = total - decay
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if step < self.stable_end:
+            return 1.0
+        if step >= self.total:
+            return self.min_ratio
+        progress = (step - self.stable_end) / max(1, self.decay)
+        factor = {"linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress)),
+                  "1-sqrt": 1.0 - math.sqrt(progress)}[self.shape]
+        return self.min_ratio + (1.0 - self.min_ratio) * factor
+
+
+def lr_schedule(cfg) -> WarmupCosine | WarmupStableDecay:
+    if cfg.schedule == "wsd":
+        return WarmupStableDecay(cfg.warmup_steps, cfg.steps, cfg.decay_steps(), cfg.min_lr_ratio, cfg.decay_shape)
+    return WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+
+
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
@@ -135,8 +166,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                  compile=cfg.compile)
     optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas, eps=cfg.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps,
-                                                                           cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
     is_main = rank == 0

@@ -52,6 +52,39 @@ def test_metrics_rows_and_schedule(tiny):
     assert sched(8) == pytest.approx(0.1) and sched(3 + 5 / 2) == pytest.approx(0.55)
 
 
+@pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
+def test_wsd_schedule_is_transformers_get_wsd_schedule_after_warmup(tiny, shape):
+    """The trainer's lr under schedule: wsd against HF transformers' get_wsd_schedule (a peer library's
+    implementation): equal at every step after warmup; the warmup is the trainer's own (step + 1) / warmup."""
+    transformers = pytest.importorskip("transformers")
+    steps, warmup, decay = 20, 3, 6  # decay_fraction 0.3 of 20
+    rows = train(tiny(steps=steps, warmup_steps=warmup, schedule="wsd", decay_fraction=0.3, decay_shape=shape,
+                      min_lr_ratio=0.1), verbose=False)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = transformers.get_wsd_schedule(opt, num_warmup_steps=warmup, num_stable_steps=steps - warmup - decay,
+                                        num_decay_steps=decay, decay_type=shape, min_lr_ratio=0.1)
+    want = []
+    for _ in range(steps):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    got = [r["lr"] / 3e-3 for r in rows]
+    assert got[warmup:] == pytest.approx(want[warmup:], rel=1e-12, abs=1e-15)
+    assert got[:warmup] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert got[warmup:steps - decay] == [1.0] * (steps - warmup - decay) and got[-1] < 0.3  # stable, then decay
+
+
+def test_wsd_config_errors_are_one_line():
+    from gristmill.trainer.config import TrainConfig
+
+    with pytest.raises(UserError, match=r"config: warmup_steps 10 \+ decay steps 8 \(decay_fraction 0.8 of 10\)"):
+        TrainConfig(steps=10, warmup_steps=10, schedule="wsd", decay_fraction=0.8).validate()
+    with pytest.raises(UserError, match="config: schedule must be one of cosine, wsd, not 'step'"):
+        TrainConfig(schedule="step").validate()
+    with pytest.raises(UserError, match="config: decay_shape must be one of linear, cosine, 1-sqrt"):
+        TrainConfig(schedule="wsd", decay_shape="exp").validate()
+
+
 def test_grad_norm_is_reported_before_clipping(tiny):
     clipped = train(tiny("a", grad_clip=0.1, steps=2), verbose=False)
     free = train(tiny("b", grad_clip=0.0, steps=2), verbose=False)
