@@ -11,7 +11,7 @@ from resiliparse.parse.html import HTMLTree
 
 from gristmill.pipeline.document import Document, stable_id
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
-from gristmill.pipeline.warc import RawPage
+from gristmill.pipeline.warc import TEXT_TYPE, RawPage
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 
@@ -59,7 +59,10 @@ class _ExtractFn(beam.DoFn):
     def process(self, page: RawPage):
         self.counters.inc("in")
         try:
-            text, enc, how = html_to_text(page.payload, page.charset)
+            if page.content_type == TEXT_TYPE:  # WET: Common Crawl extracted it already, in UTF-8
+                text, enc, how = page.payload.decode("utf-8", errors="replace").strip(), "utf-8", "wet"
+            else:
+                text, enc, how = html_to_text(page.payload, page.charset)
         except Exception as e:  # resiliparse refuses the bytes: count under the error and go on
             self.counters.inc(f"dropped/parse_error:{type(e).__name__}")
             return
@@ -86,7 +89,8 @@ class _ExtractFn(beam.DoFn):
 
 
 class ExtractText(Stage):
-    """RawPage -> Document: decode the charset, extract main-content text, drop empty/undecodable pages."""
+    """RawPage -> Document: decode the charset, extract main-content text, drop empty/undecodable pages.
+    A WET record's text (Common Crawl's own extraction) is taken as it is, counted under charset/wet."""
 
     produces = "documents"
 

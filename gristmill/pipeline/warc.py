@@ -26,7 +26,7 @@ WARC_MAGIC = b"WARC/1."
 
 @dataclass
 class RawPage:
-    """An HTTP 200 HTML response, before text extraction.
+    """An HTTP 200 HTML response (or a WET file's text conversion of one), before text extraction.
 
     scores and decisions are a Document's (see document.py), for filters that need only the URL and so run
     before extraction (the URL filter); extraction copies them onto the Document.
@@ -37,9 +37,9 @@ class RawPage:
     date: str
     file: str
     offset: int
-    content_type: str
+    content_type: str  # text/html or application/xhtml+xml; text/plain for a WET conversion record
     charset: str | None
-    status: int
+    status: int | None  # None for a WET record, which carries no HTTP status
     payload: bytes
     headers: dict[str, str] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
@@ -72,8 +72,29 @@ def parse_content_type(value: str | None) -> tuple[str, str | None]:
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+TEXT_TYPE = "text/plain"  # a WET conversion record: text Common Crawl already extracted, in UTF-8
+
+
+def _conversion(record, file: str, max_bytes: int) -> ReadOutcome:
+    """A WET file's record: the page's text, extracted by Common Crawl (CCNet's and Dolma's input)."""
+    mime, _ = parse_content_type(record.rec_headers.get_header("Content-Type"))
+    if mime != TEXT_TYPE:
+        record.content_stream().read()
+        return ReadOutcome("conversion", reason=f"not_text:{mime or 'none'}")
+    payload = record.content_stream().read(max_bytes + 1)
+    if len(payload) > max_bytes:
+        return ReadOutcome("conversion", reason="oversized")
+    return ReadOutcome("conversion", page=RawPage(
+        url=record.rec_headers.get_header("WARC-Target-URI") or "",
+        record_id=record.rec_headers.get_header("WARC-Record-ID") or "",
+        date=record.rec_headers.get_header("WARC-Date") or "",
+        file=file, offset=-1, content_type=TEXT_TYPE, charset="utf-8", status=None, payload=payload))
+
+
 def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
     wtype = record.rec_type or "unknown"
+    if wtype == "conversion":
+        return _conversion(record, file, max_bytes)
     if wtype != "response":
         record.content_stream().read()  # drain so the iterator can move on
         return ReadOutcome(wtype, reason=f"type:{wtype}")
@@ -279,7 +300,8 @@ class _ReadWarcFn(beam.DoFn):
 
 
 class ReadWarc(Stage):
-    """Reads WARC files (the run's --input glob) and emits HTTP 200 HTML responses as RawPage.
+    """Reads WARC files (the run's --input glob) and emits HTTP 200 HTML responses as RawPage, and WET files'
+    text/plain conversion records (Common Crawl's extracted text), which ExtractText takes as they are.
 
     A file is the unit of parallelism, as Common Crawl's many WARC files are: one worker reads a file and
     the following stages fuse with the read, so page bytes never cross workers. With few, large files
