@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +118,17 @@ def check_compatible(mixtures: list[dict[str, Any]]) -> None:
                             f"({first['manifest']['seq_len']} vs {m['manifest']['seq_len']})")
 
 
+def parse_eval_sets(items: list[str] | None) -> dict[str, str]:
+    """--eval NAME=DIR flags -> {name: token dataset folder}."""
+    extra = {}
+    for item in items or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"--eval takes NAME=TOKEN_DATASET_DIR, not {item!r}")
+        extra[name] = folder
+    return extra
+
+
 def _spaced(n: int, k: int) -> list[int]:
     """k evenly spaced rows of n, as the mixture loader picks a capped validation set."""
     return [(j * n) // k for j in range(k)]
@@ -204,12 +214,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     check_compatible(mixtures)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, not {args.seeds}")
-    extra = {}
-    for item in args.eval or []:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise UserError(f"--eval takes NAME=TOKEN_DATASET_DIR, not {item!r}")
-        extra[name] = folder
+    extra = parse_eval_sets(args.eval)
     base: dict[str, Any] = {}
     if args.config:
         import yaml
@@ -294,7 +299,7 @@ def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
 # Running
 
 
-def _eval_batches(sources: list[dict[str, Any]], batch_size: int):
+def eval_batches(sources: list[dict[str, Any]], batch_size: int):
     """(ids, n_bytes) batches over a set's evenly spaced validation rows, in a fixed order."""
     import torch
 
@@ -307,22 +312,11 @@ def _eval_batches(sources: list[dict[str, Any]], batch_size: int):
             yield ids, torch.tensor([ds.n_bytes(i) for i in idx], dtype=torch.int64)
 
 
-def _load_weights(checkpoint_dir: Path, model) -> None:
-    """Only the model's weights from a trainer checkpoint (DCP loads just the keys asked for)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-
-    state = {"model": get_model_state_dict(model)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=str(checkpoint_dir))
-    set_model_state_dict(model, state["model"])
-
-
 def evaluate_checkpoint(cfg, checkpoint_dir: Path, eval_sets: list[dict[str, Any]], batch_size: int) -> dict:
     """{set name: {loss, bits_per_byte, tokens, bytes}} for the model saved in checkpoint_dir."""
     import torch
 
+    from gristmill.trainer import checkpoint
     from gristmill.trainer.evaluate import evaluate
     from gristmill.trainer.model import Transformer, model_config
 
@@ -331,8 +325,8 @@ def evaluate_checkpoint(cfg, checkpoint_dir: Path, eval_sets: list[dict[str, Any
                         max_seq_len=int(manifest["seq_len"]))
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     model = Transformer(mcfg).to(device)
-    _load_weights(checkpoint_dir, model)
-    return {s["name"]: evaluate(model, _eval_batches(s["sources"], batch_size), device=device,
+    checkpoint.load_model_weights(checkpoint_dir, model)
+    return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size), device=device,
                                 autocast_bf16=cfg.precision == "bf16") for s in eval_sets}
 
 

@@ -24,6 +24,13 @@ EXPORT_EXAMPLES = """examples:
 Then: AutoModelForCausalLM.from_pretrained("hf/web80"), AutoTokenizer.from_pretrained("hf/web80"), or
 lm_eval --model hf --model_args pretrained=hf/web80."""
 
+EVALUATE_EXAMPLES = """examples:
+  trainer evaluate runs/web80                                # newest checkpoint, the mixture's validation sets
+  trainer evaluate runs/web80/checkpoints/step-00001000 --eval clean=out/clean/tokens --json eval.json
+
+Loss is nats per token; bits per byte divide the summed nats by ln 2 and by the rows' UTF-8 bytes (see
+docs/trainer.md, Evaluation). Sets are picked as `trainer ablate` picks them."""
+
 PLAN_EXAMPLES = """examples:
   trainer plan run.yaml --gpus 8
   trainer plan --params 7.5B --gpus 64          # the ZeRO paper's example: 120 / 31.4 / 16.6 / 1.9 GB
@@ -40,7 +47,8 @@ def _count(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  trainer train run.yaml\n  trainer plan run.yaml --gpus 8\n"
-                                       "  trainer presets\n  trainer export runs/a -o hf/a\nRun `trainer COMMAND --help` for more.")
+                                       "  trainer presets\n  trainer evaluate runs/a --eval clean=out/clean/tokens\n"
+                                       "  trainer export runs/a -o hf/a\nRun `trainer COMMAND --help` for more.")
     sub = p.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -77,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                     help="weight dtype in the file (default: float32, the master weights as trained)")
     ex.add_argument("--tokenizer", help="tokenizer.json to ship (default: the one of the run's mixture)")
+
+    ev = sub.add_parser("evaluate", help="loss and bits per byte of a checkpoint on validation sets",
+                        epilog=EVALUATE_EXAMPLES, formatter_class=fmt,
+                        description="Evaluate a training run's checkpoint on its mixture's validation domains and "
+                                    "on extra token datasets.")
+    ev.add_argument("run", help="a training out_dir (its newest checkpoint) or a checkpoint folder")
+    ev.add_argument("--eval", action="append", metavar="NAME=DIR",
+                    help="an extra evaluation set: a token dataset's validation split (repeatable)")
+    ev.add_argument("--no-mixture-sets", action="store_true", help="only the --eval sets")
+    ev.add_argument("--max-sequences", type=int, default=512, metavar="N", help="rows per set at most (default 512)")
+    ev.add_argument("--batch-size", type=int, default=16, metavar="N")
+    ev.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     pr = sub.add_parser("presets", help="list model presets with parameter counts and FLOPs per token",
                         epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt)
@@ -164,6 +184,27 @@ def _presets(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from gristmill.trainer.ablate import parse_eval_sets
+    from gristmill.trainer.evaluate import evaluate_run
+
+    if args.max_sequences < 1 or args.batch_size < 1:
+        raise UserError("--max-sequences and --batch-size must be >= 1")
+    result = evaluate_run(args.run, parse_eval_sets(args.eval), max_sequences=args.max_sequences,
+                          batch_size=args.batch_size, mixture_sets=not args.no_mixture_sets)
+    print(f"{result['checkpoint']} (step {result['step']})")
+    print(f"{'set':<16}{'kind':<8}{'sequences':>10}{'tokens':>12}{'loss':>10}{'bits/byte':>11}")
+    for name, m in result["sets"].items():
+        bpb = f"{m['bits_per_byte']:.4f}" if m["bits_per_byte"] is not None else "-"
+        print(f"{name:<16}{m['kind']:<8}{m['sequences']:>10,}{m['tokens']:>12,}{m['loss']:>10.4f}{bpb:>11}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
 def _export(args) -> int:
     from gristmill.trainer.export import export
 
@@ -179,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             from gristmill.trainer import ablate
 
             return ablate.run(args)
-        return {"train": _train, "plan": _plan, "presets": _presets, "export": _export}[args.command](args)
+        return {"train": _train, "plan": _plan, "presets": _presets, "export": _export,
+                "evaluate": _evaluate}[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -42,3 +42,39 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
     return {"loss": nats / tokens if tokens else float("nan"),
             "bits_per_byte": nats / math.log(2) / nbytes if have_bytes and nbytes else None,
             "tokens": int(tokens), "bytes": int(nbytes)}
+
+
+def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: int = 512, batch_size: int = 16,
+                 mixture_sets: bool = True) -> dict:
+    """`trainer evaluate`: a run's checkpoint (an out_dir's newest, or the one named) on its mixture's
+    validation domains and on extra token datasets' validation splits, picked as `trainer ablate` picks them
+    (at most max_sequences evenly spaced rows per set). Returns {"checkpoint", "sets": {name: metrics}}."""
+    from pathlib import Path
+
+    from gristmill.errors import UserError
+    from gristmill.trainer import ablate
+    from gristmill.trainer.export import find_run, load_model
+
+    config_path, ckpt = find_run(Path(path))
+    model, saved = load_model(config_path, ckpt)
+    mixture = (saved.get("train", {}).get("data") or {}).get("mixture")
+    if not mixture:
+        raise UserError(f"{config_path}: the run trained on synthetic data, which has no validation sets")
+    mix = ablate.load_mixture(mixture)
+    if mix["manifest"]["tokenizer"]["vocab_size"] != model.config.vocab_size:
+        raise UserError(f"{mixture} has vocabulary {mix['manifest']['tokenizer']['vocab_size']}, the checkpoint's "
+                        f"model {model.config.vocab_size}")
+    sets = ablate.evaluation_sets([mix], dict(extra or {}), max_sequences)
+    if not mixture_sets:
+        sets = [s for s in sets if s["kind"] == "extra"]
+        if not sets:
+            raise UserError("--no-mixture-sets leaves nothing to evaluate: add --eval NAME=DIR")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model.to(device)
+    bf16 = device.type == "cuda" and saved.get("train", {}).get("precision") == "bf16"
+    out = {}
+    for s in sets:
+        out[s["name"]] = {**evaluate(model, ablate.eval_batches(s["sources"], batch_size), device=device,
+                                     autocast_bf16=bf16),
+                          "kind": s["kind"], "sequences": sum(src["sequences"] for src in s["sources"])}
+    return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}

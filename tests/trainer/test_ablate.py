@@ -117,12 +117,13 @@ def test_outputs_ranked_table_and_seed_spread(finished):
 def test_bits_per_byte_recomputed_row_by_row(finished, data):
     """The `web` set's figure equals nats / ln 2 / bytes over the evenly spaced rows (16 of 24), each row scored
     alone by the saved model, with no ablation code in the loop."""
+    from gristmill.trainer import checkpoint
     from gristmill.trainer.model import Transformer, model_config
 
     plan = json.loads((finished / "ablation.json").read_text())
     result = json.loads((finished / "runs" / "hard_mix-s1" / "result.json").read_text())
     model = Transformer(model_config("tiny", vocab_size=VOCAB, max_seq_len=SEQ))
-    ablate._load_weights(next((finished / "runs" / "hard_mix-s1" / "checkpoints").iterdir()), model)
+    checkpoint.load_model_weights(next((finished / "runs" / "hard_mix-s1" / "checkpoints").iterdir()), model)
     model.eval()
     ds = TokenDataset(data["easy"], split="validation")
     web = next(e for e in plan["eval_sets"] if e["name"] == "web")

@@ -38,7 +38,7 @@ def test_presets_lists_counts_and_flops(capsys):
     assert [line.split()[0] for line in lines[1:]] == ["tiny", "10m", "25m", "50m", "125m", "350m", "760m", "1b"]
 
 
-@pytest.mark.parametrize("sub", ["train", "plan", "presets", "ablate", "export"])
+@pytest.mark.parametrize("sub", ["train", "plan", "presets", "ablate", "export", "evaluate"])
 def test_help_has_examples(sub, capsys):
     with pytest.raises(SystemExit) as e:
         main([sub, "--help"])

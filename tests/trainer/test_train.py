@@ -233,9 +233,7 @@ def test_bf16_autocasts_over_fp32_weights(tiny, tmp_path):
     bf16 = train(tiny("b", steps=2, precision="bf16"), verbose=False)
     assert [r["loss"] for r in bf16] != [r["loss"] for r in fp32]  # the forward really ran in bf16
     model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
-    from gristmill.trainer.ablate import _load_weights
-
-    _load_weights(checkpoint.latest(tmp_path / "b" / "checkpoints"), model)
+    checkpoint.load_model_weights(checkpoint.latest(tmp_path / "b" / "checkpoints"), model)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
