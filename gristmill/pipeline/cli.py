@@ -33,6 +33,7 @@ SUBCOMMAND_MODULES = [
     "gristmill.dedup.cli",
     "gristmill.tokenize.cli",
     "gristmill.pipeline.select",
+    "gristmill.pipeline.summarize",
 ]
 
 

@@ -1,0 +1,88 @@
+"""`beam summarize` against numpy and collections: percentiles equal numpy's inverted_cdf while a field has
+fewer values than the sketch's buffer, stay within the stated rank error beyond it; means, missing and
+non-finite counts, and categorical counts are exact."""
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from gristmill.pipeline.cli import main
+from gristmill.pipeline.document import Document
+from gristmill.pipeline.summarize import EPSILON, PERCENTILES
+
+
+def _write(folder, docs, files=2):
+    folder.mkdir(parents=True)
+    for k in range(files):
+        with gzip.open(folder / f"part-{k:05d}-of-{files:05d}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(d.to_json() + "\n" for d in docs[k::files])
+
+
+def _docs(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        d = Document(id=f"d{i:05d}", url=f"https://x.example/{i}", text="w " * rng.randint(1, 300),
+                     language=rng.choice(["en", "en", "fr", None]), language_score=rng.random(),
+                     dup_count=rng.choice([1, 1, 2, 5]))
+        if rng.random() < 0.8:
+            d.scores["kenlm.perplexity"] = rng.lognormvariate(6, 1)
+        d.decisions = {"C4": rng.choice(["keep", "keep", "c4:min_num_sentences"])}
+        out.append(d)
+    out[3].scores["kenlm.perplexity"] = math.inf  # a broken score: counted, kept out of the figures
+    return out
+
+
+def _summary(tmp_path, docs, capsys, name="s"):
+    _write(tmp_path / name / "documents", docs)
+    assert main(["summarize", str(tmp_path / name / "documents" / "*.jsonl.gz"), "--output",
+                 str(tmp_path / name / "out"), "--workers", "2"]) == 0
+    printed = capsys.readouterr()
+    return json.loads((tmp_path / name / "out" / "summary.json").read_text()), printed
+
+
+def test_summary_matches_numpy_and_counter(tmp_path, capsys):
+    docs = _docs(700)
+    summary, printed = _summary(tmp_path, docs, capsys)
+    assert summary["documents"] == 700
+    ppl = [d.scores["kenlm.perplexity"] for d in docs if "kenlm.perplexity" in d.scores]
+    fields = {"chars": [len(d.text) for d in docs], "language_score": [d.language_score for d in docs],
+              "dup_count": [d.dup_count for d in docs], "scores.kenlm.perplexity": [v for v in ppl if math.isfinite(v)]}
+    for name, values in fields.items():
+        got = summary["numeric"][name]
+        want = np.quantile(np.array(values, dtype=float), np.array(PERCENTILES) / 100, method="inverted_cdf")
+        assert [got["percentiles"][str(p)] for p in PERCENTILES] == want.tolist(), name
+        assert (got["min"], got["max"]) == (min(values), max(values))
+        assert got["mean"] == pytest.approx(math.fsum(values) / len(values), rel=1e-12)
+        assert got["count"] == len(values)
+    kenlm = summary["numeric"]["scores.kenlm.perplexity"]
+    assert kenlm["non_finite"] == 1 and kenlm["missing"] == 700 - len(ppl)
+    assert summary["categorical"]["language"] == dict(collections.Counter(d.language or "(none)" for d in docs)
+                                                      .most_common())
+    assert summary["categorical"]["decisions.C4"] == dict(collections.Counter(d.decisions["C4"] for d in docs)
+                                                          .most_common())
+    assert printed.out.startswith("documents: 700\n") and "scores.kenlm.perplexity" in printed.out
+    assert "documents in 700, kept 700, dropped: none" in printed.err
+    assert not (tmp_path / "s" / "out" / "summary.parts.jsonl").exists()
+
+
+def test_large_fields_stay_within_the_rank_error(tmp_path, capsys):
+    docs = [Document(id=f"d{i}", url="", text="x", language_score=v)
+            for i, v in enumerate(np.random.default_rng(1).normal(size=40_000).tolist())]
+    summary, _ = _summary(tmp_path, docs, capsys)
+    values = np.sort([d.language_score for d in docs])
+    for p in PERCENTILES:
+        q = summary["numeric"]["language_score"]["percentiles"][str(p)]
+        rank = np.searchsorted(values, q)
+        assert abs(rank - p / 100 * len(values)) <= EPSILON * len(values) + 1, (p, rank)
+
+
+def test_no_documents_is_one_line(tmp_path, capsys):
+    assert main(["summarize", str(tmp_path / "none" / "*.jsonl.gz"), "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no document files match")
