@@ -20,6 +20,7 @@ from gristmill.tokenize.shards import TOKENIZER
 from gristmill.tokenize.train import (
     default_vocab_size,
     load_tokenizer,
+    read_tokenizer_json,
     sample_key,
     save_tokenizer,
     token_byte_lengths,
@@ -186,7 +187,9 @@ class Tokenize(Stage):
             if not fs.is_file(path):
                 raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
                                 f"or pass tokenizer=PATH (looked for {path})")
-            text = fs.read_bytes(path).decode("utf-8")
+            # read_tokenizer_json: a published tokenizer with no PAD gets one here, once, so the workers' ids
+            # and the tokenizer.json the dataset ships are the same tokenizer.
+            text = read_tokenizer_json(path).decode("utf-8")
             tokenizer = docs.pipeline | f"{label}/Tokenizer" >> beam.Create([text])
         tok = AsSingleton(tokenizer)
         encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config), tok)

@@ -3,12 +3,21 @@
 The tokenizer has no normalizer and no prefix space, so `decode(encode(text)) == text` for any Unicode
 text; special tokens are ids 0..2 (PAD, BOS, EOS) and are never produced from text, even when a document
 contains their literal spelling.
+
+A published tokenizer.json (GPT-2, Llama 2 and 3, Mistral, Qwen, Gemma, ...) works too: its end-of-text,
+begin-of-text and padding tokens are found by their usual names (EOS_NAMES, BOS_NAMES, PAD_NAMES). One with
+no padding token gets `<|pad|>` added as a special token after its vocabulary (`adopt_tokenizer`), since the
+packer needs a PAD distinct from EOS; that copy is what the token dataset ships and hashes. The bytes each
+token stands for (for bits per byte) are known for byte-level tokenizers and for SentencePiece-style ones
+(`▁` for a space, `<0xNN>` byte fallback).
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +31,10 @@ from gristmill.pipeline import fs
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
+# How published tokenizers name them, ours first: GPT-2 / NeoX / Qwen, Llama 3, Llama 2 / Mistral, Gemma.
+EOS_NAMES = (EOS, "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+BOS_NAMES = (BOS, "<|begin_of_text|>", "<s>", "<bos>")  # none: BOS is EOS, as in GPT-2
+PAD_NAMES = (PAD, "<pad>", "[PAD]", "<|finetune_right_pad_id|>")  # none: PAD is added
 MONOLINGUAL_VOCAB = 32_000
 MULTILINGUAL_VOCAB = 100_000
 # Longest text per sampled document: one huge page must not dominate the merge statistics.
@@ -98,20 +111,44 @@ class TokenizerInfo:
 
 
 def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
-    """The exact bytes of tokenizer.json, from a path or from the JSON itself (str or bytes)."""
+    """The bytes of tokenizer.json, from a path or from the JSON itself (str or bytes): exactly the file's when
+    it has a padding token, else `adopt_tokenizer`'s copy with one added."""
     if isinstance(source, bytes):
-        return source
+        return adopt_tokenizer(source, "(JSON given inline)")
     s = str(source)
     if s.lstrip().startswith("{"):
-        return s.encode("utf-8")
+        return adopt_tokenizer(s.encode("utf-8"), "(JSON given inline)")
     if fs.is_remote(s):  # gs://, s3://: through Beam's FileSystems
         if not fs.is_file(s):
             raise UserError(f"tokenizer file {s} does not exist")
-        return fs.read_bytes(s)
+        return adopt_tokenizer(fs.read_bytes(s), s)
     p = Path(s)
     if not p.is_file():
         raise UserError(f"tokenizer file {p} does not exist")
-    return p.read_bytes()
+    return adopt_tokenizer(p.read_bytes(), s)
+
+
+def _parse(data: bytes, where: str) -> Tokenizer:
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
+        raise UserError(f"cannot load tokenizer {where}: {e}") from None
+
+
+def _first_present(tok: Tokenizer, names: tuple[str, ...]) -> int | None:
+    return next((i for i in (tok.token_to_id(n) for n in names) if i is not None), None)
+
+
+def adopt_tokenizer(data: bytes, where: str = "(JSON given inline)") -> bytes:
+    """`data` unchanged when the tokenizer has a padding token (one of PAD_NAMES); else a copy with `<|pad|>`
+    added as a special token, at the first id after the vocabulary. The same input always gives the same bytes."""
+    if b'"<|pad|>"' in data:  # our own tokenizers: no parse
+        return data
+    tok = _parse(data, where)
+    if _first_present(tok, PAD_NAMES) is not None:
+        return data
+    tok.add_special_tokens([PAD])
+    return tokenizer_bytes(tok)
 
 
 def load_tokenizer(source: str | bytes | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
@@ -119,29 +156,55 @@ def load_tokenizer(source: str | bytes | os.PathLike) -> tuple[Tokenizer, Tokeni
     data = read_tokenizer_json(source)
     from_path = not isinstance(source, bytes) and not str(source).lstrip().startswith("{")
     where = str(source) if from_path else "(JSON given inline)"
-    try:
-        tok = Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-        raise UserError(f"cannot load tokenizer {where}: {e}") from None
+    tok = _parse(data, where)
     # Not stored in tokenizer.json: without it a document containing "<|eos|>" would yield the EOS id.
     tok.encode_special_tokens = True
-    ids = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
-    missing = [name for name, i in ids.items() if i is None]
-    if missing:
-        raise UserError(f"tokenizer {where} lacks the special tokens {missing}")
+    eos = _first_present(tok, EOS_NAMES)
+    if eos is None:
+        raise UserError(f"tokenizer {where} has no end-of-text token (looked for {', '.join(EOS_NAMES)})")
+    bos = _first_present(tok, BOS_NAMES)
     info = TokenizerInfo(
         sha256=hashlib.sha256(data).hexdigest(),
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
-        bos_id=ids[BOS], eos_id=ids[EOS], pad_id=ids[PAD],
+        bos_id=eos if bos is None else bos, eos_id=eos, pad_id=_first_present(tok, PAD_NAMES),
     )
     return tok, info
 
 
+def _types(node) -> set[str]:
+    """Every component `type` in a tokenizer.json section (decoders and pre-tokenizers nest in Sequences)."""
+    if isinstance(node, dict):
+        out = {node["type"]} if isinstance(node.get("type"), str) else set()
+        for value in node.values():
+            out |= _types(value)
+        return out
+    if isinstance(node, list):
+        return set().union(*map(_types, node)) if node else set()
+    return set()
+
+
+_BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
 def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
-    """UTF-8 bytes each id decodes to. In byte-level BPE every character of a token's string stands for
-    exactly one byte, so the length is the string's length; special tokens decode to nothing."""
+    """UTF-8 bytes each id decodes to; special tokens decode to nothing.
+
+    Byte-level BPE (GPT-2, Llama 3, Qwen, ours): every character of a token's string stands for exactly one
+    byte, so the length is the string's length. SentencePiece-style (Llama 2, Mistral, Gemma): `▁` is a space,
+    `<0xNN>` one byte, anything else its UTF-8 length. A tokenizer that prefixes each text with a space (or `▁`)
+    counts that one byte per document too. Any other decoder is refused: its bytes per token are unknown."""
+    spec = json.loads(tok.to_str())
+    kinds = _types(spec.get("decoder"))
+    if "ByteLevel" in kinds:
+        length = len
+    elif kinds & {"Metaspace", "ByteFallback", "Replace"}:
+        def length(token: str) -> int:
+            return 1 if _BYTE_TOKEN.match(token) else len(token.replace("\u2581", " ").encode("utf-8"))
+    else:
+        raise UserError(f"the tokenizer's decoder ({', '.join(sorted(kinds)) or 'none'}) is neither byte-level nor "
+                        f"SentencePiece-style, so the bytes each token stands for (bits per byte) are unknown")
     table = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=np.int32)
-    special = set(SPECIAL_TOKENS)
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     for token, i in tok.get_vocab(with_added_tokens=True).items():
-        table[i] = 0 if token in special else len(token)
+        table[i] = 0 if i in special else length(token)
     return table

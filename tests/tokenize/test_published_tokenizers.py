@@ -1,0 +1,133 @@
+"""Published tokenizer layouts (GPT-2's byte-level BPE with only <|endoftext|>, Llama 2's SentencePiece-style BPE
+with byte fallback and <s> </s>), built here with the tokenizers library: their special tokens are found by
+name, a PAD is added when there is none, every document comes back, and n_bytes equals the UTF-8 bytes of the
+text (plus the one prefix byte per document a SentencePiece tokenizer adds)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from gristmill.errors import UserError
+from gristmill.pipeline.document import Document
+from gristmill.tokenize.encode import TokenizeConfig, tokenize_documents
+from gristmill.tokenize.shards import TokenDataset
+from gristmill.tokenize.train import load_tokenizer, read_tokenizer_json
+
+TEXTS = ["The cat sat on the mat.", "Ünïcödé text, 漢字 and emoji 🙂 come back byte for byte.",
+         "Numbers 12345 and\nnew lines\n\nand  double  spaces."] * 20 + [f"document number {i} " * (i % 7 + 1)
+                                                                        for i in range(60)]
+CONFIG = TokenizeConfig(seq_len=32, shard_bytes=32 * 4 * 50, validation_fraction=0.1)
+
+
+def gpt2_like(tmp_path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path / "gpt2.json"
+    tok.save(str(path))
+    return path
+
+
+def llama2_like(tmp_path):
+    """SentencePiece-style: ▁ for spaces (prepended to the text), <0xNN> byte-fallback tokens, <unk> <s> </s>."""
+    base = Tokenizer(models.BPE(unk_token="<unk>"))
+    base.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    base.train_from_iterator([TEXTS[0], TEXTS[2]] * 5, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>",
+                                                                                                "</s>"]))
+    spec = json.loads(base.to_str())
+    trained = spec["model"]["vocab"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for token, _ in sorted(trained.items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    spec["model"].update(vocab=vocab, byte_fallback=True)
+    spec["added_tokens"] = [dict(t, id=vocab[t["content"]]) for t in spec["added_tokens"]]
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+        {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    path = tmp_path / "llama2.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def _docs():
+    return [Document(id=f"d{i:03d}", url="", text=t) for i, t in enumerate(TEXTS)]
+
+
+@pytest.mark.parametrize("make,eos,bos,prefix", [(gpt2_like, "<|endoftext|>", "<|endoftext|>", 0),
+                                                 (llama2_like, "</s>", "<s>", 1)])
+def test_published_layouts_tokenize_and_count_bytes(tmp_path, make, eos, bos, prefix):
+    path = make(tmp_path)
+    original = Tokenizer.from_file(str(path))
+    assert original.token_to_id("<|pad|>") is None
+    folder = tmp_path / "tokens"
+    manifest, _ = tokenize_documents(_docs(), str(path), folder, CONFIG, seed=1, source="t", recipe_sha256="0")
+    shipped = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    info = manifest["tokenizer"]
+    # the PAD was added after the vocabulary; the named tokens were found
+    assert info["pad_id"] == original.get_vocab_size() == shipped.token_to_id("<|pad|>")
+    assert (info["eos_id"], info["bos_id"]) == (original.token_to_id(eos), original.token_to_id(bos))
+    assert info["sha256"] == hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
+    assert shipped.encode(TEXTS[1]).ids == original.encode(TEXTS[1]).ids  # the same tokenizer otherwise
+    texts, n_bytes = [], 0
+    for split in ("train", "validation"):
+        ds = TokenDataset(folder, split)
+        ds.verify()
+        stream = np.concatenate([ds[i] for i in range(len(ds))]) if len(ds) else np.zeros(0, np.int32)
+        stream = stream[stream != info["pad_id"]]
+        cuts = np.flatnonzero(stream == info["eos_id"])
+        texts += [shipped.decode(stream[a + 1 if k else 0:b].tolist()) for k, (a, b) in
+                  enumerate(zip(np.concatenate([[0], cuts[:-1]]), cuts))]
+        n_bytes += sum(ds.n_bytes(i) for i in range(len(ds)))
+    assert sorted(texts) == sorted(TEXTS)
+    assert n_bytes == sum(len(t.encode("utf-8")) + prefix for t in TEXTS)
+    if prefix:  # byte-fallback tokens really occur (Ü, 漢字 and 🙂 are not in the trained vocabulary)
+        assert original.token_to_id("<0xE6>") in original.encode(TEXTS[1]).ids
+
+
+def test_our_tokenizers_pass_through_unchanged(tmp_path, tokenizer_path):
+    data = open(tokenizer_path, "rb").read()
+    assert read_tokenizer_json(tokenizer_path) == data
+
+
+def test_unknown_layouts_are_one_line(tmp_path):
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.Whitespace()
+    wp.decoder = decoders.WordPiece()
+    wp.train_from_iterator(TEXTS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[UNK]", "</s>"]))
+    wp.save(str(tmp_path / "wp.json"))
+    with pytest.raises(UserError, match=r"decoder \(WordPiece\) is neither byte-level nor SentencePiece-style"):
+        tokenize_documents(_docs(), str(tmp_path / "wp.json"), tmp_path / "o", CONFIG, seed=1, source="t",
+                           recipe_sha256="0")
+    no_eos = Tokenizer(models.BPE())
+    no_eos.pre_tokenizer = pre_tokenizers.ByteLevel()
+    no_eos.decoder = decoders.ByteLevel()
+    no_eos.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<mask>"]))
+    no_eos.save(str(tmp_path / "noeos.json"))
+    with pytest.raises(UserError, match="has no end-of-text token"):
+        load_tokenizer(str(tmp_path / "noeos.json"))
+
+
+def test_beam_stage_ships_the_same_adopted_tokenizer_as_the_driver(tmp_path):
+    from gristmill.pipeline.docio import CreateDocuments
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+    from gristmill.tokenize.stages import Tokenize
+
+    path = gpt2_like(tmp_path)
+    stages = [CreateDocuments("Create", _docs()),
+              Tokenize("Tokenize", seq_len=CONFIG.seq_len, shard_bytes=CONFIG.shard_bytes,
+                       validation_fraction=CONFIG.validation_fraction, tokenizer=str(path))]
+    run_stages(stages, RunContext(output=str(tmp_path / "run"), seed=1, recipe_name="t", recipe_hash="0"),
+               ["--direct_running_mode=multi_threading", "--direct_num_workers=2"])
+    manifest, _ = tokenize_documents(_docs(), str(path), tmp_path / "local", CONFIG, seed=1, source="t",
+                                     recipe_sha256="0")
+    beam_dir = tmp_path / "run" / "tokens"
+    assert json.loads((beam_dir / "manifest.json").read_text()) == manifest
+    for f in sorted((tmp_path / "local").iterdir()):
+        assert (beam_dir / f.name).read_bytes() == f.read_bytes(), f.name
