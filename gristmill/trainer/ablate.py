@@ -327,7 +327,8 @@ def evaluate_checkpoint(cfg, checkpoint_dir: Path, eval_sets: list[dict[str, Any
     model = Transformer(mcfg).to(device)
     checkpoint.load_model_weights(checkpoint_dir, model)
     return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size), device=device,
-                                autocast_bf16=cfg.precision == "bf16") for s in eval_sets}
+                                autocast_bf16=cfg.precision == "bf16", pad_id=manifest["tokenizer"].get("pad_id"))
+            for s in eval_sets}
 
 
 def _read_jsonl(path: Path) -> list[dict]:

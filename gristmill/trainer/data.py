@@ -18,6 +18,7 @@ from gristmill.errors import UserError
 class DataSource(Protocol):
     seq_len: int
     vocab_size: int
+    pad_id: int | None  # targets equal to it are not learned (None: the data has no PAD)
 
     def next_batch(self) -> torch.Tensor: ...
     def state_dict(self) -> dict: ...
@@ -33,6 +34,7 @@ class SyntheticSource:
         if vocab_size < 2 or seq_len < 2:
             raise UserError("synthetic data needs vocab_size >= 2 and seq_len >= 2")
         self.vocab_size, self.seq_len, self.batch_size = vocab_size, seq_len, batch_size
+        self.pad_id = None
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.sample = 0
 
@@ -68,6 +70,7 @@ class MixtureSource:
         self.loader = MixtureLoader(manifest, batch_size, rank=rank, world_size=world_size)
         self.seq_len = self.loader.seq_len
         self.vocab_size = int(self.loader.manifest["tokenizer"]["vocab_size"])
+        self.pad_id = self.loader.manifest["tokenizer"].get("pad_id")
 
     def next_batch(self) -> torch.Tensor:
         return self.loader.next_batch()

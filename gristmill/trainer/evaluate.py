@@ -15,9 +15,12 @@ import torch.distributed as dist
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
-             autocast_bf16: bool = False) -> dict:
-    """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None).
-    Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": n, "bytes": n}, reduced over ranks."""
+             autocast_bf16: bool = False, pad_id: int | None = None) -> dict:
+    """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
+    to pad_id are not scored. Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
+    "bytes": n}, reduced over ranks."""
+    from gristmill.trainer.model import IGNORE_INDEX, lm_targets
+
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -26,9 +29,10 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
     for batch in batches:
         ids, n_bytes = batch if isinstance(batch, (tuple, list)) else (batch, None)
         ids = ids.to(device)
+        targets = lm_targets(ids, pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-            mean_loss = model(ids[:, :-1], ids[:, 1:])
-        n_tok = ids[:, 1:].numel()
+            mean_loss = model(ids[:, :-1], targets)
+        n_tok = int((targets != IGNORE_INDEX).sum())
         totals[0] += mean_loss.double() * n_tok
         totals[1] += n_tok
         if n_bytes is None:
@@ -75,6 +79,6 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
     out = {}
     for s in sets:
         out[s["name"]] = {**evaluate(model, ablate.eval_batches(s["sources"], batch_size), device=device,
-                                     autocast_bf16=bf16),
+                                     autocast_bf16=bf16, pad_id=mix["manifest"]["tokenizer"].get("pad_id")),
                           "kind": s["kind"], "sequences": sum(src["sequences"] for src in s["sources"])}
     return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}

@@ -69,6 +69,15 @@ class ModelConfig:
 
 # Names give the non-embedding parameter count (the vocabulary comes from the tokenizer).
 # d_model / n_layers is kept near 100; head_dim is 64 throughout.
+IGNORE_INDEX = -100  # a target that does not count: PAD, which fills the tail of a bucket's last row
+
+
+def lm_targets(ids: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """The next-token targets of ids [B, L]: ids[:, 1:], with PAD marked IGNORE_INDEX (never learned or scored)."""
+    targets = ids[:, 1:]
+    return targets if pad_id is None else targets.masked_fill(targets == pad_id, IGNORE_INDEX)
+
+
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, max_seq_len=64),  # tests
     "10m": ModelConfig(d_model=448, n_layers=4, n_heads=7),
@@ -197,5 +206,8 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x)
-        return fused_linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
-                                          z_loss=self.config.z_loss)
+        # Mean over the targets that count (IGNORE_INDEX marks PAD); a batch with none gives 0, not 0/0.
+        flat = targets.flatten()
+        total = fused_linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, flat, ignore_index=IGNORE_INDEX,
+                                           z_loss=self.config.z_loss, reduction="sum")
+        return total / (flat != IGNORE_INDEX).sum().clamp(min=1)

@@ -21,7 +21,7 @@ from gristmill.kernels.dispatch import set_backend as set_kernel_backend
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
-from gristmill.trainer.model import Transformer, model_config
+from gristmill.trainer.model import Transformer, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             for micro in range(accum):
                 batch = source.next_batch().to(device, non_blocking=True)
                 with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
-                    loss = model(batch[:, :-1], batch[:, 1:])
+                    loss = model(batch[:, :-1], lm_targets(batch, source.pad_id))
                     (loss / accum).backward()
                 loss_sum += loss.detach().float()
             loss_avg = parallel.all_reduce_mean(loss_sum / accum, world)

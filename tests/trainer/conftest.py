@@ -26,7 +26,8 @@ def write_token_dataset(folder: Path, name: str, domain: str, rows: int, val_row
         w = ShardWriter(folder / shard_name(split, 0), SEQ_LEN, VOCAB, pad_id=0)
         for _ in range(n):
             start, stride = rng.integers(VOCAB), rng.integers(1, 5)
-            w.write_row((start + stride * np.arange(SEQ_LEN)) % VOCAB, [0], 3 * SEQ_LEN)
+            # ids 0-2 stay free, as a tokenizer keeps them for PAD, BOS and EOS
+            w.write_row(3 + (start + stride * np.arange(SEQ_LEN)) % (VOCAB - 3), [0], 3 * SEQ_LEN)
         splits[split] = [w.close()]
     (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
     tok = {"path": "tokenizer.json", "sha256": "ab" * 32, "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": 0}

@@ -35,7 +35,8 @@ def token_dataset(folder: Path, strides: tuple[int, int], seed: int, *, rows: in
         w = ShardWriter(folder / shard_name(split, 0), SEQ, VOCAB, pad_id=0)
         for _ in range(n):
             start, stride = rng.integers(VOCAB), rng.integers(*strides)
-            w.write_row((start + stride * np.arange(SEQ)) % VOCAB, [0], int(rng.integers(1, 4)) * SEQ)
+            # ids 0-2 stay free, as a tokenizer keeps them for PAD, BOS and EOS
+            w.write_row(3 + (start + stride * np.arange(SEQ)) % (VOCAB - 3), [0], int(rng.integers(1, 4)) * SEQ)
         splits[split] = [w.close()]
     (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
     tok = {"path": "tokenizer.json", "sha256": tokenizer_sha, "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2,

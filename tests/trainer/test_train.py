@@ -156,6 +156,36 @@ def test_trains_from_a_mixture_manifest_and_resumes_its_position(tmp_path, mixtu
     assert result["tokens"] == 16 * (SEQ_LEN - 1) and result["bytes"] == 16 * 3 * SEQ_LEN
 
 
+def test_pad_targets_are_neither_learned_nor_scored():
+    """PAD fills the tail of a bucket's last row: the loss, its gradient and the evaluation skip those targets."""
+    from gristmill.trainer.model import lm_targets
+
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    pad, eos = 0, 2
+    ids = torch.randint(3, 256, (3, SEQ_LEN))
+    ids[0, 20] = eos
+    ids[0, 21:] = pad  # a last row: the document's EOS, then PAD
+    ids[2, 1] = eos
+    ids[2, 2:] = pad
+    targets = lm_targets(ids, pad)
+    keep = ids[:, 1:] != pad
+    assert int(keep.sum()) == 20 + (SEQ_LEN - 1) + 1  # targets 1..20, a full row, the lone EOS
+    loss = model(ids[:, :-1], targets)
+    with torch.no_grad():
+        logits = model(ids[:, :-1])
+    want = F.cross_entropy(logits[keep].double(), ids[:, 1:][keep])
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
+    result = evaluate(model, [(ids, torch.tensor([10, 10, 10]))], pad_id=pad)
+    assert result["tokens"] == int(keep.sum()) and result["loss"] == pytest.approx(float(want), rel=1e-5)
+    # a batch whose every target is PAD: a zero loss and zero gradients, not 0/0
+    only_pad = torch.full((1, SEQ_LEN), pad)
+    only_pad[0, 0] = eos
+    empty = model(only_pad[:, :-1], lm_targets(only_pad, pad))
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and all(float(p.grad.abs().sum()) == 0.0 for p in model.parameters())
+
+
 def test_evaluate_matches_a_direct_computation():
     torch.manual_seed(0)
     model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
