@@ -299,13 +299,17 @@ def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
 # Running
 
 
-def eval_batches(sources: list[dict[str, Any]], batch_size: int):
-    """(ids, n_bytes) batches over a set's evenly spaced validation rows, in a fixed order."""
+def eval_batches(sources: list[dict[str, Any]], batch_size: int, *, rank: int = 0, world_size: int = 1):
+    """(ids, n_bytes) batches over a set's evenly spaced validation rows, in a fixed order. With several ranks,
+    each takes an equal block of every source's rows (the last len % world_size are left out), so all ranks run
+    the same number of batches, as sharded models need."""
     import torch
 
     for src in sources:
         ds = TokenDataset(src["manifest"], split="validation")
         rows = _spaced(len(ds), min(src["sequences"], len(ds)))
+        per = len(rows) // world_size
+        rows = rows[rank * per:(rank + 1) * per]
         for a in range(0, len(rows), batch_size):
             idx = rows[a:a + batch_size]
             ids = torch.from_numpy(np.stack([np.asarray(ds[i], dtype=np.int64) for i in idx]))

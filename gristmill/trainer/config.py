@@ -55,6 +55,8 @@ class TrainConfig:
     spike_factor: float = 3.0            # a loss above spike_factor x its running mean is a spike
     max_skips: int = 10                  # stop anyway after this many skipped steps in a row
     log_every: int = 1
+    eval_every: int = 0                  # steps between evaluations on the mixture's validation sets (0: none)
+    eval_max_sequences: int = 256        # rows per validation set at most, evenly spaced (as in trainer ablate)
     kernels: str = "auto"                # auto | triton | torch (gristmill.kernels dispatch)
 
     def validate(self) -> "TrainConfig":
@@ -81,6 +83,11 @@ class TrainConfig:
                  f"{self.decay_fraction} of {self.steps}) exceed steps")
         need(len(self.betas) == 2, "betas must be two numbers")
         need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
+        need(isinstance(self.eval_every, int) and self.eval_every >= 0, "eval_every must be an integer >= 0")
+        need(isinstance(self.eval_max_sequences, int) and self.eval_max_sequences >= 1,
+             "eval_max_sequences must be an integer >= 1")
+        need(not self.eval_every or "mixture" in (self.data if isinstance(self.data, dict) else {}),
+             "eval_every needs data: {mixture: ...}; synthetic data has no validation sets")
         need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
         # Inside compiled blocks the dispatch hands RMSNorm/SwiGLU/RoPE to Inductor; forcing our Triton kernels
         # there is untested (Dynamo would have to trace their autograd Functions), so it is refused, not guessed.

@@ -107,6 +107,24 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
+def _eval_sets(cfg, pad_id: int | None) -> list[dict]:
+    """The mixture's validation sets, one per domain, chosen as `trainer ablate` chooses them."""
+    if not cfg.eval_every:
+        return []
+    from gristmill.trainer import ablate
+
+    return ablate.evaluation_sets([ablate.load_mixture(cfg.data["mixture"])], {}, cfg.eval_max_sequences)
+
+
+def _run_eval(model, sets: list[dict], cfg, device, pad_id, rank: int, world: int) -> dict:
+    from gristmill.trainer.ablate import eval_batches
+    from gristmill.trainer.evaluate import evaluate
+
+    bs = cfg.micro_batch_size
+    return {s["name"]: evaluate(model, eval_batches(s["sources"], bs, rank=rank, world_size=world), device=device,
+                                autocast_bf16=cfg.precision == "bf16", pad_id=pad_id) for s in sets}
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
     if not path.is_file():
@@ -183,6 +201,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
+        _truncate_metrics(out / "eval.jsonl", start)
         (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict(),
                                                      "world_size": world}, indent=2) + "\n")
         if verbose:
@@ -192,6 +211,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                   f"accumulation={accum} device={device.type}" +
                   (f"; resumed from {resume_from} at step {start}" if resume_from else ""), flush=True)
     metrics_file = open(out / "metrics.jsonl", "a") if is_main else None
+    eval_sets = _eval_sets(cfg, source.pad_id)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     recent: deque = deque(loop_state["recent"], maxlen=20)
     skipped_in_row = loop_state["skipped_in_row"]
@@ -248,6 +268,16 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                 progress.update(step + 1, loss_v, tok_s)
+            if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                sets = _run_eval(model, eval_sets, cfg, device, source.pad_id, rank, world)
+                if is_main:
+                    with open(out / "eval.jsonl", "a") as f:
+                        f.write(json.dumps({"step": step + 1, "tokens": (step + 1) * tokens_per_step,
+                                            "sets": sets}, sort_keys=True) + "\n")
+                    if verbose:
+                        shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
+                                          for k, v in sets.items())
+                        print(f"eval step {step + 1}: {shown}", file=sys.stderr, flush=True)
             last = step + 1 == end
             if last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,

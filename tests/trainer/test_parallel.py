@@ -16,10 +16,11 @@ from gristmill.trainer.train import train
 
 MODES = ("ddp", "zero1", "zero2", "zero3")
 COMPILED_MODES = ("ddp", "zero3")
+EVAL_MODES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_settings) -> dict:
+def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
     """One torchrun launch running every mode and the resumes: {run: [[step, loss, grad_norm], ...]}.
     Each rank takes micro-batches of 2 (accumulation 2): the single-process reference uses 4 (accumulation 2)."""
     out = tmp_path_factory.mktemp("dist")
@@ -30,6 +31,9 @@ def runs(tmp_path_factory, tiny_settings) -> dict:
         plan[f"{m}_resumed"] = {"mode": m, "dir": f"{m}_resume", "resume": "auto"}
     for m in COMPILED_MODES:  # compiled blocks under DDP's and FSDP2's hooks
         plan[f"{m}_compiled"] = {"mode": m, "config": {"compile": True}}
+    evaluated = {"data": {"mixture": str(mixture)}, "eval_every": 2, "eval_max_sequences": 8}
+    for m in EVAL_MODES:  # evaluation splits the validation rows over the ranks (FSDP2 needs both in each forward)
+        plan[f"{m}_eval"] = {"mode": m, "config": evaluated}
     spec = out / "spec.json"
     spec.write_text(json.dumps({"out": str(out), "config": config, "runs": plan, "layouts": list(MODES)}))
     worker = Path(__file__).with_name("dist_worker.py")
@@ -41,7 +45,15 @@ def runs(tmp_path_factory, tiny_settings) -> dict:
     single = train(TrainConfig(**{**tiny_settings, "out_dir": str(out / "single")}), verbose=False)
     results["single"] = [[r["step"], r["loss"], r["grad_norm"]] for r in single]
     results["layouts"] = json.loads((out / "layouts.json").read_text())
+    for m in EVAL_MODES:
+        results[f"{m}_eval:rows"] = _eval_rows(out / f"{m}_eval")
+    train(TrainConfig(**{**tiny_settings, **evaluated, "out_dir": str(out / "single_eval")}), verbose=False)
+    results["single_eval:rows"] = _eval_rows(out / "single_eval")
     return results
+
+
+def _eval_rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -61,6 +73,20 @@ def test_compiled_blocks_match_eager_across_ranks(runs, mode):
     assert sum(runs[f"{m}_compiled:graphs"] for m in COMPILED_MODES) >= 1 and runs[f"{mode}:graphs"] == 0
     assert [loss for _, loss, _ in got] == pytest.approx([loss for _, loss, _ in ref], rel=1e-5)
     assert [n for _, _, n in got] == pytest.approx([n for _, _, n in ref], rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", EVAL_MODES)
+def test_evaluation_across_ranks_matches_one_process(runs, mode):
+    """8 evenly spaced rows per set: each of 2 ranks scores its 4, reduced over both, so every figure is the one
+    process's (to the tolerance the trained weights agree to)."""
+    got, ref = runs[f"{mode}_eval:rows"], runs["single_eval:rows"]
+    assert [r["step"] for r in got] == [r["step"] for r in ref] == [2, 4, 5]
+    for a, b in zip(got, ref):
+        assert sorted(a["sets"]) == sorted(b["sets"]) == ["reference", "web"]
+        for name in a["sets"]:
+            assert a["sets"][name]["tokens"] == b["sets"][name]["tokens"] == 8 * 31
+            for key in ("loss", "bits_per_byte"):
+                assert a["sets"][name][key] == pytest.approx(b["sets"][name][key], rel=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)

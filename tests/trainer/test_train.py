@@ -323,3 +323,25 @@ def test_checkpoint_restores_the_rng_state(tmp_path):
     torch.manual_seed(99)
     checkpoint.load(path, model, opt, sched, src, rank=0, world=1)
     assert torch.equal(torch.rand(5), want)
+
+
+def test_eval_every_scores_the_mixture_validation_sets(tiny, mixture, tmp_path):
+    """In-loop evaluation equals `trainer evaluate` of the checkpoint at that step, and a resumed run writes the
+    same rows as an uninterrupted one."""
+    from gristmill.trainer.evaluate import evaluate_run
+
+    kw = dict(steps=4, data={"mixture": str(mixture)}, eval_every=2, eval_max_sequences=6)
+    train(tiny("full", **kw), verbose=False)
+    rows = [json.loads(x) for x in (tmp_path / "full" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and sorted(rows[0]["sets"]) == ["reference", "web"]
+    offline = evaluate_run(tmp_path / "full", max_sequences=6, batch_size=5)["sets"]
+    for name, m in rows[-1]["sets"].items():
+        assert m["tokens"] == offline[name]["tokens"] == 6 * (SEQ_LEN - 1)
+        assert m["loss"] == pytest.approx(offline[name]["loss"], rel=1e-6)
+        assert m["bits_per_byte"] == pytest.approx(offline[name]["bits_per_byte"], rel=1e-6)
+    assert rows[0]["sets"]["web"]["loss"] > rows[-1]["sets"]["web"]["loss"]  # it learns
+    train(tiny("cut", **kw), stop_after=3, verbose=False)
+    train(tiny("cut", **kw), verbose=False)
+    assert (tmp_path / "cut" / "eval.jsonl").read_text() == (tmp_path / "full" / "eval.jsonl").read_text()
+    with pytest.raises(UserError, match="eval_every needs data: {mixture: ...}"):
+        tiny("syn", eval_every=2).validate()
