@@ -48,6 +48,8 @@ class TrainConfig:
     activation_checkpointing: bool = False
     compile: bool = False                # torch.compile each transformer block (Inductor fuses its elementwise ops)
     seed: int = 0
+    init_from: str = ""                  # a checkpoint (or out_dir: its newest) whose weights start the run; the
+                                         # optimizer and schedule start fresh (annealing / continued training)
     out_dir: str = "runs/train"
     checkpoint_every: int = 0            # 0: only at the end
     keep_checkpoints: int = 2

@@ -125,6 +125,29 @@ def _run_eval(model, sets: list[dict], cfg, device, pad_id, rank: int, world: in
                                 autocast_bf16=cfg.precision == "bf16", pad_id=pad_id) for s in sets}
 
 
+# Fields that shape the weights: a checkpoint to start from must agree on them (z_loss and init_std may change).
+_ARCHITECTURE_EXEMPT = ("z_loss", "init_std")
+
+
+def _init_weights(model, init_from: str, mcfg) -> Path:
+    """Load the model weights of another run's checkpoint into the plain model (before it is parallelized)."""
+    from gristmill.trainer.export import find_run
+
+    config_path, ckpt = find_run(Path(init_from))
+    try:
+        old = json.loads(config_path.read_text()).get("model", {})
+    except (OSError, ValueError):
+        old = {}
+    new = mcfg.to_dict()
+    changed = [f"{k}: {old[k]!r} -> {v!r}" for k, v in new.items()
+               if k in old and k not in _ARCHITECTURE_EXEMPT and old[k] != v]
+    if changed:
+        raise UserError(f"init_from {ckpt}: that run trained another model ({', '.join(changed)}); a run can only "
+                        f"start from the weights of the same architecture and vocabulary")
+    checkpoint.load_model_weights(ckpt, model)
+    return ckpt
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
     if not path.is_file():
@@ -179,21 +202,23 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed)
     mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
     model = Transformer(mcfg).to(device)
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
+    # A run's own checkpoint wins: init_from only seeds a run that has none yet.
+    initialized = _init_weights(model, cfg.init_from, mcfg) if cfg.init_from and resume_from is None else None
     model = parallel.parallelize(model, mode, world_size=world, device=device,
                                  activation_checkpointing=cfg.activation_checkpointing, bf16=cfg.precision == "bf16",
                                  compile=cfg.compile)
     optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
-    out = Path(cfg.out_dir)
-    ckpt_root = out / "checkpoints"
     is_main = rank == 0
     tokens_per_step = cfg.batch_size * (source.seq_len - 1)
     flops_tok = mcfg.flops_per_token(source.seq_len - 1)
     peak = peak_flops(device)
 
     start, loop_state = 0, {"recent": [], "skipped_in_row": 0}
-    resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
     if resume_from is not None:
         _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
         start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
@@ -209,7 +234,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             print(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({mcfg.num_params(embedding=False) / 1e6:.2f}M "
                   f"non-embedding), {flops_tok / 1e9:.3f} GFLOPs/token; parallel={mode} world={world} "
                   f"accumulation={accum} device={device.type}" +
-                  (f"; resumed from {resume_from} at step {start}" if resume_from else ""), flush=True)
+                  (f"; resumed from {resume_from} at step {start}" if resume_from else "") +
+                  (f"; weights from {initialized}" if initialized else ""), flush=True)
     metrics_file = open(out / "metrics.jsonl", "a") if is_main else None
     eval_sets = _eval_sets(cfg, source.pad_id)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")

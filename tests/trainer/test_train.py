@@ -345,3 +345,28 @@ def test_eval_every_scores_the_mixture_validation_sets(tiny, mixture, tmp_path):
     assert (tmp_path / "cut" / "eval.jsonl").read_text() == (tmp_path / "full" / "eval.jsonl").read_text()
     with pytest.raises(UserError, match="eval_every needs data: {mixture: ...}"):
         tiny("syn", eval_every=2).validate()
+
+
+def test_init_from_starts_from_another_runs_weights(tiny, tmp_path):
+    """The annealing set-up: a run seeded with a base run's weights (fresh optimizer and schedule) starts at the
+    loss those weights give on its first batch; its own checkpoints win on resume; another model is refused."""
+    from gristmill.trainer import checkpoint
+
+    train(tiny("base", steps=10), verbose=False)
+    base_ckpt = checkpoint.latest(tmp_path / "base" / "checkpoints")
+    model = Transformer(model_config("tiny", vocab_size=256, max_seq_len=SEQ_LEN))
+    checkpoint.load_model_weights(base_ckpt, model)
+    src = SyntheticSource(256, SEQ_LEN, 4, seed=7)  # the new run's data: seed 7, micro-batches of 4
+    with torch.no_grad():
+        want = sum(float(model(b[:, :-1], b[:, 1:])) for b in (src.next_batch(), src.next_batch())) / 2
+    kw = dict(steps=4, seed=7, init_from=str(tmp_path / "base"))
+    rows = train(tiny("anneal", **kw), verbose=False)
+    assert rows[0]["loss"] == pytest.approx(want, rel=1e-5)
+    fresh = train(tiny("fresh", steps=4, seed=7), verbose=False)
+    assert fresh[0]["loss"] > rows[0]["loss"] + 0.2  # the base run had learned something (5.56 vs 5.21)
+    train(tiny("cut", **kw), stop_after=2, verbose=False)
+    train(tiny("cut", **kw), verbose=False)  # resumes from its own step 2, not from the base weights
+    assert metrics(tmp_path, "cut") == metrics(tmp_path, "anneal")
+    with pytest.raises(UserError, match=r"init_from .*step-00000010: that run trained another model \(qk_norm: "
+                                        r"False -> True\)"):
+        train(tiny("other", model={"preset": "tiny", "qk_norm": True}, init_from=str(base_ckpt)), verbose=False)
