@@ -56,7 +56,7 @@ def hf_config(cfg: ModelConfig, dtype: str, special: dict[str, int | None]) -> d
     """config.json for transformers: LLaMA, or Qwen3 (the same layout plus per-head q/k RMSNorm)."""
     c: dict[str, Any] = {
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_hidden,
-        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_heads,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
         "hidden_act": "silu", "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": False,
         "attention_dropout": 0.0, "initializer_range": cfg.init_std, "use_cache": True,

@@ -23,6 +23,7 @@ class ModelConfig:
     d_model: int = 512
     n_layers: int = 8
     n_heads: int = 8
+    n_kv_heads: int = 0          # 0: n_heads (multi-head); fewer: grouped-query attention, as in Llama 3
     max_seq_len: int = 2048
     ffn_hidden: int = 0          # 0: 8/3 * d_model rounded up to a multiple of 64 (LLaMA's rule)
     rope_base: float = 10000.0
@@ -37,6 +38,10 @@ class ModelConfig:
             object.__setattr__(self, "ffn_hidden", 64 * math.ceil(8 * self.d_model / 3 / 64))
         if self.d_model % self.n_heads:
             raise UserError(f"model: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.n_kv_heads == 0:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+            raise UserError(f"model: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
         if (self.d_model // self.n_heads) % 2:
             raise UserError(f"model: head dim {self.d_model // self.n_heads} must be even for RoPE")
 
@@ -48,7 +53,8 @@ class ModelConfig:
         """Exact parameter count (matches sum(p.numel()) of the built model). With embedding=False, the
         token embedding and output projection are left out (Kaplan et al.'s non-embedding count)."""
         d, h = self.d_model, self.ffn_hidden
-        attn = 4 * d * d + (2 * self.head_dim if self.qk_norm else 0)
+        kv = self.n_kv_heads * self.head_dim
+        attn = 2 * d * d + 2 * d * kv + (2 * self.head_dim if self.qk_norm else 0)
         per_layer = attn + 3 * d * h + 2 * d
         n = self.n_layers * per_layer + d  # + final norm
         if embedding:
@@ -107,6 +113,8 @@ def model_config(spec: str | dict, **overrides) -> ModelConfig:
     base = PRESETS[name]
     if "d_model" in spec and "ffn_hidden" not in spec:
         spec["ffn_hidden"] = 0
+    if "n_heads" in spec and "n_kv_heads" not in spec:
+        spec["n_kv_heads"] = 0  # multi-head again, for the new head count
     return replace(base, **spec)
 
 
@@ -123,10 +131,10 @@ class RMSNorm(nn.Module):
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.wq = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.wk = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.wv = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
@@ -134,12 +142,14 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin):
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.wk(x).view(b, t, self.n_heads, self.head_dim)
-        v = self.wv(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, k, cos, sin)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        # Grouped-query: query head i reads key/value head i // (n_heads / n_kv_heads), as transformers' repeat_kv.
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(b, t, d))
 
 

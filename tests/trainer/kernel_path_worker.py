@@ -19,7 +19,7 @@ def graph_names(fn, seen=None) -> set:
 
 
 torch.manual_seed(0)
-model = Transformer(model_config("tiny", max_seq_len=16, qk_norm=True))
+model = Transformer(model_config("tiny", max_seq_len=16, qk_norm=True, n_kv_heads=2))  # GQA: k has 2 heads
 idx = torch.randint(0, 256, (2, 17))
 result = {}
 for backend in ("torch", "triton"):

@@ -63,7 +63,8 @@ def _train(tiny, name, **model):
     return cfg.out_dir
 
 
-@pytest.mark.parametrize("model", [{}, {"tie_embeddings": True}, {"qk_norm": True, "rope_base": 500.0}])
+@pytest.mark.parametrize("model", [{}, {"tie_embeddings": True}, {"qk_norm": True, "rope_base": 500.0},
+                                   {"n_kv_heads": 2}])
 def test_transformers_loads_the_export_and_gives_our_logits(tiny, tmp_path, model):
     run = _train(tiny, "run", **model)
     out = export(run, tmp_path / "hf")

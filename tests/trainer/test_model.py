@@ -34,7 +34,7 @@ def _hf_weights(model: Transformer, qk_norm: bool) -> dict:
 def _hf_model(cfg: ModelConfig):
     common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden,
                   num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                  num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.max_seq_len,
+                  num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=cfg.max_seq_len,
                   rms_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
                   rope_theta=cfg.rope_base, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base},
                   attention_bias=False, attn_implementation="eager")
@@ -47,10 +47,11 @@ def _hf_model(cfg: ModelConfig):
     return transformers.LlamaForCausalLM(hf_cfg)
 
 
-@pytest.mark.parametrize("qk_norm,tied", [(False, False), (False, True), (True, False)])
-def test_logits_match_hf_reference(qk_norm, tied):
+@pytest.mark.parametrize("qk_norm,tied,kv", [(False, False, 0), (False, True, 0), (True, False, 0), (False, False, 2),
+                                             (True, False, 1)])
+def test_logits_match_hf_reference(qk_norm, tied, kv):
     torch.manual_seed(0)
-    cfg = model_config("tiny", qk_norm=qk_norm, tie_embeddings=tied, rope_base=500.0)
+    cfg = model_config("tiny", qk_norm=qk_norm, tie_embeddings=tied, rope_base=500.0, n_kv_heads=kv)
     ours = Transformer(cfg).eval()
     with torch.no_grad():  # non-trivial norm weights so a swapped norm would show
         for name, p in ours.named_parameters():
@@ -72,7 +73,8 @@ def test_logits_match_hf_reference(qk_norm, tied):
 
 
 def test_param_count_is_exact():
-    for cfg in [PRESETS["tiny"], model_config("tiny", qk_norm=True), model_config("tiny", tie_embeddings=True)]:
+    for cfg in [PRESETS["tiny"], model_config("tiny", qk_norm=True), model_config("tiny", tie_embeddings=True),
+                model_config("tiny", n_kv_heads=2, qk_norm=True), model_config("tiny", n_kv_heads=1)]:
         m = Transformer(cfg)
         assert cfg.num_params() == sum(p.numel() for p in m.parameters())
 
