@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -123,36 +122,39 @@ def load_model(config_path: Path, ckpt: Path) -> tuple[Transformer, dict[str, An
     return model.eval(), saved
 
 
-def _tokenizer(saved: dict[str, Any], override: str | None) -> tuple[Path | None, dict[str, int | None]]:
-    """The tokenizer.json to ship (`override`, else the run's mixture's) and the special ids the data used
-    (from the mixture manifest); (None, {}) for a run on synthetic data with no override."""
+def _tokenizer(saved: dict[str, Any], override: str | None) -> tuple[bytes | None, str, dict[str, int | None]]:
+    """(tokenizer.json bytes, where they came from, the special ids the data used): `override`, else the run's
+    mixture's tokenizer (local, or a gs:// / s3:// URL for a remote source); (None, "", {}) for a run on
+    synthetic data with no override."""
+    from gristmill.pipeline import fs
+
     mixture = (saved.get("train", {}).get("data") or {}).get("mixture")
     mpath = Path(mixture) if mixture else None
     tok = (json.loads(mpath.read_text()).get("tokenizer") or {}) if mpath and mpath.is_file() else {}
     special = {"bos": tok.get("bos_id"), "eos": tok.get("eos_id"), "pad": tok.get("pad_id")} if tok else {}
     if override:
-        path = Path(override)
-        if not path.is_file():
-            raise UserError(f"--tokenizer {path} does not exist")
-        return path, special
+        if not Path(override).is_file():
+            raise UserError(f"--tokenizer {override} does not exist")
+        return Path(override).read_bytes(), override, special
     if mpath is None:
-        return None, {}
+        return None, "", {}
     if not tok:
         raise UserError(f"the run's mixture manifest {mpath} is gone, so its tokenizer is unknown; pass --tokenizer")
-    path = (mpath.parent / tok.get("path", "")).resolve()
-    if not tok.get("path") or not path.is_file():
-        raise UserError(f"the tokenizer {path} named by {mpath} does not exist; pass --tokenizer")
-    if tok.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != tok["sha256"]:
-        raise UserError(f"{path} is not the tokenizer the run's data was made with (its sha256 differs from {mpath}'s)"
-                        f"; pass --tokenizer")
-    return path, special
+    where = str(fs.resolve(mpath.parent, tok.get("path", "")))
+    if not tok.get("path") or not fs.is_file(where):
+        raise UserError(f"the tokenizer {where} named by {mpath} does not exist; pass --tokenizer")
+    data = fs.read_bytes(where)
+    if tok.get("sha256") and hashlib.sha256(data).hexdigest() != tok["sha256"]:
+        raise UserError(f"{where} is not the tokenizer the run's data was made with (its sha256 differs from "
+                        f"{mpath}'s); pass --tokenizer")
+    return data, where, special
 
 
-def _tokenizer_files(src: Path, out: Path, special: dict[str, int | None], max_len: int) -> None:
+def _tokenizer_files(data: bytes, out: Path, special: dict[str, int | None], max_len: int) -> None:
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(src))
-    shutil.copyfile(src, out / "tokenizer.json")
+    tok = Tokenizer.from_str(data.decode("utf-8"))
+    (out / "tokenizer.json").write_bytes(data)
     cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
                            "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False}
     for role in ("bos", "eos", "pad"):
@@ -168,13 +170,16 @@ def export(path: str | Path, out: str | Path, *, dtype: str = "float32", tokeniz
     config_path, ckpt = find_run(Path(path))
     model, saved = load_model(config_path, ckpt)
     cfg = model.config
-    tok_path, special = _tokenizer(saved, tokenizer)
-    if tok_path is not None:
+    tok_data, tok_where, special = _tokenizer(saved, tokenizer)
+    if tok_data is not None:
         from tokenizers import Tokenizer
 
-        size = Tokenizer.from_file(str(tok_path)).get_vocab_size()
+        try:
+            size = Tokenizer.from_str(tok_data.decode("utf-8")).get_vocab_size()
+        except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+            raise UserError(f"cannot load tokenizer {tok_where}: {e}") from None
         if size > cfg.vocab_size:
-            raise UserError(f"tokenizer {tok_path} has {size} tokens, the model {cfg.vocab_size}")
+            raise UserError(f"tokenizer {tok_where} has {size} tokens, the model {cfg.vocab_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_dtype, tag = DTYPES[dtype]
@@ -182,8 +187,8 @@ def export(path: str | Path, out: str | Path, *, dtype: str = "float32", tokeniz
     tensors = {hf: params[ours].to(torch_dtype) for ours, hf in hf_names(cfg).items()}
     write_safetensors(out / "model.safetensors", tensors, tag)
     (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, special), indent=2, sort_keys=True) + "\n")
-    if tok_path is not None:
-        _tokenizer_files(tok_path, out, special, cfg.max_seq_len)
+    if tok_data is not None:
+        _tokenizer_files(tok_data, out, special, cfg.max_seq_len)
     (out / "gristmill.json").write_text(json.dumps({"checkpoint": str(ckpt.resolve()), "dtype": dtype,
                                                     "model": cfg.to_dict()}, indent=2, sort_keys=True) + "\n")
     return out

@@ -277,3 +277,27 @@ def test_mixture_of_remote_sources_trains_on_the_same_batches(remote_dataset, re
     (remote_root / "ds2" / "tokens" / "train-00000.arrow").unlink()
     with pytest.raises(UserError, match=r"source 'wiki': shard gmtest://ds2/tokens/train-00000.arrow is missing"):
         mixbuild.build(spec, tmp_path / "remote" / "again.json")
+
+
+def test_training_evaluation_and_export_on_a_remote_source(remote_dataset, remote_root, tmp_path):
+    from gristmill.mixtures import build as mixbuild
+    from gristmill.mixtures.spec import spec_from_dict
+    from gristmill.trainer.config import TrainConfig
+    from gristmill.trainer.evaluate import evaluate_run
+    from gristmill.trainer.export import export
+    from gristmill.trainer.train import train
+
+    local, url = remote_dataset
+    spec = spec_from_dict({"sources": [{"name": "web", "manifest": url}], "budget_tokens": 5_000, "seed": 0,
+                           "weighting": {"method": "explicit", "proportions": {"web": 1.0}}}, tmp_path)
+    mixture = tmp_path / "mix" / "mixture.json"
+    mixbuild.write_mixture(mixbuild.build(spec, mixture), mixture)
+    cfg = TrainConfig(model="tiny", data={"mixture": str(mixture)}, steps=2, batch_size=4, micro_batch_size=4,
+                      warmup_steps=0, precision="fp32", out_dir=str(tmp_path / "run"), eval_every=2,
+                      eval_max_sequences=4)
+    train(cfg, verbose=False)
+    offline = evaluate_run(tmp_path / "run", max_sequences=4)["sets"]["web"]
+    inline = json.loads((tmp_path / "run" / "eval.jsonl").read_text().splitlines()[-1])["sets"]["web"]
+    assert offline["loss"] == pytest.approx(inline["loss"], rel=1e-6) and offline["tokens"] == 4 * 63
+    out = export(tmp_path / "run", tmp_path / "hf")
+    assert (out / "tokenizer.json").read_bytes() == (local / "tokenizer.json").read_bytes()
