@@ -133,7 +133,8 @@ def register(subparsers) -> None:
                     "--output. Runs on Beam: in-process with one worker per core unless --runner says otherwise.",
         epilog=ENCODE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("input", help="document files (JSONL or JSONL.gz glob)")
-    e.add_argument("--tokenizer", required=True, help="tokenizer.json (from `beam tokenize train`)")
+    e.add_argument("--tokenizer", required=True, help="tokenizer.json: from `beam tokenize train`, or a published "
+                                                     "one (GPT-2, Llama, Mistral, Qwen, ...), by path or URL")
     e.add_argument("--output", required=True, help="token dataset folder to write (local, gs://, s3://)")
     e.add_argument("--seq-len", type=int, default=2048, help="ids per training sequence (default 2048)")
     e.add_argument("--shard-mb", type=float, default=128.0, help="target shard size in MiB (default 128)")

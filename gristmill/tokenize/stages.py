@@ -13,6 +13,7 @@ import numpy as np
 from apache_beam.pvalue import AsSingleton
 
 from gristmill.errors import UserError
+from gristmill.filters.models import is_url
 from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 from gristmill.tokenize import encode as E
@@ -174,8 +175,11 @@ class Tokenize(Stage):
         self.source = source
 
     def validate(self, ctx: RunContext) -> None:
-        if self.tokenizer is not None and not fs.is_file(self.tokenizer):
-            raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
+        if self.tokenizer is not None:
+            if is_url(self.tokenizer):
+                read_tokenizer_json(self.tokenizer)  # downloads it now: a bad URL is one line before the run
+            elif not fs.is_file(self.tokenizer):
+                raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
 
     def expand(self, docs, ctx: RunContext):
         label, config, seed = self.label, self.config, ctx.seed
@@ -184,7 +188,7 @@ class Tokenize(Stage):
         tokenizer = _trained.get(docs.pipeline) if self.tokenizer is None else None
         if tokenizer is None:
             path = self.tokenizer or fs.join(folder, TOKENIZER)
-            if not fs.is_file(path):
+            if not is_url(path) and not fs.is_file(path):
                 raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
                                 f"or pass tokenizer=PATH (looked for {path})")
             # read_tokenizer_json: a published tokenizer with no PAD gets one here, once, so the workers' ids

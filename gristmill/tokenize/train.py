@@ -111,13 +111,18 @@ class TokenizerInfo:
 
 
 def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
-    """The bytes of tokenizer.json, from a path or from the JSON itself (str or bytes): exactly the file's when
-    it has a padding token, else `adopt_tokenizer`'s copy with one added."""
+    """The bytes of tokenizer.json, from a path, a Beam filesystem path (gs://, s3://), an http(s) or file URL
+    (downloaded once into the cache), or the JSON itself (str or bytes): exactly the file's when it has a
+    padding token, else `adopt_tokenizer`'s copy with one added."""
     if isinstance(source, bytes):
         return adopt_tokenizer(source, "(JSON given inline)")
     s = str(source)
     if s.lstrip().startswith("{"):
         return adopt_tokenizer(s.encode("utf-8"), "(JSON given inline)")
+    from gristmill.filters import models
+
+    if models.is_url(s):  # http(s) or file: fetched once into the cache, as models are
+        return adopt_tokenizer(models.download(s, "tokenizer").read_bytes(), s)
     if fs.is_remote(s):  # gs://, s3://: through Beam's FileSystems
         if not fs.is_file(s):
             raise UserError(f"tokenizer file {s} does not exist")

@@ -131,3 +131,27 @@ def test_beam_stage_ships_the_same_adopted_tokenizer_as_the_driver(tmp_path):
     assert json.loads((beam_dir / "manifest.json").read_text()) == manifest
     for f in sorted((tmp_path / "local").iterdir()):
         assert (beam_dir / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_a_tokenizer_by_url_is_fetched_once_into_the_cache(tmp_path, monkeypatch):
+    """file:// stands in for https:// (the same urllib download): the same shards as from the path."""
+    monkeypatch.setenv("GRISTMILL_CACHE", str(tmp_path / "cache"))
+    path = gpt2_like(tmp_path)
+    by_path, _ = tokenize_documents(_docs(), str(path), tmp_path / "a", CONFIG, seed=1, source="t", recipe_sha256="0")
+    by_url, _ = tokenize_documents(_docs(), path.as_uri(), tmp_path / "b", CONFIG, seed=1, source="t",
+                                   recipe_sha256="0")
+    assert by_url == by_path
+    from gristmill.pipeline.docio import CreateDocuments
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+    from gristmill.tokenize.stages import Tokenize
+
+    run_stages([CreateDocuments("Create", _docs()),
+                Tokenize("Tokenize", seq_len=CONFIG.seq_len, shard_bytes=CONFIG.shard_bytes,
+                         validation_fraction=CONFIG.validation_fraction, tokenizer=path.as_uri())],
+               RunContext(output=str(tmp_path / "beam"), seed=1, recipe_name="t", recipe_hash="0"),
+               ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    assert json.loads((tmp_path / "beam" / "tokens" / "manifest.json").read_text()) == by_path
+    assert [p.name.split("-", 1)[1] for p in (tmp_path / "cache" / "downloads").iterdir()] == ["gpt2.json"]
+    with pytest.raises(UserError, match="cannot download tokenizer model from file:///nowhere/tokenizer.json"):
+        read_tokenizer_json("file:///nowhere/tokenizer.json")
