@@ -133,7 +133,10 @@ def _init_weights(model, init_from: str, mcfg) -> Path:
     """Load the model weights of another run's checkpoint into the plain model (before it is parallelized)."""
     from gristmill.trainer.export import find_run
 
-    config_path, ckpt = find_run(Path(init_from))
+    try:
+        config_path, ckpt = find_run(Path(init_from))
+    except UserError as e:
+        raise UserError(f"init_from: {e}") from None
     try:
         old = json.loads(config_path.read_text()).get("model", {})
     except (OSError, ValueError):

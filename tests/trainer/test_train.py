@@ -370,3 +370,5 @@ def test_init_from_starts_from_another_runs_weights(tiny, tmp_path):
     with pytest.raises(UserError, match=r"init_from .*step-00000010: that run trained another model \(qk_norm: "
                                         r"False -> True\)"):
         train(tiny("other", model={"preset": "tiny", "qk_norm": True}, init_from=str(base_ckpt)), verbose=False)
+    with pytest.raises(UserError, match="init_from: .*nowhere is neither a training out_dir nor a checkpoint"):
+        train(tiny("other2", init_from=str(tmp_path / "nowhere")), verbose=False)
