@@ -331,7 +331,8 @@ def evaluate_checkpoint(cfg, checkpoint_dir: Path, eval_sets: list[dict[str, Any
     model = Transformer(mcfg).to(device)
     checkpoint.load_model_weights(checkpoint_dir, model)
     return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size), device=device,
-                                autocast_bf16=cfg.precision == "bf16", pad_id=manifest["tokenizer"].get("pad_id"))
+                                autocast_bf16=cfg.precision == "bf16", pad_id=manifest["tokenizer"].get("pad_id"),
+                                eos_id=manifest["tokenizer"].get("eos_id") if cfg.document_masking else None)
             for s in eval_sets}
 
 

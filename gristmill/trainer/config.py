@@ -46,6 +46,7 @@ class TrainConfig:
     grad_clip: float = 1.0               # 0 disables clipping
     precision: str = "bf16"
     activation_checkpointing: bool = False
+    document_masking: bool = False       # attention within each packed document only (Llama 3), from EOS positions
     compile: bool = False                # torch.compile each transformer block (Inductor fuses its elementwise ops)
     seed: int = 0
     init_from: str = ""                  # a checkpoint (or out_dir: its newest) whose weights start the run; the
@@ -88,6 +89,10 @@ class TrainConfig:
         need(isinstance(self.eval_every, int) and self.eval_every >= 0, "eval_every must be an integer >= 0")
         need(isinstance(self.eval_max_sequences, int) and self.eval_max_sequences >= 1,
              "eval_max_sequences must be an integer >= 1")
+        need(isinstance(self.document_masking, bool),
+             f"document_masking must be true or false, not {self.document_masking!r}")
+        need(not self.document_masking or "mixture" in (self.data if isinstance(self.data, dict) else {}),
+             "document_masking needs data: {mixture: ...}; synthetic rows hold no documents")
         need(not self.eval_every or "mixture" in (self.data if isinstance(self.data, dict) else {}),
              "eval_every needs data: {mixture: ...}; synthetic data has no validation sets")
         need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")

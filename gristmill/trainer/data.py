@@ -19,6 +19,7 @@ class DataSource(Protocol):
     seq_len: int
     vocab_size: int
     pad_id: int | None  # targets equal to it are not learned (None: the data has no PAD)
+    eos_id: int | None  # ends each packed document (for document masking; None: no documents)
 
     def next_batch(self) -> torch.Tensor: ...
     def state_dict(self) -> dict: ...
@@ -34,7 +35,7 @@ class SyntheticSource:
         if vocab_size < 2 or seq_len < 2:
             raise UserError("synthetic data needs vocab_size >= 2 and seq_len >= 2")
         self.vocab_size, self.seq_len, self.batch_size = vocab_size, seq_len, batch_size
-        self.pad_id = None
+        self.pad_id = self.eos_id = None
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.sample = 0
 
@@ -71,6 +72,7 @@ class MixtureSource:
         self.seq_len = self.loader.seq_len
         self.vocab_size = int(self.loader.manifest["tokenizer"]["vocab_size"])
         self.pad_id = self.loader.manifest["tokenizer"].get("pad_id")
+        self.eos_id = self.loader.manifest["tokenizer"].get("eos_id")
 
     def next_batch(self) -> torch.Tensor:
         return self.loader.next_batch()

@@ -15,11 +15,11 @@ import torch.distributed as dist
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
-             autocast_bf16: bool = False, pad_id: int | None = None) -> dict:
+             autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None) -> dict:
     """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
-    to pad_id are not scored. Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
+    to pad_id are not scored; with eos_id, attention stays within each document (document masking). Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
     "bytes": n}, reduced over ranks."""
-    from gristmill.trainer.model import IGNORE_INDEX, lm_targets
+    from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
     was_training = model.training
     model.eval()
@@ -31,7 +31,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
         ids = ids.to(device)
         targets = lm_targets(ids, pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-            mean_loss = model(ids[:, :-1], targets)
+            inputs = ids[:, :-1]
+            mean_loss = model(inputs, targets, segments=None if eos_id is None else doc_segments(inputs, eos_id))
         n_tok = int((targets != IGNORE_INDEX).sum())
         totals[0] += mean_loss.double() * n_tok
         totals[1] += n_tok
@@ -79,6 +80,8 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
     out = {}
     for s in sets:
         out[s["name"]] = {**evaluate(model, ablate.eval_batches(s["sources"], batch_size), device=device,
-                                     autocast_bf16=bf16, pad_id=mix["manifest"]["tokenizer"].get("pad_id")),
+                                     autocast_bf16=bf16, pad_id=mix["manifest"]["tokenizer"].get("pad_id"),
+                                     eos_id=mix["manifest"]["tokenizer"].get("eos_id")
+                                     if saved.get("train", {}).get("document_masking") else None),
                           "kind": s["kind"], "sequences": sum(src["sequences"] for src in s["sources"])}
     return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}

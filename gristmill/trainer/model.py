@@ -84,6 +84,20 @@ def lm_targets(ids: torch.Tensor, pad_id: int | None) -> torch.Tensor:
     return targets if pad_id is None else targets.masked_fill(targets == pad_id, IGNORE_INDEX)
 
 
+def doc_segments(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Per position of ids [B, T], the number of EOS tokens before it: packed documents each end with EOS, so
+    this numbers the documents of a row (the row's first, possibly continued, document is 0)."""
+    is_eos = (ids == eos_id).to(torch.int32)
+    return torch.cumsum(is_eos, dim=1) - is_eos
+
+
+def document_mask(segments: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] booleans: query i may attend key j when j <= i and both are in the same document."""
+    t = segments.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, max_seq_len=64),  # tests
     "10m": ModelConfig(d_model=448, n_layers=4, n_heads=7),
@@ -139,7 +153,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, mask=None):
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
         k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim)
@@ -148,8 +162,9 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, k, cos, sin)
         # Grouped-query: query head i reads key/value head i // (n_heads / n_kv_heads), as transformers' repeat_kv.
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        # mask: None for plain causal attention, else document_mask's booleans (causal within each document).
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                           is_causal=mask is None, enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -172,8 +187,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x, cos, sin, mask=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -204,15 +219,17 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or the mean loss if targets given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None):
+        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or the mean loss if targets given.
+        segments (batch, seq), e.g. doc_segments(idx, eos_id): attention stays within each document."""
         t = idx.shape[1]
         if t > self.config.max_seq_len:
             raise UserError(f"sequence length {t} exceeds the model's max_seq_len {self.config.max_seq_len}")
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         x = self.tok_emb(idx)
+        mask = None if segments is None else document_mask(segments)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, mask) if mask is not None else layer(x, cos, sin)
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x)

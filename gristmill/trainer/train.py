@@ -21,7 +21,7 @@ from gristmill.kernels.dispatch import set_backend as set_kernel_backend
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
-from gristmill.trainer.model import Transformer, lm_targets, model_config
+from gristmill.trainer.model import Transformer, doc_segments, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -116,13 +116,14 @@ def _eval_sets(cfg, pad_id: int | None) -> list[dict]:
     return ablate.evaluation_sets([ablate.load_mixture(cfg.data["mixture"])], {}, cfg.eval_max_sequences)
 
 
-def _run_eval(model, sets: list[dict], cfg, device, pad_id, rank: int, world: int) -> dict:
+def _run_eval(model, sets: list[dict], cfg, device, pad_id, eos_id, rank: int, world: int) -> dict:
     from gristmill.trainer.ablate import eval_batches
     from gristmill.trainer.evaluate import evaluate
 
     bs = cfg.micro_batch_size
+    eos = eos_id if cfg.document_masking else None
     return {s["name"]: evaluate(model, eval_batches(s["sources"], bs, rank=rank, world_size=world), device=device,
-                                autocast_bf16=cfg.precision == "bf16", pad_id=pad_id) for s in sets}
+                                autocast_bf16=cfg.precision == "bf16", pad_id=pad_id, eos_id=eos) for s in sets}
 
 
 # Fields that shape the weights: a checkpoint to start from must agree on them (z_loss and init_std may change).
@@ -256,7 +257,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             for micro in range(accum):
                 batch = source.next_batch().to(device, non_blocking=True)
                 with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
-                    loss = model(batch[:, :-1], lm_targets(batch, source.pad_id))
+                    inputs = batch[:, :-1]
+                    segments = doc_segments(inputs, source.eos_id) if cfg.document_masking else None
+                    loss = model(inputs, lm_targets(batch, source.pad_id), segments=segments)
                     (loss / accum).backward()
                 loss_sum += loss.detach().float()
             loss_avg = parallel.all_reduce_mean(loss_sum / accum, world)
@@ -298,7 +301,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     metrics_file.flush()
                 progress.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-                sets = _run_eval(model, eval_sets, cfg, device, source.pad_id, rank, world)
+                sets = _run_eval(model, eval_sets, cfg, device, source.pad_id, source.eos_id, rank, world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
                         f.write(json.dumps({"step": step + 1, "tokens": (step + 1) * tokens_per_step,

@@ -147,3 +147,25 @@ def test_z_loss_adds_the_mean_squared_logsumexp():
         got = with_z(idx[:, :-1], idx[:, 1:])
     torch.testing.assert_close(got, ce + 1e-2 * lse.pow(2).mean(), atol=1e-6, rtol=1e-6)
     assert got > ce
+
+
+@pytest.mark.parametrize("kv", [0, 2])
+def test_document_masking_scores_each_packed_document_as_if_alone(kv):
+    """With RoPE, attention depends on relative positions only, so a document packed after another one, with
+    attention kept inside documents, gives the logits it gives alone at position 0 (and not without the mask)."""
+    from gristmill.trainer.model import doc_segments
+
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", n_kv_heads=kv)).eval()
+    eos = 2
+    a, b = torch.randint(3, 256, (1, 13)), torch.randint(3, 256, (1, 19))
+    packed = torch.cat([a, torch.tensor([[eos]]), b], dim=1)  # doc a, its EOS, then doc b
+    segments = doc_segments(packed, eos)
+    assert segments.tolist() == [[0] * 14 + [1] * 19]
+    with torch.no_grad():
+        masked = model(packed, segments=segments)
+        alone_b, alone_a = model(b), model(torch.cat([a, torch.tensor([[eos]])], dim=1))
+        plain = model(packed)
+    torch.testing.assert_close(masked[:, 14:], alone_b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked[:, :14], alone_a, atol=1e-5, rtol=1e-5)
+    assert (plain[:, 14:] - alone_b).abs().max() > 1e-2  # without the mask, b sees a

@@ -372,3 +372,47 @@ def test_init_from_starts_from_another_runs_weights(tiny, tmp_path):
         train(tiny("other", model={"preset": "tiny", "qk_norm": True}, init_from=str(base_ckpt)), verbose=False)
     with pytest.raises(UserError, match="init_from: .*nowhere is neither a training out_dir nor a checkpoint"):
         train(tiny("other2", init_from=str(tmp_path / "nowhere")), verbose=False)
+
+
+def test_document_masking_reaches_the_model_in_training(tiny, tmp_path):
+    """Rows holding several EOS-separated documents: the first step's loss equals the masked loss of the freshly
+    initialised model on the loader's first batches, and differs from the unmasked run's."""
+    import numpy as np
+
+    from gristmill.mixtures import build as mixbuild
+    from gristmill.mixtures.loader import MixtureLoader
+    from gristmill.mixtures.spec import spec_from_dict
+    from gristmill.tokenize.shards import ShardWriter, build_manifest, shard_name, write_manifest
+    from gristmill.trainer.model import doc_segments, lm_targets
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 64), ("validation", 8)):
+        w = ShardWriter(folder / shard_name(split, 0), SEQ_LEN, 256, pad_id=0)
+        for _ in range(n):
+            row = 3 + (rng.integers(253) + rng.integers(1, 5) * np.arange(SEQ_LEN)) % 253
+            row[[10, 21]] = 2  # three documents per row
+            w.write_row(row, [0, 11, 22], 3 * SEQ_LEN)
+        splits[split] = [w.close()]
+    tok = {"path": "tokenizer.json", "sha256": "ab" * 32, "vocab_size": 256, "bos_id": 1, "eos_id": 2, "pad_id": 0}
+    write_manifest(folder, build_manifest(source="docs", domain="web", seq_len=SEQ_LEN, tokenizer=tok,
+                                          recipe_sha256="00" * 32, seed=0, splits=splits))
+    spec = spec_from_dict({"sources": [{"name": "docs", "manifest": str(folder)}], "budget_tokens": 64 * SEQ_LEN,
+                           "seed": 0, "weighting": {"method": "explicit", "proportions": {"docs": 1.0}}}, tmp_path)
+    mixture = tmp_path / "mix.json"
+    mixbuild.write_mixture(mixbuild.build(spec, mixture), mixture)
+    kw = dict(steps=2, data={"mixture": str(mixture)}, eval_every=2, eval_max_sequences=4)
+    masked = train(tiny("masked", document_masking=True, **kw), verbose=False)
+    plain = train(tiny("plain", **kw), verbose=False)
+    torch.manual_seed(0)  # the run's seed; the model is the first thing to draw from torch's RNG
+    model = Transformer(model_config("tiny", vocab_size=256, max_seq_len=SEQ_LEN))
+    loader = MixtureLoader(mixture, 4)  # micro-batches of 4, two per step
+    with torch.no_grad():
+        want = sum(float(model(b[:, :-1], lm_targets(b, 0), segments=doc_segments(b[:, :-1], 2)))
+                   for b in (loader.next_batch(), loader.next_batch())) / 2
+    assert masked[0]["loss"] == pytest.approx(want, rel=1e-5)
+    assert abs(masked[0]["loss"] - plain[0]["loss"]) > 1e-4
+    evals = [json.loads((tmp_path / n / "eval.jsonl").read_text())["sets"]["web"]["loss"] for n in ("masked", "plain")]
+    assert evals[0] != evals[1]  # the evaluation masks too
