@@ -112,3 +112,26 @@ def test_compiled_model_on_cuda_matches_the_triton_path(monkeypatch):
     torch.testing.assert_close(loss, eager_loss, rtol=1e-2, atol=1e-2)
     for g, e in zip(grads, eager_grads):  # bf16 roundings differ between the two paths: compare norms
         assert ((g - e).norm() / e.norm()).item() < 3e-2
+
+
+@pytest.mark.gpu
+def test_document_masked_gqa_model_on_cuda_matches_the_cpu_reference(monkeypatch):
+    # The Triton kernels (RoPE with fewer K heads, the fused loss) and SDPA's masked GQA path on CUDA, in fp32,
+    # against the PyTorch references on the CPU.
+    from gristmill.trainer.model import Transformer, doc_segments, lm_targets, model_config
+
+    monkeypatch.delenv("GRISTMILL_KERNELS", raising=False)
+    torch.manual_seed(0)
+    cpu = Transformer(model_config("tiny", max_seq_len=64, n_kv_heads=2))
+    gpu = Transformer(model_config("tiny", max_seq_len=64, n_kv_heads=2)).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    idx = torch.randint(3, 256, (4, 65))
+    idx[:, [20, 41]] = 2
+    results = []
+    for model, ids in ((cpu, idx), (gpu, idx.cuda())):
+        loss = model(ids[:, :-1], lm_targets(ids, 0), segments=doc_segments(ids[:, :-1], 2))
+        loss.backward()
+        results.append((loss.detach().cpu(), [p.grad.detach().cpu() for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-4)
+    for g, e in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
