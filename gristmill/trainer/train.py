@@ -48,7 +48,7 @@ class WarmupStableDecay:
     """LR multiplier for warmup-stable-decay (WSD; MiniCPM, Hu et al. 2024; Hägele et al. 2024): the same linear
     warmup, then 1 until the last `decay` steps, which fall to `min_ratio` along `shape` (linear, cosine or
     1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`. A stable-phase checkpoint can be resumed
-    with more steps, or decayed early, without retraining what came before."""
+    with more steps (which moves the decay later), or seed annealing runs through `init_from`."""
 
     SHAPES = ("linear", "cosine", "1-sqrt")
 
@@ -107,7 +107,7 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
-def _eval_sets(cfg, pad_id: int | None) -> list[dict]:
+def _eval_sets(cfg) -> list[dict]:
     """The mixture's validation sets, one per domain, chosen as `trainer ablate` chooses them."""
     if not cfg.eval_every:
         return []
@@ -241,7 +241,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                   (f"; resumed from {resume_from} at step {start}" if resume_from else "") +
                   (f"; weights from {initialized}" if initialized else ""), flush=True)
     metrics_file = open(out / "metrics.jsonl", "a") if is_main else None
-    eval_sets = _eval_sets(cfg, source.pad_id)
+    eval_sets = _eval_sets(cfg)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     recent: deque = deque(loop_state["recent"], maxlen=20)
     skipped_in_row = loop_state["skipped_in_row"]

@@ -17,6 +17,7 @@ from gristmill.trainer.train import train
 MODES = ("ddp", "zero1", "zero2", "zero3")
 COMPILED_MODES = ("ddp", "zero3")
 EVAL_MODES = ("ddp", "zero3")
+INIT_MODES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,12 @@ def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
     for m in COMPILED_MODES:  # compiled blocks under DDP's and FSDP2's hooks
         plan[f"{m}_compiled"] = {"mode": m, "config": {"compile": True}}
     evaluated = {"data": {"mixture": str(mixture)}, "eval_every": 2, "eval_max_sequences": 8}
+    # init_from under torchrun: every rank loads the base weights before the model is wrapped or sharded
+    base = out / "base"
+    train(TrainConfig(**{**tiny_settings, "out_dir": str(base), "seed": 9}), verbose=False)
+    seeded = {"init_from": str(base)}
+    for m in INIT_MODES:
+        plan[f"{m}_init"] = {"mode": m, "config": seeded}
     for m in EVAL_MODES:  # evaluation splits the validation rows over the ranks (FSDP2 needs both in each forward)
         plan[f"{m}_eval"] = {"mode": m, "config": evaluated}
     spec = out / "spec.json"
@@ -49,6 +56,8 @@ def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
         results[f"{m}_eval:rows"] = _eval_rows(out / f"{m}_eval")
     train(TrainConfig(**{**tiny_settings, **evaluated, "out_dir": str(out / "single_eval")}), verbose=False)
     results["single_eval:rows"] = _eval_rows(out / "single_eval")
+    init = train(TrainConfig(**{**tiny_settings, **seeded, "out_dir": str(out / "single_init")}), verbose=False)
+    results["single_init"] = [[r["step"], r["loss"], r["grad_norm"]] for r in init]
     return results
 
 
@@ -87,6 +96,13 @@ def test_evaluation_across_ranks_matches_one_process(runs, mode):
             assert a["sets"][name]["tokens"] == b["sets"][name]["tokens"] == 8 * 31
             for key in ("loss", "bits_per_byte"):
                 assert a["sets"][name][key] == pytest.approx(b["sets"][name][key], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", INIT_MODES)
+def test_init_from_across_ranks_matches_one_process(runs, mode):
+    got, ref = runs[f"{mode}_init"], runs["single_init"]
+    assert [loss for _, loss, _ in got] == pytest.approx([loss for _, loss, _ in ref], rel=1e-5)
+    assert ref[0][1] < runs["single"][0][1] - 0.01  # the base weights were really loaded: a lower first loss
 
 
 @pytest.mark.parametrize("mode", MODES)
