@@ -18,6 +18,7 @@ A spec (YAML):
   sources:
     - {name: web,  manifest: out/tokens-web,  domain: web, max_epochs: 2}
     - {name: wiki, manifest: out/tokens-wiki, domain: reference}
+    - {name: code, manifest: gs://bucket/out/code/tokens}   # remote: its shards are copied when training reads them
   budget_tokens: 200M
   seed: 0
   weighting: {method: temperature, temperature: 2.0}   # or explicit (proportions: {...}) or unimax (max_epochs: 4)
