@@ -221,7 +221,9 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
 
         from gristmill.trainer.config import load_config
 
-        config = load_config(args.config)  # a missing or malformed file is one error line
+        # A missing or malformed file is one error line here; the settings are checked once the ablation has set
+        # the data and the steps (below), since some checks depend on them (document_masking, a WSD decay).
+        config = load_config(args.config, validate=False)
         # Only the keys the file sets: the ablation's own defaults apply to the rest.
         given = set(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
         base = {k: v for k, v in config.to_dict().items() if k in given}
@@ -270,6 +272,7 @@ def _run_config(settings: Settings, mixture: dict[str, Any], seed: int, out_dir:
         fields["betas"] = tuple(fields["betas"])
     return TrainConfig(**{**fields, "data": {"mixture": mixture["path"]}, "steps": settings.steps, "seed": seed,
                           "parallel": "single", "out_dir": str(out_dir), "checkpoint_every": 0,
+                          "eval_every": 0,  # the ablation evaluates its runs itself
                           "keep_checkpoints": 1})
 
 

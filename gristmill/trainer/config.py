@@ -121,8 +121,10 @@ class TrainConfig:
         return asdict(self)
 
 
-def load_config(path: str | Path, **overrides) -> TrainConfig:
-    """Read YAML/JSON into a validated TrainConfig; relative data paths resolve against the config's folder."""
+def load_config(path: str | Path, validate: bool = True, **overrides) -> TrainConfig:
+    """Read YAML/JSON into a validated TrainConfig; relative data paths resolve against the config's folder.
+    validate=False leaves the checks to the caller, for settings another command completes (trainer ablate sets
+    the data and the steps, on which some checks depend)."""
     import yaml  # here, not at the top: the trainer itself (and bench/trainer.py on a bare GPU box) needs no YAML
 
     path = Path(path)
@@ -148,4 +150,4 @@ def load_config(path: str | Path, **overrides) -> TrainConfig:
     mix = cfg.data.get("mixture") if isinstance(cfg.data, dict) else None
     if isinstance(mix, str) and not Path(mix).is_absolute():
         cfg.data = {"mixture": str((path.parent / mix).resolve())}
-    return cfg.validate()
+    return cfg.validate() if validate else cfg

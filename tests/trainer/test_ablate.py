@@ -243,6 +243,15 @@ def test_evaluation_sets_are_the_union_of_domains(data, tmp_path):
                                     *FAST]))["settings"]["train"]
     # the file's keys, then flags over them, then the ablation's defaults (fp32 on the CPU, not the trainer's bf16)
     assert (train["lr"], train["weight_decay"], train["batch_size"], train["precision"]) == (3e-3, 0.0, 8, "fp32")
+    # settings that only make sense once the ablation sets the data and steps: checked then, not on the bare file
+    anneal = tmp_path / "anneal.yaml"
+    anneal.write_text("document_masking: true\nschedule: wsd\ndecay_fraction: 1.0\nwarmup_steps: 0\n")
+    train = ablate.make_plan(parse([str(data["easy_mix"]), "--config", str(anneal), "-o", str(tmp_path / "a"),
+                                    *FAST]))["settings"]["train"]
+    assert (train["document_masking"], train["schedule"], train["decay_fraction"]) == (True, "wsd", 1.0)
+    anneal.write_text("schedule: wsd\ndecay_fraction: 1.0\n")  # the default warmup (steps // 10) leaves no room
+    with pytest.raises(UserError, match=r"config: warmup_steps 1 \+ decay steps 16"):
+        ablate.make_plan(parse([str(data["easy_mix"]), "--config", str(anneal), "-o", str(tmp_path / "b"), *FAST]))
     broken = tmp_path / "broken.yaml"
     broken.write_text("lr: [1\n")
     for bad, message in ((["--config", str(tmp_path / "none.yaml")], "config file not found"),
