@@ -67,9 +67,7 @@ class WriteDocuments(Stage):
 
     def expand(self, docs, ctx: RunContext):
         directory = ctx.path(self.subdir)
-        stale = FileSystems.match([FileSystems.join(directory, "part-*.jsonl.gz")])[0].metadata_list
-        if stale:
-            FileSystems.delete([m.path for m in stale])
+        fs.delete(fs.matching(fs.join(directory, "part-*.jsonl.gz")))  # shards of an earlier, larger run
         n = self.shards
         every_shard = docs.pipeline | f"{self.label}/AllShards" >> beam.Create([(i, None) for i in range(n)])
         keyed = docs | f"{self.label}/Key" >> beam.Map(lambda d: (shard_of(d.id, n), d))
@@ -184,9 +182,8 @@ class CreateDocuments(Stage):
 def read_documents(directory: str) -> list[Document]:
     """All documents under a run's documents folder, in shard order (for tests and small tools)."""
     out = []
-    for m in sorted(FileSystems.match([FileSystems.join(directory, "part-*.jsonl.gz")])[0].metadata_list,
-                    key=lambda m: m.path):
-        with FileSystems.open(m.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, \
+    for path in fs.matching(fs.join(directory, "part-*.jsonl.gz")):
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, \
                 gzip.open(raw, "rt", encoding="utf-8") as f:
             out.extend(Document.from_dict(json.loads(line)) for line in f)
     return out

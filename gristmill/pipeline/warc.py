@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 
+from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ class ReadWarc(Stage):
         self.rebalance = rebalance
 
     def expand(self, root, ctx: RunContext):
-        files = sorted(m.path for m in FileSystems.match([ctx.input])[0].metadata_list)
+        files = fs.matching(ctx.input)
         pages = (
             root
             | f"{self.label}/Files" >> beam.Create(files)  # Create reshuffles: files spread over workers
