@@ -77,15 +77,13 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     from gristmill.pipeline.runner import run_stages
     from gristmill.pipeline.stages import RunContext
     from gristmill.tokenize.stages import Tokenize
-    from gristmill.tokenize.train import load_tokenizer
 
     if not fs.matching(args.input):
         raise UserError(f"no document files match {args.input}")
-    # The settings are checked first (cheap), then the tokenizer is loaded once: both fail with one line.
+    # The settings are checked here; the tokenizer is loaded by the stage's validate, before the run starts.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
                      validation_fraction=args.validation_fraction, domain=args.domain, tokenizer=args.tokenizer,
                      source=args.source or fs.basename(args.output.rstrip("/")), subdir="", buckets=args.buckets)
-    load_tokenizer(args.tokenizer)
     ctx = RunContext(input=args.input, output=args.output, seed=args.seed, recipe_name="tokenize",
                      recipe_hash=args.recipe_sha256 or recipe_hash_of(args.input), num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})

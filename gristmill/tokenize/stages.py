@@ -13,7 +13,6 @@ import numpy as np
 from apache_beam.pvalue import AsSingleton
 
 from gristmill.errors import UserError
-from gristmill.filters.models import is_url
 from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 from gristmill.tokenize import encode as E
@@ -175,11 +174,14 @@ class Tokenize(Stage):
         self.source = source
 
     def validate(self, ctx: RunContext) -> None:
+        # A given tokenizer is loaded here, on the launching machine, so every problem with it (a missing file, a
+        # bad URL, malformed JSON, no end-of-text token, unknown bytes per token) is one line before the run.
         if self.tokenizer is not None:
-            if is_url(self.tokenizer):
-                read_tokenizer_json(self.tokenizer)  # downloads it now: a bad URL is one line before the run
-            elif not fs.is_file(self.tokenizer):
-                raise UserError(f"stage {self.label}: tokenizer file {self.tokenizer} does not exist")
+            try:
+                tok, _ = load_tokenizer(self.tokenizer)
+                token_byte_lengths(tok)
+            except UserError as e:
+                raise UserError(f"stage {self.label}: {e}") from None
 
     def expand(self, docs, ctx: RunContext):
         label, config, seed = self.label, self.config, ctx.seed
@@ -188,7 +190,7 @@ class Tokenize(Stage):
         tokenizer = _trained.get(docs.pipeline) if self.tokenizer is None else None
         if tokenizer is None:
             path = self.tokenizer or fs.join(folder, TOKENIZER)
-            if not is_url(path) and not fs.is_file(path):
+            if self.tokenizer is None and not fs.is_file(path):
                 raise UserError(f"stage {label}: no tokenizer: add a TrainTokenizer stage before it, "
                                 f"or pass tokenizer=PATH (looked for {path})")
             # read_tokenizer_json: a published tokenizer with no PAD gets one here, once, so the workers' ids

@@ -155,3 +155,22 @@ def test_a_tokenizer_by_url_is_fetched_once_into_the_cache(tmp_path, monkeypatch
     assert [p.name.split("-", 1)[1] for p in (tmp_path / "cache" / "downloads").iterdir()] == ["gpt2.json"]
     with pytest.raises(UserError, match="cannot download tokenizer model from file:///nowhere/tokenizer.json"):
         read_tokenizer_json("file:///nowhere/tokenizer.json")
+
+
+def test_the_stage_refuses_a_bad_tokenizer_before_the_run(tmp_path):
+    from gristmill.pipeline.docio import CreateDocuments
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+    from gristmill.tokenize.stages import Tokenize
+
+    no_eos = Tokenizer(models.BPE())
+    no_eos.pre_tokenizer = pre_tokenizers.ByteLevel()
+    no_eos.decoder = decoders.ByteLevel()
+    no_eos.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<mask>"]))
+    no_eos.save(str(tmp_path / "noeos.json"))
+    for path, message in ((tmp_path / "noeos.json", "has no end-of-text token"),
+                          (tmp_path / "missing.json", "does not exist")):
+        with pytest.raises(UserError, match=f"^stage Tokenize: .*{message}"):
+            run_stages([CreateDocuments("Create", _docs()), Tokenize("Tokenize", tokenizer=str(path))],
+                       RunContext(output=str(tmp_path / "o"), seed=1, recipe_name="t", recipe_hash="0"), [])
+        assert not (tmp_path / "o").exists()  # refused before the pipeline made anything
