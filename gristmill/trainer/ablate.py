@@ -324,19 +324,13 @@ def evaluate_checkpoint(cfg, checkpoint_dir: Path, eval_sets: list[dict[str, Any
     import torch
 
     from gristmill.trainer import checkpoint
-    from gristmill.trainer.evaluate import evaluate
-    from gristmill.trainer.model import Transformer, model_config
+    from gristmill.trainer.evaluate import evaluate_sets
 
     manifest = json.loads(Path(cfg.data["mixture"]).read_text(encoding="utf-8"))
-    mcfg = model_config(cfg.model, vocab_size=int(manifest["tokenizer"]["vocab_size"]),
-                        max_seq_len=int(manifest["seq_len"]))
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    model = Transformer(mcfg).to(device)
-    checkpoint.load_model_weights(checkpoint_dir, model)
-    return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size), device=device,
-                                autocast_bf16=cfg.precision == "bf16", pad_id=manifest["tokenizer"].get("pad_id"),
-                                eos_id=manifest["tokenizer"].get("eos_id") if cfg.document_masking else None)
-            for s in eval_sets}
+    model, _ = checkpoint.load_model(*checkpoint.find_run(checkpoint_dir))
+    return evaluate_sets(model.to(device), eval_sets, manifest["tokenizer"], document_masking=cfg.document_masking,
+                         batch_size=batch_size, device=device, autocast_bf16=cfg.precision == "bf16")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

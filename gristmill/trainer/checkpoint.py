@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 import warnings
@@ -75,6 +76,17 @@ def _single_process_quiet():
         yield
 
 
+def _dcp_load(state: dict, path: Path, message: str) -> None:
+    """dcp.load(state) from `path`; a failure is one UserError, `message` formatted with the path and DCP's
+    problem. DCP's message is a traceback per rank whose last line names it (a missing key, a shape mismatch)."""
+    try:
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
+    except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException, not an Exception
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise UserError(message.format(path=path, problem=lines[-1])) from None
+
+
 def step_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step-{step:08d}"
 
@@ -120,14 +132,8 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
         raise UserError(f"checkpoint {path} was written {'with' if meta['zero1'] else 'without'} ZeRO-1 optimizer "
                         f"shards; resume it with parallel: {'zero1' if meta['zero1'] else 'ddp, zero2 or zero3'}")
     state = _state(model, optimizer, scheduler, source, 0, rank, world)
-    try:
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=str(path))
-    except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException, not an Exception
-        # DCP's message is a traceback per rank; its last line names the problem (a missing key, a shape mismatch)
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        raise UserError(f"cannot resume from {path}: it holds another model or config ({lines[-1]}); use another "
-                        f"out_dir, or --resume never to start over") from None
+    _dcp_load(state, path, "cannot resume from {path}: it holds another model or config ({problem}); use another "
+                           "out_dir, or --resume never to start over")
     set_model_state_dict(model, state["model"])
     local = _from_bytes(state[f"rank{rank}"])
     if "optim" in local:
@@ -151,10 +157,39 @@ def load_model_weights(path: Path, model) -> None:
     if not (path / ".metadata").is_file():
         raise UserError(f"not a checkpoint (no .metadata): {path}")
     state = {"model": get_model_state_dict(model)}
-    try:
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=str(path))
-    except (Exception, CheckpointException) as e:  # a BaseException; its last line names the missing key
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        raise UserError(f"cannot read the model from {path}: it holds another model ({lines[-1]})") from None
+    _dcp_load(state, path, "cannot read the model from {path}: it holds another model ({problem})")
     set_model_state_dict(model, state["model"])
+
+
+def find_run(path: Path) -> tuple[Path, Path]:
+    """(the run's config.json, the checkpoint folder) for an out_dir (its newest checkpoint) or a checkpoint
+    folder (OUT_DIR/checkpoints/step-N)."""
+    path = Path(path)
+    if (path / ".metadata").is_file():
+        ckpt, run = path, path.parent.parent
+    else:
+        if not path.is_dir():
+            raise UserError(f"{path} is neither a training out_dir nor a checkpoint folder")
+        ckpt, run = latest(path / "checkpoints"), path
+        if ckpt is None:
+            raise UserError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}); an ablation keeps its "
+                            f"runs' checkpoints only with --keep-checkpoints")
+    config = run / "config.json"
+    if not config.is_file():
+        raise UserError(f"{config} does not exist: a run's checkpoints are read with the config.json beside them")
+    return config, ckpt
+
+
+def load_model(config_path: Path, ckpt: Path):
+    """(the run's model with the checkpoint's weights (fp32 master weights), in eval mode; the run's saved
+    config)."""
+    from gristmill.trainer.model import ModelConfig, Transformer
+
+    saved = json.loads(Path(config_path).read_text())
+    try:
+        cfg = ModelConfig(**saved["model"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{config_path}: no model config a Transformer accepts ({e})") from None
+    model = Transformer(cfg)
+    load_model_weights(ckpt, model)
+    return model.eval(), saved

@@ -17,8 +17,8 @@ import torch.distributed as dist
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
              autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None) -> dict:
     """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
-    to pad_id are not scored; with eos_id, attention stays within each document (document masking). Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
-    "bytes": n}, reduced over ranks."""
+    to pad_id are not scored; with eos_id, attention stays within each document (document masking). Returns
+    {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets, "bytes": n}, reduced over ranks."""
     from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
     was_training = model.training
@@ -49,6 +49,21 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
             "tokens": int(tokens), "bytes": int(nbytes)}
 
 
+def evaluate_sets(model: torch.nn.Module, sets: list[dict], tokenizer: dict, *, document_masking: bool,
+                  batch_size: int, device: torch.device, autocast_bf16: bool = False, rank: int = 0,
+                  world_size: int = 1) -> dict:
+    """{set name: evaluate(...)} over evaluation sets as `trainer ablate` picks them (ablate.evaluation_sets),
+    each rank scoring an equal block of every set's rows. `tokenizer` is a manifest's tokenizer entry: its PAD
+    is not scored, and with document_masking its EOS separates the documents. Training, `trainer ablate` and
+    `trainer evaluate` all score through here."""
+    from gristmill.trainer.ablate import eval_batches
+
+    pad_id, eos_id = tokenizer.get("pad_id"), (tokenizer.get("eos_id") if document_masking else None)
+    return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size, rank=rank, world_size=world_size),
+                                device=device, autocast_bf16=autocast_bf16, pad_id=pad_id, eos_id=eos_id)
+            for s in sets}
+
+
 def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: int = 512, batch_size: int = 16,
                  mixture_sets: bool = True) -> dict:
     """`trainer evaluate`: a run's checkpoint (an out_dir's newest, or the one named) on its mixture's
@@ -58,7 +73,7 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
 
     from gristmill.errors import UserError
     from gristmill.trainer import ablate
-    from gristmill.trainer.export import find_run, load_model
+    from gristmill.trainer.checkpoint import find_run, load_model
 
     config_path, ckpt = find_run(Path(path))
     model, saved = load_model(config_path, ckpt)
@@ -76,12 +91,10 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
             raise UserError("--no-mixture-sets leaves nothing to evaluate: add --eval NAME=DIR")
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     model.to(device)
-    bf16 = device.type == "cuda" and saved.get("train", {}).get("precision") == "bf16"
-    out = {}
-    for s in sets:
-        out[s["name"]] = {**evaluate(model, ablate.eval_batches(s["sources"], batch_size), device=device,
-                                     autocast_bf16=bf16, pad_id=mix["manifest"]["tokenizer"].get("pad_id"),
-                                     eos_id=mix["manifest"]["tokenizer"].get("eos_id")
-                                     if saved.get("train", {}).get("document_masking") else None),
-                          "kind": s["kind"], "sequences": sum(src["sequences"] for src in s["sources"])}
+    train = saved.get("train", {})
+    scores = evaluate_sets(model, sets, mix["manifest"]["tokenizer"],
+                           document_masking=bool(train.get("document_masking")), batch_size=batch_size,
+                           device=device, autocast_bf16=device.type == "cuda" and train.get("precision") == "bf16")
+    out = {s["name"]: {**scores[s["name"]], "kind": s["kind"],
+                       "sequences": sum(src["sequences"] for src in s["sources"])} for s in sets}
     return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}

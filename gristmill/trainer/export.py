@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from gristmill.errors import UserError
-from gristmill.trainer import checkpoint
-from gristmill.trainer.model import ModelConfig, Transformer
+from gristmill.trainer.checkpoint import find_run, load_model
+from gristmill.trainer.model import ModelConfig
 
 DTYPES = {"float32": (torch.float32, "F32"), "bfloat16": (torch.bfloat16, "BF16"), "float16": (torch.float16, "F16")}
 
@@ -90,36 +90,6 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], tag: str) ->
         f.write(head)
         for b in blobs:
             f.write(b)
-
-
-def find_run(path: Path) -> tuple[Path, Path]:
-    """(the run's config.json, the checkpoint folder) for an out_dir or one of its checkpoint folders."""
-    path = Path(path)
-    if (path / ".metadata").is_file():  # a checkpoint: OUT_DIR/checkpoints/step-N
-        ckpt, run = path, path.parent.parent
-    else:
-        if not path.is_dir():
-            raise UserError(f"{path} is neither a training out_dir nor a checkpoint folder")
-        ckpt, run = checkpoint.latest(path / "checkpoints"), path
-        if ckpt is None:
-            raise UserError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}); an ablation keeps its "
-                            f"runs' checkpoints only with --keep-checkpoints")
-    config = run / "config.json"
-    if not config.is_file():
-        raise UserError(f"{config} does not exist: export needs the run's config next to its checkpoints")
-    return config, ckpt
-
-
-def load_model(config_path: Path, ckpt: Path) -> tuple[Transformer, dict[str, Any]]:
-    """The run's model, with the checkpoint's weights (fp32 master weights), and the run's saved config."""
-    saved = json.loads(config_path.read_text())
-    try:
-        cfg = ModelConfig(**saved["model"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{config_path}: no model config a Transformer accepts ({e})") from None
-    model = Transformer(cfg)
-    checkpoint.load_model_weights(ckpt, model)
-    return model.eval(), saved
 
 
 def _tokenizer(saved: dict[str, Any], override: str | None) -> tuple[bytes | None, str, dict[str, int | None]]:

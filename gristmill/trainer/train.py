@@ -21,6 +21,7 @@ from gristmill.kernels.dispatch import set_backend as set_kernel_backend
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
+from gristmill.trainer.evaluate import evaluate_sets
 from gristmill.trainer.model import Transformer, doc_segments, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
@@ -116,26 +117,14 @@ def _eval_sets(cfg) -> list[dict]:
     return ablate.evaluation_sets([ablate.load_mixture(cfg.data["mixture"])], {}, cfg.eval_max_sequences)
 
 
-def _run_eval(model, sets: list[dict], cfg, device, pad_id, eos_id, rank: int, world: int) -> dict:
-    from gristmill.trainer.ablate import eval_batches
-    from gristmill.trainer.evaluate import evaluate
-
-    bs = cfg.micro_batch_size
-    eos = eos_id if cfg.document_masking else None
-    return {s["name"]: evaluate(model, eval_batches(s["sources"], bs, rank=rank, world_size=world), device=device,
-                                autocast_bf16=cfg.precision == "bf16", pad_id=pad_id, eos_id=eos) for s in sets}
-
-
 # Fields that shape the weights: a checkpoint to start from must agree on them (z_loss and init_std may change).
 _ARCHITECTURE_EXEMPT = ("z_loss", "init_std")
 
 
 def _init_weights(model, init_from: str, mcfg) -> Path:
     """Load the model weights of another run's checkpoint into the plain model (before it is parallelized)."""
-    from gristmill.trainer.export import find_run
-
     try:
-        config_path, ckpt = find_run(Path(init_from))
+        config_path, ckpt = checkpoint.find_run(Path(init_from))
     except UserError as e:
         raise UserError(f"init_from: {e}") from None
     try:
@@ -301,7 +290,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     metrics_file.flush()
                 progress.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-                sets = _run_eval(model, eval_sets, cfg, device, source.pad_id, source.eos_id, rank, world)
+                sets = evaluate_sets(model, eval_sets, source.loader.manifest["tokenizer"],
+                                     document_masking=cfg.document_masking, batch_size=cfg.micro_batch_size,
+                                     device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
                         f.write(json.dumps({"step": step + 1, "tokens": (step + 1) * tokens_per_step,
