@@ -17,8 +17,8 @@ from gristmill.errors import UserError
 from gristmill.mixtures import weighting
 from gristmill.mixtures.spec import MixtureSpec, SourceSpec
 from gristmill.pipeline import fs
-from gristmill.tokenize.shards import FORMAT as TOKENS_FORMAT
 from gristmill.tokenize.remote import manifest_url as remote_manifest_url
+from gristmill.tokenize.shards import FORMAT as TOKENS_FORMAT
 from gristmill.tokenize.shards import load_manifest
 
 FORMAT = "gristmill.mixture/1"

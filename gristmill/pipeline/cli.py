@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import os
+import re
 import sys
 import traceback
 

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
 from gristmill.errors import UserError
 
 PARALLEL_MODES = ("single", "ddp", "zero1", "zero2", "zero3")
@@ -91,9 +90,10 @@ class TrainConfig:
              "eval_max_sequences must be an integer >= 1")
         need(isinstance(self.document_masking, bool),
              f"document_masking must be true or false, not {self.document_masking!r}")
-        need(not self.document_masking or "mixture" in (self.data if isinstance(self.data, dict) else {}),
+        on_mixture = isinstance(self.data, dict) and "mixture" in self.data
+        need(not self.document_masking or on_mixture,
              "document_masking needs data: {mixture: ...}; synthetic rows hold no documents")
-        need(not self.eval_every or "mixture" in (self.data if isinstance(self.data, dict) else {}),
+        need(not self.eval_every or on_mixture,
              "eval_every needs data: {mixture: ...}; synthetic data has no validation sets")
         need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
         # Inside compiled blocks the dispatch hands RMSNorm/SwiGLU/RoPE to Inductor; forcing our Triton kernels

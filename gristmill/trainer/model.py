@@ -229,7 +229,7 @@ class Transformer(nn.Module):
         x = self.tok_emb(idx)
         mask = None if segments is None else document_mask(segments)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask) if mask is not None else layer(x, cos, sin)
+            x = layer(x, cos, sin, mask)
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x)
