@@ -113,25 +113,17 @@ EPILOG = """examples:
 
 
 def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from gristmill.pipeline import fs
-    from gristmill.pipeline.docio import ReadDocuments, WriteDocuments, report_counts
-    from gristmill.pipeline.runner import run_stages
-    from gristmill.pipeline.stages import FilterStage, RunContext
+    from gristmill.pipeline.docio import WriteDocuments, run_on_documents
+    from gristmill.pipeline.stages import FilterStage
 
     conditions = tuple(Condition.parse(w) for w in args.where)
     if not conditions and args.all_decisions is None:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    if not fs.matching(args.input):
-        raise UserError(f"no document files match {args.input}")
-    ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name="select", num_workers=args.workers,
-                     params={k: v for k, v in vars(args).items() if k != "func"})
-    stages = [ReadDocuments("ReadDocuments", args.input),
-              FilterStage("Select", SelectFilter(conditions, args.all_decisions)),
-              WriteDocuments("WriteDocuments", shards=args.shards)]
-    stats = run_stages(stages, ctx, beam_args)
-    report_counts(stats, "Select", ctx.path("stats.json"))
+    stats, ctx = run_on_documents("select", args, [FilterStage("Select", SelectFilter(conditions, args.all_decisions)),
+                                                   WriteDocuments("WriteDocuments", shards=args.shards)],
+                                  "Select", beam_args)
     print(ctx.path("documents"))
     return 0 if stats.get("balanced", True) else 1
 

@@ -20,7 +20,6 @@ import math
 import apache_beam as beam
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
-from gristmill.errors import UserError
 from gristmill.pipeline.document import Document
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
@@ -167,15 +166,9 @@ EPILOG = """examples:
 
 def _cmd_summarize(args: argparse.Namespace, beam_args: list[str]) -> int:
     from gristmill.pipeline import fs
-    from gristmill.pipeline.docio import ReadDocuments, report_counts
-    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.docio import run_on_documents
 
-    if not fs.matching(args.input):
-        raise UserError(f"no document files match {args.input}")
-    ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name="summarize",
-                     num_workers=args.workers, params={k: v for k, v in vars(args).items() if k != "func"})
-    stats = run_stages([ReadDocuments("ReadDocuments", args.input), Summarize("Summarize")], ctx, beam_args)
-    report_counts(stats, "Summarize", ctx.path("stats.json"))
+    stats, ctx = run_on_documents("summarize", args, [Summarize("Summarize")], "Summarize", beam_args)
     parts = ctx.path(PARTS)
     summary = assemble(fs.read_bytes(parts).decode("utf-8").splitlines())
     fs.write_bytes(ctx.path("summary.json"), (json.dumps(summary, indent=2) + "\n").encode(),
