@@ -42,14 +42,30 @@ class _WriteShardFn(beam.DoFn):
         i, docs = item
         # Bundles arrive in any order; sorting by id makes the shard bytes independent of the runner.
         lines = sorted(d.to_json() for d in docs if d is not None)
-        path = FileSystems.join(self.directory, shard_name(i, self.shards))
-        with FileSystems.create(path, mime_type="application/gzip", compression_type=CompressionTypes.GZIP) as f:
+        name = shard_name(i, self.shards)
+        with FileSystems.create(FileSystems.join(self.directory, name), mime_type="application/gzip",
+                                compression_type=CompressionTypes.GZIP) as f:
             for line in lines:
                 f.write(line.encode("utf-8"))
                 f.write(b"\n")
         self.counters.inc("in", len(lines))
         self.counters.inc("kept", len(lines))
-        yield path, len(lines)
+        yield name
+
+
+STAGING = ".tmp"  # shards of a run in progress, under the documents folder (a `*.jsonl.gz` glob skips it)
+
+
+def publish_shards(names: list[str], directory: str) -> None:
+    """Move a finished run's shards from directory/.tmp into `directory`, each replacing the earlier run's file
+    of the same name, then delete the earlier run's other shards (it had more). Runs once every shard is
+    written, so a run that fails before leaves the earlier output as it was."""
+    staging = fs.join(directory, STAGING)
+    for name in sorted(names):
+        fs.rename(fs.join(staging, name), fs.join(directory, name))
+    keep = set(names)
+    fs.delete([p for p in fs.matching(fs.join(directory, "part-*.jsonl.gz")) if fs.basename(p) not in keep])
+    fs.remove_folder(staging)
 
 
 class WriteDocuments(Stage):
@@ -57,7 +73,8 @@ class WriteDocuments(Stage):
 
     The shard of a document is a function of its id only, so the same documents always give the same
     files, whatever the runner or the number of workers. Raise `shards` for big runs: a shard is
-    assembled on one worker.
+    assembled on one worker. Shards are written under OUTPUT/<subdir>/.tmp and replace an earlier run's only
+    once all of them are written: a run that fails keeps the earlier documents.
     """
 
     def __init__(self, label: str = "Write", shards: int = 4, subdir: str = "documents"):
@@ -65,9 +82,12 @@ class WriteDocuments(Stage):
             raise ValueError(f"stage {label}: shards must be >= 1")
         self.label, self.shards, self.subdir = label, shards, subdir
 
+    def output_folder(self, ctx: RunContext) -> str:
+        """The folder whose shards this stage replaces (the runner refuses a run that also reads from it)."""
+        return ctx.path(self.subdir)
+
     def expand(self, docs, ctx: RunContext):
-        directory = ctx.path(self.subdir)
-        fs.delete(fs.matching(fs.join(directory, "part-*.jsonl.gz")))  # shards of an earlier, larger run
+        directory = self.output_folder(ctx)
         n = self.shards
         every_shard = docs.pipeline | f"{self.label}/AllShards" >> beam.Create([(i, None) for i in range(n)])
         keyed = docs | f"{self.label}/Key" >> beam.Map(lambda d: (shard_of(d.id, n), d))
@@ -75,7 +95,9 @@ class WriteDocuments(Stage):
             (keyed, every_shard)
             | f"{self.label}/Merge" >> beam.Flatten()
             | f"{self.label}/Group" >> beam.GroupByKey()
-            | f"{self.label}/Shards" >> beam.ParDo(_WriteShardFn(self.label, directory, n))
+            | f"{self.label}/Shards" >> beam.ParDo(_WriteShardFn(self.label, fs.join(directory, STAGING), n))
+            | f"{self.label}/Written" >> beam.combiners.ToList()
+            | f"{self.label}/Publish" >> beam.Map(publish_shards, directory)
         )
         return docs  # writing is a branch: later stages (tokenize) go on from the same documents
 
@@ -136,9 +158,12 @@ class ReadDocuments(Stage):
     def __init__(self, label: str = "ReadDocuments", glob: str | None = None):
         self.label, self.glob = label, glob
 
+    def input_files(self, ctx: RunContext) -> list[str]:
+        return fs.matching(self.glob or ctx.input)
+
     def expand(self, root, ctx: RunContext):
         glob = self.glob or ctx.input
-        files = fs.matching(glob)
+        files = self.input_files(ctx)
         if not files:
             raise UserError(f"stage {self.label}: no document files match {glob}")
         return (

@@ -55,6 +55,28 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     return PipelineOptions(args + extra)
 
 
+def check_inputs_survive(stages: list[Stage], ctx: RunContext) -> None:
+    """One line when a stage would read a file from a folder that another stage of the run replaces (e.g.
+    `beam select` with --output the run folder it reads from): the run would destroy its own input."""
+    folders = [f for s in stages if (f := getattr(s, "output_folder", lambda c: None)(ctx))]
+    if not folders:
+        return
+    for s in stages:
+        listing = getattr(s, "input_files", None)
+        for path in listing(ctx) if listing else []:
+            for folder in folders:
+                if _inside(path, folder):
+                    raise UserError(f"stage {s.label} reads {path}, which lies in {folder}, the folder this run "
+                                    f"writes its documents to: give another --output")
+
+
+def _inside(path: str, folder: str) -> bool:
+    if "://" in path or "://" in folder:
+        return path.startswith(folder.rstrip("/") + "/")
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
 class _DropMessages(logging.Filter):
     def __init__(self, prefix: str):
         super().__init__()
@@ -80,6 +102,7 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
                             f"text extraction")
         flow = s.produces or flow
     opts = pipeline_options(beam_args, ctx.num_workers or None)  # a bad flag fails before any model loads
+    check_inputs_survive(stages, ctx)
     for s in stages:
         validate = getattr(s, "validate", None)
         if validate is not None:

@@ -138,7 +138,9 @@ def register(subparsers) -> None:
                     "select:missing:<field> in OUTPUT/stats.json.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="document files of an earlier run, e.g. 'out/annot/documents/*.jsonl.gz'")
-    p.add_argument("--output", required=True, help="run folder to write documents/ and stats.json into")
+    p.add_argument("--output", required=True, help="run folder to write documents/ and stats.json into (not the "
+                                                   "one it reads from); its earlier documents are replaced once "
+                                                   "the run has written all of its own")
     p.add_argument("--where", action="append", default=[], metavar="'FIELD OP VALUE'",
                    help="a condition (repeatable, all must hold), e.g. 'scores.kenlm.perplexity < 400', "
                         "'decisions.C4 == keep', 'language == en', 'chars >= 500'")

@@ -42,3 +42,47 @@ def test_no_matching_files_is_a_user_error(tmp_path):
     ctx = RunContext(input=str(tmp_path / "*.jsonl.gz"), output=str(tmp_path / "out"), seed=0, recipe_name="t")
     with pytest.raises(UserError, match="no document files match"):
         run_stages([ReadDocuments("Read")], ctx, BEAM_ARGS)
+
+
+def _write_run(tmp_path, docs, shards):
+    src = tmp_path / "src.jsonl"
+    src.write_text("".join(d.to_json() + "\n" for d in docs), encoding="utf-8")
+    ctx = RunContext(input=str(src), output=str(tmp_path / "run"), seed=0, recipe_name="t")
+    run_stages([ReadDocuments("Read"), WriteDocuments("Write", shards=shards)], ctx, BEAM_ARGS)
+    return tmp_path / "run" / "documents"
+
+
+def test_a_run_that_would_read_its_own_output_folder_is_refused(tmp_path):
+    docs = [Document(id=f"d{i}", url=f"u{i}", text="t") for i in range(6)]
+    folder = _write_run(tmp_path, docs, shards=2)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    ctx = RunContext(input=str(folder / "*.jsonl.gz"), output=str(tmp_path / "run"), seed=0, recipe_name="t")
+    with pytest.raises(UserError, match="the folder this run writes its documents to"):
+        run_stages([ReadDocuments("Read"), WriteDocuments("Write", shards=2)], ctx, BEAM_ARGS)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+class _Boom:
+    name, needs_text = "boom", True
+
+    def setup(self):
+        pass
+
+    def check_batch(self, docs):
+        raise RuntimeError("worker failure")
+
+
+def test_a_failed_run_keeps_the_earlier_documents_and_a_good_one_replaces_them(tmp_path):
+    from gristmill.pipeline.stages import FilterStage
+
+    docs = [Document(id=f"d{i}", url=f"u{i}", text="t") for i in range(6)]
+    folder = _write_run(tmp_path, docs, shards=3)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    ctx = RunContext(input=str(tmp_path / "src.jsonl"), output=str(tmp_path / "run"), seed=0, recipe_name="t")
+    with pytest.raises(Exception, match="worker failure"):
+        run_stages([ReadDocuments("Read"), FilterStage("Boom", _Boom()), WriteDocuments("Write", shards=1)], ctx,
+                   BEAM_ARGS)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    _write_run(tmp_path, docs[:4], shards=1)  # fewer shards: the earlier run's extra shards go
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00000-of-00001.jsonl.gz"]
+    assert sorted(d.id for d in read_documents(str(folder))) == [d.id for d in docs[:4]]
