@@ -1,10 +1,13 @@
 """Streaming WARC reading with warcio: every record is counted by type, bad records are counted and skipped.
 
-A damaged region (truncated gzip, garbage bytes, a broken record) costs only itself: the reader
-re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the file.
+A damaged region (truncated gzip, garbage bytes, a broken record, a damaged first byte) costs only itself:
+the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
+file. Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A
+whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import sys
@@ -129,36 +132,72 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
     return ReadOutcome(wtype, page=page)
 
 
-def _find_resync(stream: BinaryIO, start: int, gz: bool) -> int | None:
-    """Offset of the next plausible record start at or after `start`, or None."""
-    magic = GZIP_MAGIC if gz else WARC_MAGIC
+def _find_resync(stream: BinaryIO, start: int, magics: tuple[bytes, ...]) -> int | None:
+    """Offset of the earliest of `magics` (a record's start) at or after `start`, or None."""
+    start = max(start, 0)
     stream.seek(start)
+    keep = max(len(m) for m in magics) - 1  # a longer magic may begin in the last `keep` bytes of a read
     carry = b""
     pos = start
     while True:
         chunk = stream.read(1 << 20)
+        buf = carry + chunk
+        hits = [i for i in (buf.find(m) for m in magics) if i >= 0]
+        # A hit in the carried tail is found again in the next read, after any longer magic that starts before it.
+        if hits and (not chunk or min(hits) < len(buf) - keep):
+            return pos - len(carry) + min(hits)
         if not chunk:
             return None
-        buf = carry + chunk
-        i = buf.find(magic)
-        if i >= 0:
-            return pos - len(carry) + i
-        carry = buf[-(len(magic) - 1):]
+        carry = buf[-keep:]
         pos += len(chunk)
 
 
+PADDING = b"\r\n\x00 "  # what may follow the last record, or fill a gzip member, without being a record
+
+
+def _only_padding(stream: BinaryIO, start: int) -> bool:
+    """True when nothing but padding (NULs, blank lines, spaces) lies between `start` and the end of the file."""
+    stream.seek(max(start, 0))
+    while chunk := stream.read(1 << 16):
+        if chunk.strip(PADDING):
+            return False
+    return True
+
+
+def _is_padding_record(record) -> bool:
+    """A "record" warcio makes of a gzip member that holds only blank lines: no WARC line, no headers."""
+    return not record.rec_headers.protocol and not record.rec_headers.headers
+
+
+def _outcome(record, file: str, max_bytes: int) -> ReadOutcome:
+    try:
+        return _classify(record, file, max_bytes)
+    except Exception as e:  # a broken HTTP block or payload: this record only
+        return ReadOutcome(record.rec_type or "unknown", reason=f"bad:{_short(e)}")
+
+
 def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator[ReadOutcome]:
-    """Yield one ReadOutcome per record in a seekable WARC stream (gzip or plain)."""
-    head = stream.read(4)
+    """Yield one ReadOutcome per record in a seekable WARC stream: gzip members (one record each, as WARC files
+    are written), plain, or one gzip stream around a whole plain file (`gzip crawl.warc`)."""
+    head = stream.read(len(WARC_MAGIC))
     stream.seek(0)
     if not head:
         yield ReadOutcome("none", reason="bad:empty_file")
         return
-    gz = head[:2] == b"\x1f\x8b"
+    if head.startswith(GZIP_MAGIC[:2]):
+        magics: tuple[bytes, ...] = (GZIP_MAGIC,)
+    elif head.startswith(WARC_MAGIC):
+        magics = (WARC_MAGIC,)
+    else:  # a damaged first byte or leading junk: the first record found after it says which the file is
+        magics = (GZIP_MAGIC, WARC_MAGIC)
     base = 0
     while True:
         stream.seek(base)
+        gz = stream.read(2) == GZIP_MAGIC[:2]
+        stream.seek(base)
         last_end = base
+        last_offset = None  # of the last record read (in a gzip file: its member's)
+        last_read = False  # whether that record was read whole
         it = ArchiveIterator(stream, check_digests=False)
         resync_from = None
         try:
@@ -170,13 +209,13 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = it.get_record_offset()
                     yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
                     break
-                try:
-                    outcome = _classify(record, file, max_bytes)
-                except Exception as e:  # a broken HTTP block or payload: this record only
-                    outcome = ReadOutcome(record.rec_type or "unknown", reason=f"bad:{_short(e)}")
+                outcome = None if _is_padding_record(record) else _outcome(record, file, max_bytes)
                 # warcio knows a record's offset only once it has been read to the end.
                 offset = it.get_record_offset()  # absolute: the iterator starts at stream.tell()
-                last_end = offset + it.get_record_length()
+                length = it.get_record_length()
+                last_end, last_offset, last_read = offset + length, offset, False
+                if outcome is None:
+                    continue
                 if not gz and not _plain_record_ends_cleanly(stream, last_end, record):
                     # A plain record cut inside its block (payload shorter than its Content-Length): warcio
                     # has read on into the next record(s) and returned them as this record's payload.
@@ -184,23 +223,99 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = offset
                     yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
                     break
+                if gz and _cut_short(record):  # its gzip member ends inside its block: a truncated file
+                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
+                    continue
                 if outcome.page is not None:
                     outcome.page.offset = offset
+                last_read = True
                 yield outcome
+                if gz and length < 0:
+                    # warcio measures a record's length by its gzip member, and this member goes on past
+                    # the record: one gzip stream around plain records. gzip reads it through, as one stream.
+                    yield from _iter_gzip_stream(stream, offset, file, max_bytes)
+                    return
             if resync_from is not None:
                 last_end = resync_from
             else:
                 # warcio stops quietly at a truncated last member; bytes left over are a damaged record.
-                stream.seek(last_end)
-                if not stream.read(64).strip(b"\r\n\x00 "):
+                if _only_padding(stream, last_end):
                     return
                 yield ReadOutcome("unknown", reason="bad:truncated")
         except Exception as e:  # the stream itself is damaged here: count it, then re-synchronise
+            if gz and last_read and last_offset >= 0 and "non-chunked gzip" in str(e):  # as for length < 0 above
+                yield from _iter_gzip_stream(stream, last_offset, file, max_bytes)
+                return
+            if _only_padding(stream, last_end):  # e.g. NULs after the last gzip member
+                return
             yield ReadOutcome("unknown", reason=f"bad:{_short(e)}")
-        nxt = _find_resync(stream, last_end + 1, gz)
+        nxt = _find_resync(stream, last_end + 1, magics)
         if nxt is None:
             return
+        if len(magics) > 1:
+            stream.seek(nxt)
+            magics = (GZIP_MAGIC,) if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC else (WARC_MAGIC,)
         base = nxt
+
+
+def _cut_short(record) -> bool:
+    """Whether a record read to its end (warcio does so before it reports the offset) had fewer bytes than its
+    Content-Length."""
+    return bool(getattr(record.raw_stream, "limit", 0))
+
+
+class _CutTolerantGzip:
+    """A gzip stream read as one, that ends quietly where the file is cut short and remembers it (warcio would
+    take the EOFError for the end of the file)."""
+
+    def __init__(self, raw: BinaryIO):
+        self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.cut = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.cut:
+            return b""
+        try:
+            return self._gz.read1(size)  # one read at a time: nothing read before the cut is lost
+        except EOFError:
+            self.cut = True
+            return b""
+
+    def tell(self) -> int:
+        return self._gz.tell()
+
+
+def _iter_gzip_stream(stream: BinaryIO, start: int, file: str, max_bytes: int) -> Iterator[ReadOutcome]:
+    """The records of the gzip stream starting at `start` after its first (already read), decompressed as one
+    plain WARC. No resynchronisation: damage ends the file, counted once. Offsets are in the decompressed data,
+    from `start` (a record inside one gzip stream has no offset to seek to in the file)."""
+    stream.seek(start)
+    gz = _CutTolerantGzip(stream)
+    it = ArchiveIterator(gz, check_digests=False)
+    first = True
+    try:
+        for record in it:
+            if first:  # read already, before warcio found that its gzip member goes on
+                first = False
+                continue
+            if _is_padding_record(record):
+                continue
+            if _merged_headers(record):
+                yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
+                continue
+            outcome = _outcome(record, file, max_bytes)
+            offset = it.get_record_offset()
+            if _cut_short(record):  # the cut (or the damage) lies inside this record
+                yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
+                return
+            if outcome.page is not None:
+                outcome.page.offset = offset
+            yield outcome
+    except Exception as e:  # a corrupt gzip stream, or a record warcio cannot parse
+        yield ReadOutcome("unknown", reason=f"bad:{_short(e)}")
+        return
+    if gz.cut:  # cut after the last whole record
+        yield ReadOutcome("unknown", reason="bad:truncated")
 
 
 def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:

@@ -1,6 +1,7 @@
 """The WARC reader counts every record, skips bad ones, and keeps reading after damage."""
 from __future__ import annotations
 
+import gzip
 import io
 import random
 from collections import Counter
@@ -160,3 +161,44 @@ def test_plain_warc_cut_inside_a_payload_near_the_end(tmp_path):
     assert _fates(outcomes(p)) == good[:4] + [("request", None, None, "bad:payload_length")] + good[5:]
     p.write_bytes(b"".join(chunks[:-1]) + last[:-10])
     assert _fates(outcomes(p)) == good[:5] + [("response", None, None, "bad:payload_length")]
+
+
+def _pages_and_reasons(data: bytes, name="x.warc.gz"):
+    outs = list(iter_warc(io.BytesIO(data), name))
+    return [(o.page.url, o.page.payload) for o in outs if o.page], Counter(o.reason for o in outs if o.page is None)
+
+
+def test_a_whole_plain_file_gzipped_as_one_stream_is_read_through(tmp_path):
+    # `gzip crawl.warc`: one gzip member holds every record, which warcio refuses after the first.
+    p = tmp_path / "plain.warc"
+    write_warc(p, n=6, gz=False)
+    plain = p.read_bytes()
+    reference = _pages_and_reasons(plain, "plain.warc")
+    whole = gzip.compress(plain, mtime=0)
+    assert _pages_and_reasons(whole) == reference
+    assert _pages_and_reasons(whole + b"\x00" * 64) == reference  # NUL padding after it is no record
+    pages, reasons = _pages_and_reasons(whole[: len(whole) * 2 // 3])  # cut short: what precedes the cut is read
+    assert 0 < len(pages) < 6 and pages == reference[0][: len(pages)]
+    assert sum(n for r, n in reasons.items() if r.startswith("bad:")) == 1
+
+
+def test_a_damaged_first_byte_or_leading_junk_costs_only_the_first_record(tmp_path):
+    chunks = write_warc(tmp_path / "a.warc.gz", n=20)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    flipped = bytes([chunks[0][0] ^ 0xFF]) + chunks[0][1:]
+    pages, reasons = _pages_and_reasons(flipped + b"".join(chunks[1:]))
+    assert pages == good_pages[1:] and reasons == good_reasons + Counter({"bad:not_warc": 1})
+    pages, reasons = _pages_and_reasons(b"junk " * 10 + b"".join(chunks))
+    bad = Counter({r: n for r, n in reasons.items() if r.startswith("bad:")})
+    assert pages == good_pages and reasons - bad == good_reasons and sum(bad.values()) == 1
+
+
+def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
+    chunks = write_warc(tmp_path / "a.warc.gz", n=5)
+    good = _pages_and_reasons(b"".join(chunks))
+    assert _pages_and_reasons(b"".join(chunks) + b"\x00" * 100) == good
+    assert _pages_and_reasons(chunks[0] + gzip.compress(b"\r\n") + b"".join(chunks[1:])) == good
+    # the last page's gzip member cut inside its payload: counted once, not kept with half its HTML
+    last_page = chunks[4]
+    pages, reasons = _pages_and_reasons(b"".join(chunks[:4]) + last_page[: len(last_page) * 3 // 4])
+    assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
