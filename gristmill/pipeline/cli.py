@@ -47,6 +47,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     stages = recipe.stages()
     if args.output:
         fs.check_filesystem(args.output)
+    fs.check_output_folder(args.output or os.path.join("out", recipe.name))
     if args.input:
         inp = args.input
         if not fs.matching(inp):
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
             # A bad flag is one line before anything runs, and remote filesystems (S3's credentials, GCS's
             # project) take their settings from the pipeline options, for the listings done before the pipeline.
-            FileSystems.set_options(pipeline_options(extra))
+            FileSystems.set_options(pipeline_options(extra, getattr(args, "workers", None)))
+            if getattr(args, "output", None):
+                fs.check_output_folder(args.output)
             return args.func(args, extra) or 0
         return args.func(args) or 0
     except UserError as e:

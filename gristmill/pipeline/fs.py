@@ -50,6 +50,18 @@ def check_filesystem(path: str) -> None:
         raise UserError(f"no Beam filesystem for {scheme}:// paths ({path}): {hint}") from None
 
 
+def check_output_folder(path: str) -> None:
+    """One line, before a run starts, when an output folder cannot be one: it, or a folder above it, is a file."""
+    if is_remote(path):
+        return
+    for q in (Path(path), *Path(path).parents):
+        if q.exists():
+            if not q.is_dir():
+                raise UserError(f"output {path} cannot be a folder: {q} is a file" if q != Path(path) else
+                                f"output {path} is a file, not a folder")
+            return
+
+
 def join(base: str, *parts: str) -> str:
     if is_remote(base):
         return _beam()[0].join(str(base), *parts)

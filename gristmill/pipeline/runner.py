@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -14,9 +15,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from gristmill.errors import UserError
+from gristmill.pipeline import fs
 from gristmill.pipeline.stages import NAMESPACE, FilterStage, RunContext, Stage
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -26,9 +28,19 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     """Beam options from user flags, defaulting to the in-process FnApiRunner with one worker per core.
 
     FnApiRunner is the local default because the DirectRunner first tries to download a Prism binary.
-    Unknown flags are an error, not a silent no-op.
+    Unknown flags, and known ones with a bad value (Beam's argparse would print its whole usage), are one line.
     """
-    args = list(beam_args or [])
+    if num_workers is not None and num_workers < 0:
+        raise UserError(f"--workers must be >= 0 (0: one per core), not {num_workers}")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as usage:
+            return _pipeline_options(list(beam_args or []), num_workers)
+    except SystemExit:
+        last = (usage.getvalue().strip().splitlines() or [""])[-1]
+        raise UserError(f"pipeline option {last.split('error: ', 1)[-1].removeprefix('argument ')}") from None
+
+
+def _pipeline_options(args: list[str], num_workers: int | None) -> PipelineOptions:
     opts = PipelineOptions(args)
     # Beam logs "Discarding unparseable args" for flags it does not know; we report them ourselves, in one line.
     beam_log = logging.getLogger("apache_beam.options.pipeline_options")
@@ -47,6 +59,9 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     if "runner" not in given:
         extra.append("--runner=FnApiRunner")
     runner = (opts.view_as(StandardOptions).runner or "FnApiRunner") if "runner" in given else "FnApiRunner"
+    workers = opts.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise UserError(f"--direct_num_workers must be >= 0 (0: one per core), not {workers}")
     if runner in LOCAL_RUNNERS:
         if "direct_num_workers" not in given:
             extra.append(f"--direct_num_workers={num_workers or os.cpu_count() or 1}")
@@ -101,7 +116,8 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
             raise UserError(f"stage {s.label}: {type(s.filter).__name__} reads the text, so it must come after "
                             f"text extraction")
         flow = s.produces or flow
-    opts = pipeline_options(beam_args, ctx.num_workers or None)  # a bad flag fails before any model loads
+    opts = pipeline_options(beam_args, ctx.num_workers)  # a bad flag fails before any model loads
+    fs.check_output_folder(ctx.output)
     check_inputs_survive(stages, ctx)
     for s in stages:
         validate = getattr(s, "validate", None)

@@ -150,3 +150,37 @@ def test_a_user_error_in_a_worker_process_ends_the_run_with_its_line(tmp_path):
              "--output", str(tmp_path / "o"), "--direct_running_mode=multi_processing", "--direct_num_workers=1")
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 2 and lines[-1].startswith("error: stage Refuse: page "), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command, flags, fragment", [
+    ("run", ["--output", "{file}"], "is a file, not a folder"),
+    ("run", ["--output", "{file}/sub"], "is a file"),
+    ("select", ["--output", "{file}"], "is a file, not a folder"),
+    ("summarize", ["--output", "{file}"], "is a file, not a folder"),
+    ("run", ["--workers=-3"], "--workers must be >= 0"),
+    ("select", ["--workers=-1"], "--workers must be >= 0"),
+    ("run", ["--direct_num_workers=abc"], "--direct_num_workers: invalid int value: 'abc'"),
+    ("summarize", ["--direct_num_workers=-2"], "--direct_num_workers must be >= 0"),
+    ("select", ["--output", "{run}"], "the folder this run writes its documents to"),
+])
+def test_bad_output_and_worker_flags_are_one_line(tmp_path, capsys, command, flags, fragment):
+    from gristmill.pipeline.cli import main
+    from gristmill.pipeline.document import Document
+    from warc_factory import write_warc
+
+    write_warc(tmp_path / "c.warc.gz", n=2)
+    (tmp_path / "run" / "documents").mkdir(parents=True)
+    docs = tmp_path / "run" / "documents" / "part-00000-of-00001.jsonl"
+    docs.write_text(Document(id="a", url="u", text="hello").to_json() + "\n")
+    (tmp_path / "afile").write_text("not a folder")
+    flags = [f.format(file=tmp_path / "afile", run=tmp_path / "run") for f in flags]
+    if "--output" not in flags:
+        flags += ["--output", str(tmp_path / "out")]
+    args = {"run": ["run", str(Path(__file__).with_name("recipe_read_extract.py")), "--input", str(tmp_path / "c.warc.gz")],
+            "select": ["select", str(docs), "--where", "chars > 0"],
+            "summarize": ["summarize", str(docs)]}[command]
+    assert main([*args, *flags]) != 0
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert docs.is_file()
