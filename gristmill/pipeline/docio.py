@@ -173,17 +173,18 @@ class ReadDocuments(Stage):
         )
 
 
-def run_on_documents(command: str, args, stages: list[Stage], label: str, beam_args: list[str]):
+def run_on_documents(command: str, args, stages: list[Stage], label: str, beam_args: list[str],
+                     extra_stats: dict | None = None):
     """The run of a command that reads an earlier run's documents (`args.input`) and runs `stages` on them into
     `args.output` (`beam select`, `beam summarize`): one line when no file matches, then the read skips and
-    `label`'s counts on stderr. Returns (stats, ctx)."""
+    `label`'s counts on stderr. `extra_stats` goes into stats.json. Returns (stats, ctx)."""
     from gristmill.pipeline.runner import run_stages
 
     if not fs.matching(args.input):
         raise UserError(f"no document files match {args.input}")
     ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name=command, num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})
-    stats = run_stages([ReadDocuments("ReadDocuments", args.input), *stages], ctx, beam_args)
+    stats = run_stages([ReadDocuments("ReadDocuments", args.input), *stages], ctx, beam_args, extra_stats=extra_stats)
     report_counts(stats, label, ctx.path("stats.json"))
     return stats, ctx
 

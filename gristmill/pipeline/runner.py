@@ -102,8 +102,9 @@ class _DropMessages(logging.Filter):
 
 
 def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None = None,
-               wait: bool = True) -> dict[str, Any]:
-    """Run `stages` in order; write OUTPUT/stats.json (counts) and OUTPUT/run.json (timing, options)."""
+               wait: bool = True, extra_stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `stages` in order; write OUTPUT/stats.json (counts, then `extra_stats`) and OUTPUT/run.json (timing,
+    options)."""
     if not stages:
         raise UserError("the recipe has no stages")
     labels = [s.label for s in stages]
@@ -139,6 +140,7 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
     elapsed = time.time() - t0
     stats = collect_stats(result, labels)
     stats["recipe"] = {"name": ctx.recipe_name, "sha256": ctx.recipe_hash, "seed": ctx.seed}
+    stats.update(extra_stats or {})
     _write_json(ctx.path("stats.json"), stats)
     all_opts = opts.get_all_options(drop_default=True)
     _write_json(ctx.path("run.json"), {"seconds": round(elapsed, 3), "options": {k: str(v) for k, v in all_opts.items()},

@@ -12,17 +12,22 @@ A condition is FIELD OP VALUE with OP one of < <= > >= == !=. FIELD is `scores.<
 scores.kenlm.perplexity), `decisions.<stage label>`, a document field (language, language_score, dup_count,
 cluster_size, weight, repeats, url, source) or `chars` (the text's length). A document passes when every
 condition holds; the first that fails is its drop reason (`select:<field>`), and one whose field is missing is
-dropped as `select:missing:<field>`.
+dropped as `select:missing:<field>`. With --all-decisions, a document that fails several decisions is dropped
+under the first failing stage in pipeline order (`select:decisions.<label>`, as drop mode would have), read
+from the stats.json of the run folder the documents are in.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import operator
 import re
+import sys
 from dataclasses import dataclass
 
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
+from gristmill.pipeline import fs
 from gristmill.pipeline.document import Document
 
 OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
@@ -84,11 +89,19 @@ class Condition:
 
 @dataclass
 class SelectFilter(Filter):
-    """Keeps a document when every condition holds (and, with all_decisions, every recorded decision equals it)."""
+    """Keeps a document when every condition holds (and, with all_decisions, every recorded decision equals it).
+
+    A document that fails several decisions is dropped under the first stage, in `decision_order` (the labels
+    in pipeline order), that failed it, as the run in drop mode would have. With the order unknown it is
+    dropped as `select:decisions`, and each failing decision is counted under failed/decisions.<label>."""
 
     conditions: tuple[Condition, ...] = ()
     all_decisions: str | None = None
     name: str = "select"
+    decision_order: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        self._rank = {label: i for i, label in enumerate(self.decision_order or ())}
 
     def check(self, doc: Document) -> Verdict:
         for c in self.conditions:
@@ -98,10 +111,30 @@ class SelectFilter(Filter):
             if not c.holds(value):
                 return Verdict(False, f"{self.name}:{c.field}")
         if self.all_decisions is not None:
-            for label, decision in sorted(doc.decisions.items()):
-                if decision != self.all_decisions:
-                    return Verdict(False, f"{self.name}:decisions.{label}")
+            failing = [label for label, decision in doc.decisions.items() if decision != self.all_decisions]
+            if len(failing) == 1 or (failing and all(label in self._rank for label in failing)):
+                return Verdict(False, f"{self.name}:decisions.{min(failing, key=lambda l: self._rank.get(l, 0))}")
+            if failing:
+                return Verdict(False, f"{self.name}:decisions",
+                               counts={f"failed/decisions.{label}": 1 for label in sorted(failing)})
         return Verdict(True)
+
+
+def decision_order(files: list[str]) -> tuple[str, ...] | None:
+    """The stage labels of the run that wrote `files`, in pipeline order: its stats.json (next to its documents/
+    folder) lists its stages in that order, or, for a `beam select` run, carries the order on as decision_order.
+    None when a folder has no readable stats.json, or the files come from runs that disagree."""
+    orders = set()
+    for folder in sorted({fs.dirname(fs.dirname(f)) for f in files}):
+        try:
+            stats = json.loads(fs.read_bytes(fs.join(folder, "stats.json")))
+            order = stats.get("decision_order") or list(stats["stages"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not all(isinstance(label, str) for label in order):
+            return None
+        orders.add(tuple(order))
+    return orders.pop() if len(orders) == 1 else None
 
 
 EPILOG = """examples:
@@ -121,9 +154,15 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    stats, ctx = run_on_documents("select", args, [FilterStage("Select", SelectFilter(conditions, args.all_decisions)),
+    order = decision_order(fs.matching(args.input)) if args.all_decisions is not None else None
+    if args.all_decisions is not None and order is None:
+        print("warning: no stats.json beside the input's documents folder gives the order its stages ran in: a "
+              "document failing several decisions is dropped as select:decisions (each failing one counted under "
+              "failed/ in stats.json)", file=sys.stderr)
+    select = SelectFilter(conditions, args.all_decisions, decision_order=order)
+    stats, ctx = run_on_documents("select", args, [FilterStage("Select", select),
                                                    WriteDocuments("WriteDocuments", shards=args.shards)],
-                                  "Select", beam_args)
+                                  "Select", beam_args, extra_stats={"decision_order": list(order)} if order else None)
     print(ctx.path("documents"))
     return 0 if stats.get("balanced", True) else 1
 

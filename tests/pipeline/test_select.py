@@ -80,3 +80,32 @@ def test_command_needs_a_condition(tmp_path, capsys):
 
     assert main(["select", str(tmp_path / "*.jsonl.gz"), "--output", str(tmp_path / "o")]) == 2
     assert "give at least one --where" in capsys.readouterr().err
+
+
+def test_all_decisions_drops_under_the_first_failing_stage_in_pipeline_order(tmp_path, capsys):
+    import json
+
+    from gristmill.pipeline.cli import main
+
+    # LanguageID ran before C4 (and sorts after it): a document both failed is LanguageID's, as in drop mode.
+    both = Document(id="a", url="u", text="x", decisions={"LanguageID": "language_id:threshold", "C4": "c4:x"})
+    only_c4 = Document(id="b", url="u", text="x", decisions={"LanguageID": "keep", "C4": "c4:x"})
+    kept = Document(id="c", url="u", text="x", decisions={"LanguageID": "keep", "C4": "keep"})
+    order = ("Read", "Extract", "LanguageID", "C4")
+    flt = SelectFilter(all_decisions="keep", decision_order=order)
+    assert [flt.check(d).reason for d in (both, only_c4)] == ["select:decisions.LanguageID", "select:decisions.C4"]
+    unordered = SelectFilter(all_decisions="keep").check(both)  # order unknown: each failing decision is counted
+    assert unordered.reason == "select:decisions"
+    assert unordered.counts == {"failed/decisions.C4": 1, "failed/decisions.LanguageID": 1}
+
+    src = tmp_path / "annot" / "documents"
+    src.mkdir(parents=True)
+    (src / "part-00000-of-00001.jsonl").write_text("".join(d.to_json() + "\n" for d in (both, only_c4, kept)))
+    (tmp_path / "annot" / "stats.json").write_text(json.dumps({"stages": {k: {} for k in order}}))
+    for run, glob in (("picked", src / "*.jsonl"), ("again", tmp_path / "picked" / "documents" / "*.jsonl.gz")):
+        assert main(["select", str(glob), "--output", str(tmp_path / run), "--all-decisions", "keep", *BEAM_ARGS]) == 0
+        stats = json.loads((tmp_path / run / "stats.json").read_text())
+        assert stats["decision_order"] == list(order)  # carried on, so a select of a select keeps it
+    first = json.loads((tmp_path / "picked" / "stats.json").read_text())["stages"]["Select"]
+    assert first["dropped"] == {"select:decisions.LanguageID": 1, "select:decisions.C4": 1}
+    assert "warning" not in capsys.readouterr().err
