@@ -11,8 +11,9 @@ extraction or models:
 A condition is FIELD OP VALUE with OP one of < <= > >= == !=. FIELD is `scores.<name>` (e.g.
 scores.kenlm.perplexity), `decisions.<stage label>`, a document field (language, language_score, dup_count,
 cluster_size, weight, repeats, url, source) or `chars` (the text's length). A document passes when every
-condition holds; the first that fails is its drop reason (`select:<field>`), and one whose field is missing is
-dropped as `select:missing:<field>`. With --all-decisions, a document that fails several decisions is dropped
+condition holds; the first that fails is its drop reason (`select:<field>`), one whose field is missing is
+dropped as `select:missing:<field>`, and one whose field is not a number where the condition compares numbers
+(`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. With --all-decisions, a document that fails several decisions is dropped
 under the first failing stage in pipeline order (`select:decisions.<label>`, as drop mode would have), read
 from the stats.json of the run folder the documents are in.
 """
@@ -34,6 +35,11 @@ OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.n
 FIELDS = ("language", "language_score", "dup_count", "cluster_size", "weight", "repeats", "url", "source", "chars")
 _CONDITION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|==|!=|<|>)\s*(.*?)\s*$")
 _MISSING = object()
+_BAD = object()  # a field whose container is not of its kind (`"scores": [1, 2]`, a text that is not a string)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -66,25 +72,23 @@ class Condition:
         return cls(field, op, value)
 
     def lookup(self, doc: Document):
+        """The field's value in `doc`, _MISSING when it has none, or _BAD when it is not of its kind (a number
+        compared against something that is not one)."""
         head, _, rest = self.field.partition(".")
-        if head == "scores":
-            return doc.scores.get(rest, _MISSING)
-        if head == "decisions":
-            return doc.decisions.get(rest, _MISSING)
-        if self.field == "chars":
-            return len(doc.text)
-        value = getattr(doc, self.field)
-        return _MISSING if value is None else value
+        if head in ("scores", "decisions"):
+            fields = doc.scores if head == "scores" else doc.decisions
+            value = fields.get(rest, _MISSING) if isinstance(fields, dict) else _BAD
+        elif self.field == "chars":
+            value = len(doc.text) if isinstance(doc.text, str) else _BAD
+        else:
+            value = getattr(doc, self.field)
+            value = _MISSING if value is None else value
+        if isinstance(self.value, float) and value is not _MISSING and not _is_number(value):
+            return _BAD
+        return value
 
     def holds(self, value) -> bool:
-        if isinstance(self.value, float):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                return False
-        else:
-            value = str(value)
-        return OPS[self.op](value, self.value)
+        return OPS[self.op](value if isinstance(self.value, float) else str(value), self.value)
 
 
 @dataclass
@@ -108,9 +112,13 @@ class SelectFilter(Filter):
             value = c.lookup(doc)
             if value is _MISSING:
                 return Verdict(False, f"{self.name}:missing:{c.field}")
+            if value is _BAD:
+                return Verdict(False, f"{self.name}:bad_value:{c.field}")
             if not c.holds(value):
                 return Verdict(False, f"{self.name}:{c.field}")
         if self.all_decisions is not None:
+            if not isinstance(doc.decisions, dict):
+                return Verdict(False, f"{self.name}:bad_value:decisions")
             failing = [label for label, decision in doc.decisions.items() if decision != self.all_decisions]
             if len(failing) == 1 or (failing and all(label in self._rank for label in failing)):
                 return Verdict(False, f"{self.name}:decisions.{min(failing, key=lambda l: self._rank.get(l, 0))}")

@@ -6,7 +6,8 @@
 Numeric fields (`chars`, language_score, dup_count, cluster_size, weight, repeats and every `scores.<name>`)
 get count, missing, mean, min, max and percentiles, from Beam's ApproximateQuantiles with epsilon 1e-3: exact
 (numpy's `inverted_cdf`) while a field has under about 15,000 values, and within 0.1% of rank beyond. A
-non-finite score is counted under `non_finite` and left out of the figures. Categorical fields (language,
+non-finite score is counted under `non_finite` and left out of the figures; a document with a score that is not a
+number at all (or another field not of its kind) is counted as `bad_field:<field>` in stats.json and left out. Categorical fields (language,
 source and every `decisions.<stage label>`) get the count of each value. OUTPUT/summary.json holds it all,
 OUTPUT/stats.json the read counts; the table goes to stdout. Below the exact range, percentiles can differ in
 the last digits between worker counts (the sketch merges in whatever order bundles finish); counts never do.
@@ -27,6 +28,37 @@ NUMERIC = ("language_score", "dup_count", "cluster_size", "weight", "repeats")
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 EPSILON = 1e-3
 PARTS = "summary.parts.jsonl"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def bad_field(doc: Document) -> str | None:
+    """The first field of `doc` that is not of its kind (a score that is not a number, `scores` or `decisions`
+    that is not a mapping, a decision or language that is not a string), or None. Such a document is counted
+    under `bad_field:<field>` and left out, rather than failing the run."""
+    if not isinstance(doc.text, str):
+        return "text"
+    for name in NUMERIC:
+        value = getattr(doc, name)
+        if value is not None and not _is_number(value):
+            return name
+    if not isinstance(doc.scores, dict):
+        return "scores"
+    for name, value in doc.scores.items():
+        if not _is_number(value):
+            return f"scores.{name}"
+    if not isinstance(doc.decisions, dict):
+        return "decisions"
+    for label, decision in doc.decisions.items():
+        if not isinstance(decision, str):
+            return f"decisions.{label}"
+    for name in ("language", "source"):
+        value = getattr(doc, name)
+        if value is not None and not isinstance(value, str):
+            return name
+    return None
 
 
 def numeric_fields(doc: Document):
@@ -73,6 +105,10 @@ class _CountDocs(beam.DoFn):
 
     def process(self, doc):
         self.counters.inc("in")
+        bad = bad_field(doc)
+        if bad is not None:
+            self.counters.inc(f"dropped/bad_field:{bad}")
+            return
         self.counters.inc("kept")
         yield doc
 

@@ -109,3 +109,14 @@ def test_all_decisions_drops_under_the_first_failing_stage_in_pipeline_order(tmp
     first = json.loads((tmp_path / "picked" / "stats.json").read_text())["stages"]["Select"]
     assert first["dropped"] == {"select:decisions.LanguageID": 1, "select:decisions.C4": 1}
     assert "warning" not in capsys.readouterr().err
+
+
+def test_values_not_of_their_kind_are_counted_not_fatal():
+    where = SelectFilter((Condition.parse("scores.k < 3"),))
+    assert where.check(Document(id="a", url="u", text="t", scores={"k": 2})).keep
+    assert where.check(Document(id="a", url="u", text="t", scores={"k": "abc"})).reason == "select:bad_value:scores.k"
+    assert where.check(Document(id="a", url="u", text="t", scores=[1, 2])).reason == "select:bad_value:scores.k"
+    assert SelectFilter((Condition.parse("chars > 0"),)).check(
+        Document(id="a", url="u", text=5)).reason == "select:bad_value:chars"
+    assert SelectFilter(all_decisions="keep").check(
+        Document(id="a", url="u", text="t", decisions=["keep"])).reason == "select:bad_value:decisions"
