@@ -235,6 +235,8 @@ def _cmd_calibrate_classifier(args) -> int:
 
 
 def _cmd_train_toxicity(args) -> int:
+    if args.examples < 1:
+        raise UserError(f"--examples must be >= 1, not {args.examples}")
     train_toxicity_default(_out(args, "toxicity"), args.jigsaw, args.examples, args.force, False)
     return 0
 

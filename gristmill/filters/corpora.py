@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -58,24 +59,40 @@ def english_pages(n: int, seed: int) -> list[str]:
 
 
 def read_texts(paths: list[str]) -> Iterator[str]:
-    """Documents from text files (blank-line separated) or JSONL(.gz) files with a "text" field."""
+    """Documents from text files (blank-line separated) or JSONL(.gz) files with a "text" field. A line that is
+    not such an object, or a file that cannot be read to its end (a truncated or corrupt gzip), is one UserError
+    naming the file (and line)."""
     if not paths:
         raise UserError("no input files given")
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise UserError(f"input file {path} does not exist")
-        name = path.name
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)["text"]
-                        except (ValueError, KeyError, TypeError):
-                            raise UserError(f"{path}:{i}: not a JSON object with a \"text\" field") from None
-            else:
-                for block in f.read().split("\n\n"):
-                    if block.strip():
-                        yield block.strip()
+        try:
+            yield from _file_texts(path)
+        except (OSError, EOFError, zlib.error) as e:
+            detail = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{path}: unreadable ({type(e).__name__}{': ' + detail if detail else ''})") from None
+
+
+def _file_texts(path: Path) -> Iterator[str]:
+    name = path.name
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    raise UserError(f"{path}:{i}: not JSON") from None
+                if not isinstance(record, dict) or "text" not in record:
+                    raise UserError(f"{path}:{i}: not a JSON object with a \"text\" field")
+                if not isinstance(record["text"], str):
+                    raise UserError(f"{path}:{i}: \"text\" is {type(record['text']).__name__}, not a string")
+                yield record["text"]
+        else:
+            for block in f.read().split("\n\n"):
+                if block.strip():
+                    yield block.strip()
