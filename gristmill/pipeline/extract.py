@@ -17,12 +17,15 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]
 
 
 def _valid_codec(name: str | None) -> str | None:
+    """The codec's canonical name when `name` is a text encoding Python knows; None for an unknown name and for
+    the bytes-to-bytes and str-to-str codecs (base64, hex, zlib, rot13, ...), which no page is written in."""
     if not name:
         return None
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
         return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 def choose_encoding(payload: bytes, declared: str | None) -> tuple[str, str]:

@@ -66,3 +66,12 @@ def test_undecodable_and_empty_pages_are_dropped_with_a_reason():
     good = list(fn.process(page(f"<html><body><p>{FRENCH}</p></body></html>".encode(), "utf-8")))
     assert [d.text for d in good] == [FRENCH.strip()]
     assert counted.count("in") == 3 and "dropped/undecodable" in counted and "dropped/empty_text" in counted
+
+
+@pytest.mark.parametrize("codec", ["base64", "rot13", "hex", "zlib", "quopri"])
+def test_a_codec_that_is_not_a_text_encoding_is_no_charset(codec):
+    # Python's codecs.lookup knows these, but they turn bytes into bytes (or str into str): no page is written in one.
+    payload = html(FRENCH, f'<meta charset="{codec}">').encode("utf-8")
+    for declared in (codec, None):
+        out, enc, how = html_to_text(payload, declared)
+        assert out == FRENCH.strip() and (enc, how) == ("utf-8", "detected")
