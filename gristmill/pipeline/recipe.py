@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import runpy
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,10 @@ def _convert(raw: str, default: Any, key: str) -> Any:
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            value = float(raw)
+            if math.isnan(value):  # no parameter means anything by NaN; every comparison with it is False
+                raise UserError(f"parameter {key}={raw!r}: expected a number, not NaN")
+            return value
         if isinstance(default, list) and not raw.startswith("["):
             return [x.strip() for x in raw.split(",") if x.strip()]
         value = ast.literal_eval(raw)

@@ -147,6 +147,7 @@ class FilterStage(Stage):
     def __init__(self, label: str, filter, mode: str = "drop", batch_size: int = 256):
         if mode not in ("drop", "annotate"):
             raise ValueError(f"stage {label}: mode must be 'drop' or 'annotate', not {mode!r}")
+        _check_probability_threshold(label, filter)
         self.label = label
         self.filter = filter
         self.mode = mode
@@ -160,3 +161,17 @@ class FilterStage(Stage):
 
     def expand(self, pcoll, ctx):
         return pcoll | self.label >> beam.ParDo(_FilterFn(self.filter, self.label, self.mode, self.batch_size))
+
+
+def _check_probability_threshold(label: str, flt) -> None:
+    """Language ID's and the fastText classifiers' `threshold` is a probability: one above 1 (or NaN) would
+    silently drop, or keep, everything. One line, when the recipe builds its stages."""
+    from gristmill.errors import UserError
+    from gristmill.filters.classifier import ClassifierFilter
+    from gristmill.filters.langid import LanguageIDFilter
+
+    t = getattr(flt, "threshold", None) if isinstance(flt, (LanguageIDFilter, ClassifierFilter)) else None
+    if t is None:
+        return
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+        raise UserError(f"stage {label}: threshold is a probability, from 0 to 1, not {t!r}")

@@ -83,6 +83,19 @@ def test_parameter_types():
         load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["lid_threshold=high"])
 
 
+@pytest.mark.parametrize("param, message", [
+    ("lid_threshold=nan", "parameter lid_threshold='nan': expected a number, not NaN"),
+    ("lid_threshold=1.5", "stage LanguageID: threshold is a probability, from 0 to 1, not 1.5"),
+    ("toxicity_threshold=-0.1", "stage Toxicity: threshold is a probability, from 0 to 1, not -0.1"),
+    ("quality_threshold=inf", "stage Quality: threshold is a probability, from 0 to 1, not inf"),
+])
+def test_a_probability_threshold_out_of_range_is_one_line(param, message):
+    with pytest.raises(UserError) as e:
+        load_recipe(str(ROOT / "recipes" / "cc_en.py"), [param]).stages()
+    assert str(e.value) == message
+    assert load_recipe(str(ROOT / "recipes" / "cc_en.py"), ["lid_threshold=1"]).stages()  # the bounds are fine
+
+
 def test_local_defaults_never_use_the_downloading_direct_runner():
     opts = pipeline_options([], num_workers=2).get_all_options()
     assert opts["runner"] == "FnApiRunner"
