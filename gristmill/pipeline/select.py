@@ -1,7 +1,8 @@
 """`beam select`: keep the documents of an earlier run whose recorded fields pass conditions (Dolma's mixer step).
 
 A run in annotate mode (`-p filter_mode=annotate`) scores every document and records each filter's decision
-without dropping anything, so thresholds can be chosen afterwards. This applies them without rerunning
+without any filter dropping it (dedup, unless `-p dedup=false`, still drops duplicates), so thresholds can be
+chosen afterwards. This applies them without rerunning
 extraction or models:
 
     beam select 'out/annot/documents/*.jsonl.gz' --output out/picked \\
@@ -178,8 +179,8 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "select", help="keep the documents of an earlier run whose scores and decisions pass conditions",
-        description="Apply thresholds to the documents of an earlier run (usually one in annotate mode, which "
-                    "scores everything and drops nothing) without rerunning extraction or models. A document is "
+        description="Apply thresholds to the documents of an earlier run (usually one in annotate mode, whose "
+                    "filters score everything and drop nothing) without rerunning extraction or models. A document is "
                     "kept when every --where condition holds; FIELD is scores.<name>, decisions.<stage label>, or "
                     f"one of {', '.join(FIELDS)}. Drops are counted as select:<field> and "
                     "select:missing:<field> in OUTPUT/stats.json.", epilog=EPILOG,
