@@ -88,11 +88,14 @@ def test_no_documents_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no document files match")
 
 
-def test_a_document_with_a_score_that_is_not_a_number_is_counted_not_fatal(tmp_path, capsys):
+def test_a_document_with_a_score_that_is_not_a_number_is_counted_not_fatal(tmp_path):
     docs = _docs(20)
     docs[4].scores["kenlm.perplexity"] = "abc"
     docs[7].scores = [1, 2]  # (document.py may already refuse this one when reading: a bad_json line)
-    summary, printed = _summary(tmp_path, docs, capsys)
+    _write(tmp_path / "s" / "documents", docs)
+    assert main(["summarize", str(tmp_path / "s" / "documents" / "*.jsonl.gz"), "--output", str(tmp_path / "s" / "out"),
+                 "--direct_running_mode=multi_threading", "--direct_num_workers=2"]) == 0
+    summary = json.loads((tmp_path / "s" / "out" / "summary.json").read_text())
     stats = json.loads((tmp_path / "s" / "out" / "stats.json").read_text())
     assert stats["balanced"] and summary["documents"] == 18
     dropped = {**stats["stages"]["ReadDocuments"].get("dropped", {}), **stats["stages"]["Summarize"]["dropped"]}
