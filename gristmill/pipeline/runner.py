@@ -32,12 +32,15 @@ def pipeline_options(beam_args: list[str] | None, num_workers: int | None = None
     """
     if num_workers is not None and num_workers < 0:
         raise UserError(f"--workers must be >= 0 (0: one per core), not {num_workers}")
+    usage = io.StringIO()
     try:
-        with contextlib.redirect_stderr(io.StringIO()) as usage:
-            return _pipeline_options(list(beam_args or []), num_workers)
+        with contextlib.redirect_stderr(usage):
+            opts = _pipeline_options(list(beam_args or []), num_workers)
     except SystemExit:
         last = (usage.getvalue().strip().splitlines() or [""])[-1]
         raise UserError(f"pipeline option {last.split('error: ', 1)[-1].removeprefix('argument ')}") from None
+    sys.stderr.write(usage.getvalue())  # anything else Beam said (a deprecation warning) is not lost
+    return opts
 
 
 def _pipeline_options(args: list[str], num_workers: int | None) -> PipelineOptions:
