@@ -3,7 +3,7 @@
     beam run recipes/cc_en.py [--input GLOB] [--output DIR] [-p key=value ...] [Beam pipeline options]
 
 Examples:  -p language=fr                 another language (LID keeps French; English-only rules step aside)
-           -p filter_mode=annotate        score everything, drop nothing: choose thresholds afterwards
+           -p filter_mode=annotate        filters score and record, drop nothing (dedup still drops duplicates)
            -p filter_mode=off -p dedup=false -p tokenizer=out/cc_en/tokens/tokenizer.json   the raw baseline
 """
 from gristmill.dedup.stages import BloomDedup, ExactDedup, LogCountResample, MinHashDedup
@@ -29,7 +29,7 @@ PARAMS = {
     "url_lists": "",               # folder from `beam model fetch-url-lists --out`; "" = provisioned
     "language": "en",              # fastText lid.176 label to keep
     "lid_threshold": 0.65,         # FineWeb's English threshold
-    "filter_mode": "drop",         # drop | annotate (score and record, keep everything) | off (no filter stages)
+    "filter_mode": "drop",         # drop | annotate (filters score and record, drop nothing) | off (no filter stages)
     "toxicity_threshold": 0.5,
     "quality_threshold": 0.5,      # DCLM-style classifier; annotate-only by default (see docs/filters.md)
     "lid_model": "",               # path or URL of a fastText LID model (lid.176.bin, GlotLID); "" = provisioned
