@@ -144,10 +144,11 @@ class _ShardDedupFn(beam.DoFn):
         if self.cfg.load_from:
             previous = bloom_core.load_filter(bloom_core.shard_path(self.cfg.load_from, shard, n))
         current = bloom_core.new_filter(self.capacity, self.rate)
+        # With a loaded filter the new keys go into it (dedup_shard), so it is the one saved: both runs' keys.
         dups = bloom_core.dedup_shard((o for chunk in items if chunk is not None for o in chunk), previous, current)
         if self.save_to is not None:
-            merged = current if previous is None else previous | current
-            bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), merged, shard, n, self.cfg.unit)
+            saved = current if previous is None else previous
+            bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), saved, shard, n, self.cfg.unit)
         for doc_id, idx, where in dups:
             yield doc_id, (idx, where)
 
@@ -200,7 +201,8 @@ class BloomDedup(Stage):
     def expand(self, pcoll, ctx: RunContext):
         cfg, label = self.config, self.label
         loaded = self.validate(ctx)
-        # A loaded filter fixes the rate and size, so the new keys can be OR-ed into it.
+        # A loaded filter fixes the rate and initial size: the new keys are added to it (it grows when full),
+        # and this run's own filter, used only to tell this-run from previous-run duplicates, uses the same.
         capacity = loaded["initial_capacity"] if loaded else cfg.shard_capacity()
         rate = loaded["false_positive_rate"] if loaded else cfg.false_positive_rate
         save_to = None if cfg.save_to is None else (cfg.save_to or ctx.path("bloom_filter"))
