@@ -92,6 +92,22 @@ def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, caps
     assert "warning: skipped while reading: unreadable_file:EOFError 1" in capsys.readouterr().err
 
 
+def test_encode_counts_and_skips_documents_with_fields_of_the_wrong_type(docs, tokenizer_path, tmp_path, capsys):
+    # "text": null or "repeats": "2" once reached the encoder and failed the whole run inside Beam
+    from gristmill.pipeline.cli import main
+
+    good = docs[:5]
+    bad = [{"id": "b1", "url": "u", "text": None}, {"id": "b2", "url": "u", "text": "x", "repeats": "2"},
+           {"id": "b3", "url": "u", "text": "x", "repeats": 2.5}]
+    lines = [d.to_json() for d in good[:2]] + [json.dumps(b) for b in bad] + [d.to_json() for d in good[2:]]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["tokenize", "encode", str(tmp_path / "d.jsonl"), "--tokenizer", tokenizer_path, "--output",
+                 str(tmp_path / "tokens"), "--seq-len", "64", "--validation-fraction", "0", *BEAM_ARGS]) == 0
+    assert "skipped while reading: bad_json:TypeError 3" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] == sum(d.repeats for d in good if d.text)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["tokenize", "encode", "/nonexistent/*.jsonl.gz", "--tokenizer", "t.json", "--output", "o"], "no document files"),
     (["tokenize", "train", "/nonexistent/*.jsonl.gz", "--output", "o"], "no document files"),
