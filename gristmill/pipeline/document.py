@@ -28,7 +28,8 @@ class Document:
     scores    numeric scores written by filters (annotate or drop mode), keyed "<filter>.<score>"
     decisions filter label -> "keep" or the drop reason it would have given (annotate mode)
     dup_count exact copies of this text seen (1 = unique), set by exact dedup
-    cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup
+    cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup (cluster_size counts copies; a
+              representative, cluster_id == id, of an earlier run keeps standing for them when dedup runs again)
     weight    log-count resampling weight (1.0 = no resampling)
     repeats   whole number of times the tokenizer emits this document (stochastic rounding of weight)
     source    name of the recipe/source that produced it
