@@ -57,6 +57,21 @@ def test_beam_stages_match_the_local_driver_byte_for_byte(docs, tmp_path):
     assert stats["stages"]["TrainTokenizer"]["sample_documents"] == 300
 
 
+def test_only_empty_documents_count_no_tokenizer_instead_of_failing(tmp_path):
+    # TrainTokenizer then yields nothing; without a default the side input reached the encoder as an
+    # EmptySideInput object, taken for a tokenizer path ("tokenizer file <...EmptySideInput...> does not exist")
+    from gristmill.pipeline.document import Document
+
+    docs = [Document(id=f"d{i}", url="u", text="") for i in range(3)]
+    stages = [CreateDocuments("Create", docs), TrainTokenizer(vocab_size=300, sample_docs=10),
+              Tokenize(seq_len=16, shard_bytes=4096)]
+    stats = run_stages(stages, RunContext(output=str(tmp_path / "run")), BEAM_ARGS)
+    assert stats["balanced"]
+    node = stats["stages"]["Tokenize"]
+    assert node["in"] == 3 and node["dropped"] == {"empty": 3} and node["no_tokenizer"] == 1
+    assert not (tmp_path / "run" / "tokens" / "manifest.json").exists()
+
+
 def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, capsys):
     from gristmill.pipeline.cli import main
 
