@@ -18,6 +18,7 @@ from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 from gristmill.tokenize import encode as E
 from gristmill.tokenize.shards import TOKENIZER
 from gristmill.tokenize.train import (
+    check_training,
     default_vocab_size,
     load_tokenizer,
     read_tokenizer_json,
@@ -66,6 +67,10 @@ class TrainTokenizer(Stage):
         self.min_frequency = min_frequency
         if sample_docs < 1:
             raise UserError(f"stage {label}: sample_docs must be >= 1, not {sample_docs}")
+        try:  # here, not in the worker: the trainer would fail (or abort the process) after the whole run
+            check_training(self.vocab_size, min_frequency)
+        except UserError as e:
+            raise UserError(f"stage {label}: {e}") from None
 
     def expand(self, docs, ctx: RunContext):
         seed, n, label = ctx.seed, self.sample_docs, self.label

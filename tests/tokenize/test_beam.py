@@ -187,3 +187,32 @@ def test_beam_with_a_given_tokenizer_and_bucket_count_matches_the_driver(docs, t
     names = sorted(p.name for p in local.iterdir())
     assert sorted(p.name for p in out.iterdir()) == names
     assert same_files(out, local, names)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--vocab-size", "1000000000"], "--vocab-size must be at most 16,777,216"),  # was a Rust abort, rc 134
+    (["--vocab-size", str(10**20)], "--vocab-size must be at most"),  # was OverflowError
+    (["--vocab-size", "100"], "--vocab-size must be at least 259"),
+    (["--min-frequency", "-1"], "--min-frequency must be >= 0"),  # was OverflowError
+    (["--min-frequency", str(10**20)], "--min-frequency must be below 2**63"),
+])
+def test_train_bounds_vocabulary_and_min_frequency(docs, tmp_path, capsys, flags, message):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "d.jsonl").write_text("".join(d.to_json() + "\n" for d in docs[:20]))
+    assert main(["tokenize", "train", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "t"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"vocab_size": 10**9}, "vocab_size must be at most"), ({"vocab_size": 4096.0}, "vocab_size must be a whole"),
+    ({"min_frequency": -1}, "min_frequency must be >= 0"), ({"min_frequency": 2**64}, "min_frequency must be below"),
+])
+def test_train_stage_parameters_are_checked_when_the_recipe_is_built(kwargs, message):
+    from gristmill.errors import UserError
+
+    with pytest.raises(UserError, match=f"stage TrainTokenizer: {message}"):
+        TrainTokenizer(**kwargs)
+    with pytest.raises(UserError, match=message):
+        train_tokenizer(["some text"], **{"vocab_size": 300, **kwargs})
