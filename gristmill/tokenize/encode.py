@@ -10,6 +10,7 @@ them and produce byte-identical shards:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import struct
@@ -134,6 +135,38 @@ def boundary_check(pre_tokenizer) -> Callable[[str, int, int], bool] | None:
     return is_boundary
 
 
+def without_prefix(tokenizer_json: bytes) -> bytes | None:
+    """The tokenizer without the space it puts before each text (Llama 2 and Mistral's `Prepend("▁")`
+    normalizer, Metaspace's prepend_scheme, ByteLevel's add_prefix_space), for encoding the pieces after the
+    first of a cut document: with the prefix each would start with an extra space. None when it has none."""
+    spec = json.loads(tokenizer_json)
+    changed = False
+
+    def strip(node):
+        nonlocal changed
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind == "Prepend":
+            changed = True
+            return None
+        if kind == "Sequence":
+            key = "normalizers" if "normalizers" in node else "pretokenizers"
+            node[key] = [c for c in map(strip, node.get(key) or []) if c is not None]
+        elif kind == "Metaspace":
+            if node.get("prepend_scheme", "never") != "never":
+                node["prepend_scheme"], changed = "never", True
+            if node.get("add_prefix_space"):
+                node["add_prefix_space"], changed = False, True
+        elif kind == "ByteLevel" and node.get("add_prefix_space"):
+            node["add_prefix_space"], changed = False, True
+        return node
+
+    spec["normalizer"] = strip(spec.get("normalizer"))
+    spec["pre_tokenizer"] = strip(spec.get("pre_tokenizer"))
+    return json.dumps(spec).encode("utf-8") if changed else None
+
+
 def clean_text(text: str) -> tuple[str, bool]:
     """Replace lone surrogates (valid in JSON, not in UTF-8) by U+FFFD; returns (text, changed)."""
     if text.isascii():
@@ -156,15 +189,32 @@ class DocumentEncoder:
         # encode_batch_fast skips offset tracking, which the shards do not need.
         self._encode_batch = _batch_encoder(self.tok)
         self._is_boundary = boundary_check(self.tok.pre_tokenizer)
+        # A tokenizer that puts a space before each text encodes the later pieces of a cut document without it
+        # (loaded when a document is first cut).
+        self._rest_json = without_prefix(self.tokenizer_json)
+        self._encode_rest = None
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         pieces: list[str] = []
         owner: list[int] = []
+        later: list[int] = []  # indices of pieces after a document's first
         for k, text in enumerate(texts):
-            for piece in split_text(text, self.chunk_chars, self._is_boundary):
+            for j, piece in enumerate(split_text(text, self.chunk_chars, self._is_boundary)):
+                if j:
+                    later.append(len(pieces))
                 pieces.append(piece)
                 owner.append(k)
-        encodings = self._encode_batch(pieces, add_special_tokens=False)
+        if self._rest_json is None or not later:
+            encodings = self._encode_batch(pieces, add_special_tokens=False)
+        else:
+            if self._encode_rest is None:
+                self._encode_rest = _batch_encoder(load_tokenizer(self._rest_json)[0])
+            is_later = set(later)
+            first = [i for i in range(len(pieces)) if i not in is_later]
+            encodings = [None] * len(pieces)
+            for idx, encode in ((first, self._encode_batch), (later, self._encode_rest)):
+                for i, enc in zip(idx, encode([pieces[i] for i in idx], add_special_tokens=False)):
+                    encodings[i] = enc
         parts: list[list[np.ndarray]] = [[] for _ in texts]
         for k, enc in zip(owner, encodings):
             parts[k].append(np.array(enc.ids, dtype=np.int32))

@@ -68,7 +68,7 @@ def test_gpt2_regex_cuts_are_what_they_were(tokenizer_path):
     # For the byte-level GPT-2 regex every space or newline point was already a boundary: the pre-tokenizer's
     # confirmation must pick exactly the pieces the plain rule picks (same shards as before).
     enc = DocumentEncoder(tokenizer_path)
-    assert enc._is_boundary is not None
+    assert enc._is_boundary is not None and enc._rest_json is None  # and no prefix: one encoder, as before
     rng = random.Random(3)
     text = make_text(rng, 3000) + "x" * 300 + ".\n".join(["a.", "b!", "c"] * 50) + "日本語。\n" * 80
     for chunk in (40, 64, 100, 257):
