@@ -115,30 +115,28 @@ def sizes(docs):
     return sorted((d.cluster_size, round(d.weight, 3)) for d in docs)
 
 
-def test_dedup_run_again_over_its_output_keeps_the_cluster_sizes(run_dedup, make_docs):
-    docs = near_copies(make_docs)
-    once, _ = run_dedup(docs, [ExactDedup(), MinHashDedup(), LogCountResample()], name="once")
-    assert sizes(once) == [(1, 1.0)] * 5 + [(10, 2.0)]
-    for keep in ("representative", "all"):
-        first, _ = run_dedup(docs, [ExactDedup(), MinHashDedup(keep=keep)], name=f"first-{keep}")
-        # the same chain again (and below MinHash alone): sizes were reset to 1 (weight 1), and with
-        # keep="all" must not count the members twice (the representative already stands for them)
-        again, _ = run_dedup(first, [ExactDedup(), MinHashDedup(), LogCountResample()], name=f"again-{keep}")
-        assert sizes(again) == sizes(once), keep
-    again, _ = run_dedup(first, [MinHashDedup(), LogCountResample()], name="minhash-alone")  # keep="all"'s
-    assert sizes(again) == sizes(once)
+@pytest.mark.parametrize("keep", ["representative", "all"])
+def test_dedup_run_again_over_its_output_keeps_the_cluster_sizes(run_dedup, make_docs, keep):
+    # Run again over run 1's output, the representative of the 10 near copies came back as a cluster of 1
+    # (weight 1); with keep="all" the members it already stands for must not be counted twice either.
+    once = [(1, 1.0)] * 5 + [(10, 2.0)]  # what one pass of ExactDedup, MinHashDedup, LogCountResample gives
+    first, _ = run_dedup(near_copies(make_docs), [ExactDedup(), MinHashDedup(keep=keep)], name="first")
+    again, _ = run_dedup(first, [ExactDedup(), MinHashDedup(), LogCountResample()], name="again")
+    assert sizes(again) == once
+    again, _ = run_dedup(first, [MinHashDedup(), LogCountResample()], name="minhash-alone")
+    assert sizes(again) == once
 
 
 def test_representatives_of_two_runs_add_up(run_dedup, make_docs):
-    # Run 1 saw the 10 near copies; run 2 saw 4 exact copies of the page run 1 kept. Deduplicating the two
-    # outputs together gives one document standing for all 14, whichever of the two ids is kept.
+    # Run 1 saw the 10 near copies; run 2 saw 4 exact copies of the page run 1 kept, and kept one of them
+    # (dup_count 4, its own cluster of 4). Deduplicating the two outputs together gives one document standing
+    # for all 14, whichever of the two ids is kept.
     docs = near_copies(make_docs)
     run1, _ = run_dedup(docs[:10], [ExactDedup(), MinHashDedup()], name="run1")
     (kept,) = run1
     for prefix in ("!", "~"):  # ids sorting before and after run 1's
-        copies = [dataclasses.replace(d, id=prefix + d.id) for d in make_docs([kept.text] * 4, prefix=prefix)]
-        run2, _ = run_dedup(copies, [ExactDedup(), MinHashDedup()], name=f"run2{ord(prefix)}")
-        assert [(d.dup_count, d.cluster_size) for d in run2] == [(4, 4)]
+        other = prefix + kept.id
+        run2 = [dataclasses.replace(kept, id=other, dup_count=4, cluster_id=other, cluster_size=4)]
         both, _ = run_dedup(run1 + run2, [ExactDedup(), MinHashDedup(), LogCountResample()], name=f"both{ord(prefix)}")
         assert [(d.dup_count, d.cluster_size) for d in both] == [(5, 14)]
         assert both[0].weight == pytest.approx(1 + math.log10(14))
