@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import numbers
 import os
 import re
 import struct
@@ -70,13 +71,13 @@ def check_training(vocab_size, min_frequency, names: tuple[str, str] = ("vocab_s
     beyond 64 bits or on a negative count). `names` are how the caller's user spells the two settings."""
     vocab_name, freq_name = names
     low = 256 + len(SPECIAL_TOKENS)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
         raise UserError(f"{vocab_name} must be a whole number, not {vocab_size!r}")
     if vocab_size < low:
         raise UserError(f"{vocab_name} must be at least {low} (256 bytes + specials), not {vocab_size}")
     if vocab_size > MAX_VOCAB:
         raise UserError(f"{vocab_name} must be at most {MAX_VOCAB:,} (2**24), not {vocab_size:,}")
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int):
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, numbers.Integral):
         raise UserError(f"{freq_name} must be a whole number, not {min_frequency!r}")
     if min_frequency < 0:
         raise UserError(f"{freq_name} must be >= 0, not {min_frequency}")
