@@ -32,9 +32,10 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 @dataclass(frozen=True)
 class BloomConfig:
     """unit: "line" (split on newlines, as Dolma's paragraph dedup does) or "paragraph" (split on blank lines).
-    expected_keys: distinct units expected over all shards, including those of a loaded filter.
+    expected_keys: distinct units expected over all shards, including those later runs add (cross-run).
     min_words: a document left with fewer words after removal is dropped.
-    load_from: folder of a filter saved by an earlier run (cross-run dedup); its rate and size are reused.
+    load_from: folder of a filter saved by an earlier run (cross-run dedup); this run's new keys are added to
+        it and it is what this run saves; its rate and initial capacity are reused.
     save_to: folder to save this run's filter in ("" = <output>/bloom_filter, None = do not save)."""
 
     unit: str = "line"
@@ -87,13 +88,23 @@ def dedup_shard(
     occurrences: Iterable[tuple[str, str, int]], previous: ScalableBloomFilter | None, current: ScalableBloomFilter
 ) -> list[tuple[str, int, str]]:
     """Visit (key, doc_id, unit_index) in (doc_id, unit_index) order; return the duplicates as
-    (doc_id, unit_index, "previous_run" | "this_run"). New keys are added to `current`."""
+    (doc_id, unit_index, "previous_run" | "this_run").
+
+    A new key is added to `current` and, when an earlier run's filter is given, to `previous` itself: that
+    filter is what the run saves, and adding (rather than OR-ing a separate filter into it) lets it grow a
+    level when it is full and keeps its key count. `current` holds only this run's keys, so a key found there
+    is a this-run duplicate even though it is in `previous` too by then."""
     dups = []
     for key, doc_id, idx in sorted(occurrences, key=lambda o: (o[1], o[2])):
-        if previous is not None and key in previous:
-            dups.append((doc_id, idx, "previous_run"))
-        elif current.add(key):
+        if previous is None:
+            if current.add(key):
+                dups.append((doc_id, idx, "this_run"))
+        elif key in current:
             dups.append((doc_id, idx, "this_run"))
+        elif previous.add(key):  # True: it was there already (add checks first)
+            dups.append((doc_id, idx, "previous_run"))
+        else:
+            current.add(key)
     return dups
 
 
@@ -180,6 +191,22 @@ def load_filter(path: str) -> ScalableBloomFilter:
     if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
         raise UserError(f"bloom filter {path} is corrupt (checksum mismatch)")
     try:
-        return ScalableBloomFilter.fromfile(io.BytesIO(payload))
+        flt = ScalableBloomFilter.fromfile(io.BytesIO(payload))
     except Exception as e:  # a payload with a right checksum but wrong layout: written by something else
         raise UserError(f"bloom filter {path} is corrupt ({e})") from None
+    _restore_counts(flt)
+    return flt
+
+
+def _restore_counts(flt: ScalableBloomFilter) -> None:
+    """Filters saved by cross-run dedup in earlier versions OR-ed two filters with pybloom's `|`, which resets
+    each level's key count to 0: such a level would take keys past its capacity instead of a new level being
+    added. A level with bits set but no count gets the count its fill implies (per slice of m bits, n keys
+    leave m (1 - (1 - 1/m)^n) bits set)."""
+    for level in flt.filters:
+        if level.count:
+            continue
+        ones = level.bitarray.count(1, 0, level.num_bits) / level.num_slices
+        if ones:
+            m = level.bits_per_slice
+            level.count = level.capacity if ones >= m else round(math.log1p(-ones / m) / math.log1p(-1 / m))

@@ -39,7 +39,7 @@ def cluster_weight(count: int, cfg: ResampleConfig) -> float:
     """Weight of the one representative kept for a cluster of `count` copies (count >= 1)."""
     c = max(int(count), 1)
     if cfg.form == "log":
-        w = 1.0 + math.log(c, cfg.base)
+        w = 1.0 + _log(c, cfg.base)
     elif cfg.form == "sqrt":
         w = math.sqrt(c)
     elif cfg.form == "one":
@@ -47,6 +47,16 @@ def cluster_weight(count: int, cfg: ResampleConfig) -> float:
     else:
         w = float(c)
     return min(w, cfg.max_weight) if cfg.max_weight is not None else w
+
+
+def _log(c: int, base: float) -> float:
+    """log_base(c), exact when c is a power of the base: math.log(1000, 10) is 2.9999999999999996, which gave
+    a cluster of 1000 copies weight 3.9999999999999996 (so sometimes 3 repeats, not always 4). Other counts
+    keep math.log's value bit for bit (math.log10 differs from it in the last digit for most of them), so
+    weights written before stay the same."""
+    x = math.log(c, base)
+    k = round(x)
+    return float(k) if base**k == c else x
 
 
 def unit_uniform(seed: int, key: str) -> float:

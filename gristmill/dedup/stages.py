@@ -25,23 +25,33 @@ from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 # ---------------------------------------------------------------- exact
 
 
+def own_copies(doc) -> int:
+    """Copies a document stands for on its own: its dup_count, or, when an earlier MinHashDedup made it its
+    cluster's representative, that cluster's size if larger (a re-run must not reset it to 1)."""
+    if doc.cluster_id == doc.id:
+        return max(doc.dup_count, doc.cluster_size)
+    return doc.dup_count
+
+
 class _KeepSmallestId(beam.CombineFn):
-    """Accumulator (documents, copies, smallest-id document): copies sums dup_count so chained runs add up."""
+    """Accumulator (documents, copies, copies stood for, any earlier representative, smallest-id document):
+    copies sums dup_count so chained runs add up; copies stood for sums own_copies, for the earlier clusters."""
 
     def create_accumulator(self):
-        return 0, 0, None
+        return 0, 0, 0, False, None
 
     def add_input(self, acc, doc):
-        n, copies, best = acc
-        return n + 1, copies + doc.dup_count, doc if best is None or doc.id < best.id else best
+        n, copies, stood, rep, best = acc
+        return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or doc.cluster_id == doc.id,
+                doc if best is None or doc.id < best.id else best)
 
     def merge_accumulators(self, accs):
-        n, copies, best = 0, 0, None
-        for an, ac, ab in accs:
-            n, copies = n + an, copies + ac
+        n, copies, stood, rep, best = 0, 0, 0, False, None
+        for an, ac, at, ar, ab in accs:
+            n, copies, stood, rep = n + an, copies + ac, stood + at, rep or ar
             if ab is not None and (best is None or ab.id < best.id):
                 best = ab
-        return n, copies, best
+        return n, copies, stood, rep, best
 
     def extract_output(self, acc):
         return acc
@@ -68,9 +78,14 @@ class _EmitRepresentativeFn(beam.DoFn):
         self.counters = StageCounters(self.label)
 
     def process(self, kv):
-        n, copies, best = kv[1]
+        n, copies, stood, rep, best = kv[1]
         doc = copy.copy(best)
         doc.dup_count = copies
+        if rep:
+            # A copy is the representative of an earlier run's near-duplicate cluster (dedup run again over
+            # earlier output): the one kept stands for every cluster merged here, so the size is not lost
+            # when a copy with a smaller id is kept, nor when two runs' representatives meet.
+            doc.cluster_id, doc.cluster_size = doc.id, stood
         self.counters.inc("kept")
         if n > 1:
             self.counters.inc("dropped/exact_duplicate", n - 1)
@@ -79,7 +94,9 @@ class _EmitRepresentativeFn(beam.DoFn):
 
 
 class ExactDedup(Stage):
-    """Groups documents by the hash of their normalized text; keeps the smallest id with dup_count = copies."""
+    """Groups documents by the hash of their normalized text; keeps the smallest id with dup_count = copies.
+    When a copy is an earlier MinHashDedup's representative, the kept one becomes the representative of a
+    cluster of all the copies they stand for (own_copies summed)."""
 
     def __init__(self, label: str = "ExactDedup"):
         self.label = label
@@ -144,10 +161,11 @@ class _ShardDedupFn(beam.DoFn):
         if self.cfg.load_from:
             previous = bloom_core.load_filter(bloom_core.shard_path(self.cfg.load_from, shard, n))
         current = bloom_core.new_filter(self.capacity, self.rate)
+        # With a loaded filter the new keys go into it (dedup_shard), so it is the one saved: both runs' keys.
         dups = bloom_core.dedup_shard((o for chunk in items if chunk is not None for o in chunk), previous, current)
         if self.save_to is not None:
-            merged = current if previous is None else previous | current
-            bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), merged, shard, n, self.cfg.unit)
+            saved = current if previous is None else previous
+            bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), saved, shard, n, self.cfg.unit)
         for doc_id, idx, where in dups:
             yield doc_id, (idx, where)
 
@@ -200,7 +218,8 @@ class BloomDedup(Stage):
     def expand(self, pcoll, ctx: RunContext):
         cfg, label = self.config, self.label
         loaded = self.validate(ctx)
-        # A loaded filter fixes the rate and size, so the new keys can be OR-ed into it.
+        # A loaded filter fixes the rate and initial size: the new keys are added to it (it grows when full),
+        # and this run's own filter, used only to tell this-run from previous-run duplicates, uses the same.
         capacity = loaded["initial_capacity"] if loaded else cfg.shard_capacity()
         rate = loaded["false_positive_rate"] if loaded else cfg.false_positive_rate
         save_to = None if cfg.save_to is None else (cfg.save_to or ctx.path("bloom_filter"))
@@ -220,6 +239,33 @@ class BloomDedup(Stage):
 
 
 # ---------------------------------------------------------------- minhash
+
+
+def earlier_cluster_copies(doc) -> tuple[str, int, int]:
+    """(earlier cluster, dup_count, earlier cluster size if the document is its representative else 0). Summing
+    dup_count over the members of one earlier cluster that are present, and taking the larger of that and the
+    representative's size, counts each copy once whether the earlier run kept only representatives or all."""
+    earlier = doc.id if doc.cluster_id is None else doc.cluster_id
+    return earlier, doc.dup_count, doc.cluster_size if doc.cluster_id == doc.id else 0
+
+
+class _EarlierClusterCopies(beam.CombineFn):
+    """(dup_count, representative's size) of one earlier cluster's members in one new cluster -> copies."""
+
+    def create_accumulator(self):
+        return 0, 0
+
+    def add_input(self, acc, value):
+        return acc[0] + value[0], max(acc[1], value[1])
+
+    def merge_accumulators(self, accs):
+        total, rep = 0, 0
+        for t, r in accs:
+            total, rep = total + t, max(rep, r)
+        return total, rep
+
+    def extract_output(self, acc):
+        return max(acc)
 
 
 class _SignatureFn(beam.DoFn):
@@ -242,7 +288,7 @@ class _SignatureFn(beam.DoFn):
             if not ss:
                 self.counters.inc("no_shingles")
                 continue
-            yield beam.pvalue.TaggedOutput("copies", (doc.id, doc.dup_count))
+            yield beam.pvalue.TaggedOutput("copies", (doc.id, earlier_cluster_copies(doc)))
             if self.cfg.verify:
                 yield beam.pvalue.TaggedOutput("sigs", (doc.id, sig.tobytes()))
             for key in band_keys(sig, self.bands, self.rows):
@@ -303,8 +349,8 @@ class _CountPairsFn(beam.DoFn):
 def _member_copies(kv):
     _, grouped = kv
     for cid in grouped["cluster"]:
-        for c in grouped["copies"]:
-            yield cid, c
+        for earlier, dup_count, rep_size in grouped["copies"]:
+            yield (cid, earlier), (dup_count, rep_size)
 
 
 def _member_cluster(kv):
@@ -329,7 +375,7 @@ class _AssignFn(beam.DoFn):
             if cluster:
                 doc.cluster_id, doc.cluster_size = cluster[0]
             else:
-                doc.cluster_id, doc.cluster_size = doc.id, doc.dup_count
+                doc.cluster_id, doc.cluster_size = doc.id, own_copies(doc)
             if self.keep == "representative" and doc.cluster_id != doc.id:
                 self.counters.inc("dropped/near_duplicate")
                 continue
@@ -344,8 +390,9 @@ class MinHashDedup(Stage):
     """Near-duplicate clusters by MinHash-LSH; sets cluster_id (smallest id) and cluster_size on every document.
 
     cluster_size counts copies (the sum of dup_count over the cluster), so it is the same whether or not
-    ExactDedup ran first. keep="representative" drops every document but the cluster id's own;
-    keep="all" only annotates.
+    ExactDedup ran first. Run again over its own output, it keeps the earlier sizes: a representative of
+    an earlier cluster stands for that cluster's size (see earlier_cluster_copies). keep="representative"
+    drops every document but the cluster id's own; keep="all" only annotates.
     """
 
     def __init__(self, label: str = "MinHashDedup", config: MinHashConfig | None = None, keep: str = "representative",
@@ -393,6 +440,8 @@ class MinHashDedup(Stage):
             {"cluster": components, "copies": parts.copies}
             | f"{label}/JoinCopies" >> beam.CoGroupByKey()
             | f"{label}/MemberCopies" >> beam.FlatMap(_member_copies)
+            | f"{label}/EarlierClusters" >> beam.CombinePerKey(_EarlierClusterCopies())
+            | f"{label}/ByNewCluster" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
             | f"{label}/ClusterSize" >> beam.CombinePerKey(sum)
         )
         member_cluster = (

@@ -28,7 +28,8 @@ class Document:
     scores    numeric scores written by filters (annotate or drop mode), keyed "<filter>.<score>"
     decisions filter label -> "keep" or the drop reason it would have given (annotate mode)
     dup_count exact copies of this text seen (1 = unique), set by exact dedup
-    cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup
+    cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup (cluster_size counts copies; a
+              representative, cluster_id == id, of an earlier run keeps standing for them when dedup runs again)
     weight    log-count resampling weight (1.0 = no resampling)
     repeats   whole number of times the tokenizer emits this document (stochastic rounding of weight)
     source    name of the recipe/source that produced it
@@ -60,9 +61,53 @@ class Document:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Document":
+        """A Document from its JSON form; unknown keys are ignored. A missing id, url or text, or a field of the
+        wrong type (`"text": null`, `"repeats": "2"` or `2.5`, a negative count) raises TypeError or ValueError,
+        so readers count the line as bad instead of a later stage failing on it."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a document is a JSON object, not {type(d).__name__}")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for name, value in known.items():
+            _check_field(name, value)
         return cls(**known)
 
     @classmethod
     def from_json(cls, line: str | bytes) -> "Document":
         return cls.from_dict(json.loads(line))
+
+
+_STR = frozenset({"id", "url", "text", "source"})
+_OPTIONAL_STR = frozenset({"language", "cluster_id"})
+_COUNT = frozenset({"dup_count", "cluster_size", "repeats"})  # whole numbers >= 0
+_NUMBER = frozenset({"weight"})
+_OPTIONAL_NUMBER = frozenset({"language_score"})
+_DICT = frozenset({"warc", "scores", "decisions", "meta"})
+
+
+def _check_field(name: str, value: Any) -> None:
+    """The declared type of a Document field, checked on values read from JSON (bool is not a number here)."""
+    if value is None and (name in _OPTIONAL_STR or name in _OPTIONAL_NUMBER):
+        return
+    if name in _STR or name in _OPTIONAL_STR:
+        ok = isinstance(value, str)
+    elif name in _COUNT:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and value < 0:
+            raise ValueError(f"document field {name} must be >= 0, not {value}")
+    elif name in _NUMBER or name in _OPTIONAL_NUMBER:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise TypeError(f"document field {name} must be {_EXPECTED[name]}, not {type(value).__name__}")
+
+
+_EXPECTED = {
+    **{n: "a string" for n in _STR},
+    **{n: "a string or null" for n in _OPTIONAL_STR},
+    **{n: "a whole number" for n in _COUNT},
+    **{n: "a number" for n in _NUMBER},
+    **{n: "a number or null" for n in _OPTIONAL_NUMBER},
+    **{n: "an object" for n in _DICT},
+}
+assert set(_EXPECTED) == set(Document.__dataclass_fields__)

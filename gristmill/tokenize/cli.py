@@ -56,14 +56,21 @@ def recipe_hash_of(glob: str) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gristmill.tokenize.train import default_vocab_size, save_tokenizer, select_sample, train_tokenizer
+    from gristmill.tokenize.train import (
+        check_training,
+        default_vocab_size,
+        save_tokenizer,
+        select_sample,
+        train_tokenizer,
+    )
 
     if args.sample_docs < 1:
         raise UserError(f"--sample-docs must be >= 1, not {args.sample_docs}")
+    vocab = args.vocab_size or default_vocab_size(args.multilingual)
+    check_training(vocab, args.min_frequency, ("--vocab-size", "--min-frequency"))
     texts = select_sample(iter_documents(args.input), args.sample_docs, args.seed)
     if not texts:
         raise UserError(f"no non-empty documents in {args.input}")
-    vocab = args.vocab_size or default_vocab_size(args.multilingual)
     tok = train_tokenizer(texts, vocab, args.min_frequency)
     path = fs.join(args.output, "tokenizer.json")
     digest = save_tokenizer(tok, path)
@@ -116,11 +123,11 @@ def register(subparsers) -> None:
     t.add_argument("input", help="document files (JSONL or JSONL.gz glob), e.g. 'out/cc_en/documents/*.jsonl.gz'")
     t.add_argument("--output", required=True, help="folder to write tokenizer.json into (local, gs://, s3://)")
     t.add_argument("--vocab-size", type=int, default=0,
-                   help="vocabulary size including 256 bytes and 3 specials (default 32000, or 100000 with "
-                        "--multilingual)")
+                   help="vocabulary size including 256 bytes and 3 specials, 259 to 16777216 (default 32000, "
+                        "or 100000 with --multilingual)")
     t.add_argument("--multilingual", action="store_true", help="default to the multilingual vocabulary size")
     t.add_argument("--sample-docs", type=int, default=50_000, help="documents to train on (default 50000)")
-    t.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge (default 2)")
+    t.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge, >= 0 (default 2)")
     t.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     t.set_defaults(func=_cmd_train)
 

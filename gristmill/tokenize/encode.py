@@ -10,6 +10,7 @@ them and produce byte-identical shards:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import struct
@@ -17,7 +18,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -62,13 +63,25 @@ class TokenizeConfig:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
+# A candidate cut is confirmed by pre-tokenizing this many characters on each side of it.
+BOUNDARY_WINDOW = 64
+# Candidates of one kind refused by the pre-tokenizer before the next kind is tried (bounds the cost).
+MAX_REFUSED = 16
+
+
+def split_text(text: str, chunk_chars: int = CHUNK_CHARS,
+               is_boundary: Callable[[str, int, int], bool] | None = None) -> list[str]:
     """Cut a long text into pieces of at most `chunk_chars` whose encodings concatenate to the text's.
 
-    A single space or newline between two non-space characters is always a pre-token boundary of the
-    byte-level regex (a pre-token holds a space only at its start, and the regex has no look-behind), so
-    cutting just before it leaves the tokens unchanged. A piece with no such point (a long run of
-    letters) is cut hard; byte-level tokens still decode to exactly the original bytes.
+    Cut points, tried in this order from the top of the window [chunk_chars / 2, chunk_chars) down: just
+    before a single space between two non-space characters, then just before a single newline between two,
+    then (only with `is_boundary`) just after a newline run, before a non-space character. For the byte-level
+    GPT-2 regex the first two are always pre-token boundaries (a pre-token holds a space only at its start,
+    and the regex has no look-behind), so cutting there leaves the tokens unchanged. Other regexes differ:
+    Llama 3's and Qwen's keep a newline with the punctuation before it. So `is_boundary(text, piece_start,
+    pos)`, when given, confirms each candidate with the tokenizer's own pre-tokenizer; a refused one is
+    passed over. A piece with no usable point is cut hard; byte-level tokens still decode to exactly the
+    original bytes, and only the tokens at the cut can differ.
     """
     if len(text) <= chunk_chars:
         return [text]
@@ -76,22 +89,82 @@ def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
     start = 0
     n = len(text)
     while n - start > chunk_chars:
-        hi = start + chunk_chars
-        lo = start + chunk_chars // 2
-        cut = -1
-        for sep in (" ", "\n"):
-            pos = text.rfind(sep, lo, hi)
-            while pos > lo and (text[pos - 1].isspace() or text[pos + 1].isspace()):
-                pos = text.rfind(sep, lo, pos)
-            if pos > lo:
-                cut = pos
-                break
-        if cut < 0:
-            cut = hi
+        cut = _cut_point(text, start, start + chunk_chars // 2, start + chunk_chars, is_boundary)
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
     return pieces
+
+
+def _cut_point(text: str, start: int, lo: int, hi: int, is_boundary) -> int:
+    for sep in (" ", "\n"):
+        refused = 0
+        pos = text.rfind(sep, lo, hi)
+        while pos > lo and refused < MAX_REFUSED:
+            if not (text[pos - 1].isspace() or text[pos + 1].isspace()):
+                if is_boundary is None or is_boundary(text, start, pos):
+                    return pos
+                refused += 1
+            pos = text.rfind(sep, lo, pos)
+    if is_boundary is not None:
+        refused = 0
+        pos = text.rfind("\n", lo, hi - 1)
+        while pos > lo and refused < MAX_REFUSED:
+            after = pos + 1
+            if not text[after].isspace():
+                if is_boundary(text, start, after):
+                    return after
+                refused += 1
+            pos = text.rfind("\n", lo, pos)
+    return hi
+
+
+def boundary_check(pre_tokenizer) -> Callable[[str, int, int], bool] | None:
+    """is_boundary for split_text from a tokenizer's pre-tokenizer: whether a pre-token starts at `pos` when
+    the text around it (from the piece start at most BOUNDARY_WINDOW before) is pre-tokenized. None when
+    there is no pre-tokenizer, or one that does not split text at spaces (Metaspace with split=False): the
+    whole text is then one pre-token, so no cut is exact and the space and newline points are kept."""
+    if pre_tokenizer is None or len(pre_tokenizer.pre_tokenize_str("a b c")) < 2:
+        return None
+
+    def is_boundary(text: str, start: int, pos: int) -> bool:
+        a = max(start, pos - BOUNDARY_WINDOW)
+        window = text[a : pos + BOUNDARY_WINDOW]
+        return any(a + s == pos for _, (s, _) in pre_tokenizer.pre_tokenize_str(window))
+
+    return is_boundary
+
+
+def without_prefix(tokenizer_json: bytes) -> bytes | None:
+    """The tokenizer without the space it puts before each text (Llama 2 and Mistral's `Prepend("▁")`
+    normalizer, Metaspace's prepend_scheme, ByteLevel's add_prefix_space), for encoding the pieces after the
+    first of a cut document: with the prefix each would start with an extra space. None when it has none."""
+    spec = json.loads(tokenizer_json)
+    changed = False
+
+    def strip(node):
+        nonlocal changed
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind == "Prepend":
+            changed = True
+            return None
+        if kind == "Sequence":
+            key = "normalizers" if "normalizers" in node else "pretokenizers"
+            node[key] = [c for c in map(strip, node.get(key) or []) if c is not None]
+        elif kind == "Metaspace":
+            if node.get("prepend_scheme", "never") != "never":
+                node["prepend_scheme"], changed = "never", True
+            if node.get("add_prefix_space"):
+                node["add_prefix_space"], changed = False, True
+        elif kind == "ByteLevel" and node.get("add_prefix_space"):
+            node["add_prefix_space"], changed = False, True
+        return node
+
+    spec["normalizer"] = strip(spec.get("normalizer"))
+    spec["pre_tokenizer"] = strip(spec.get("pre_tokenizer"))
+    return json.dumps(spec).encode("utf-8") if changed else None
 
 
 def clean_text(text: str) -> tuple[str, bool]:
@@ -114,16 +187,34 @@ class DocumentEncoder:
         self.chunk_chars = chunk_chars
         self.byte_lengths = token_byte_lengths(self.tok)
         # encode_batch_fast skips offset tracking, which the shards do not need.
-        self._encode_batch = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+        self._encode_batch = _batch_encoder(self.tok)
+        self._is_boundary = boundary_check(self.tok.pre_tokenizer)
+        # A tokenizer that puts a space before each text encodes the later pieces of a cut document without it
+        # (loaded when a document is first cut).
+        self._rest_json = without_prefix(self.tokenizer_json)
+        self._encode_rest = None
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         pieces: list[str] = []
         owner: list[int] = []
+        later: list[int] = []  # indices of pieces after a document's first
         for k, text in enumerate(texts):
-            for piece in split_text(text, self.chunk_chars):
+            for j, piece in enumerate(split_text(text, self.chunk_chars, self._is_boundary)):
+                if j:
+                    later.append(len(pieces))
                 pieces.append(piece)
                 owner.append(k)
-        encodings = self._encode_batch(pieces, add_special_tokens=False)
+        if self._rest_json is None or not later:
+            encodings = self._encode_batch(pieces, add_special_tokens=False)
+        else:
+            if self._encode_rest is None:
+                self._encode_rest = _batch_encoder(load_tokenizer(self._rest_json)[0])
+            is_later = set(later)
+            first = [i for i in range(len(pieces)) if i not in is_later]
+            encodings = [None] * len(pieces)
+            for idx, encode in ((first, self._encode_batch), (later, self._encode_rest)):
+                for i, enc in zip(idx, encode([pieces[i] for i in idx], add_special_tokens=False)):
+                    encodings[i] = enc
         parts: list[list[np.ndarray]] = [[] for _ in texts]
         for k, enc in zip(owner, encodings):
             parts[k].append(np.array(enc.ids, dtype=np.int32))
@@ -131,6 +222,10 @@ class DocumentEncoder:
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(map(int, ids)), skip_special_tokens=True)
+
+
+def _batch_encoder(tok):
+    return getattr(tok, "encode_batch_fast", tok.encode_batch)
 
 
 def _hash64(*parts: Any) -> int:

@@ -18,6 +18,7 @@ from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 from gristmill.tokenize import encode as E
 from gristmill.tokenize.shards import TOKENIZER
 from gristmill.tokenize.train import (
+    check_training,
     default_vocab_size,
     load_tokenizer,
     read_tokenizer_json,
@@ -66,6 +67,10 @@ class TrainTokenizer(Stage):
         self.min_frequency = min_frequency
         if sample_docs < 1:
             raise UserError(f"stage {label}: sample_docs must be >= 1, not {sample_docs}")
+        try:  # here, not in the worker: the trainer would fail (or abort the process) after the whole run
+            check_training(self.vocab_size, min_frequency)
+        except UserError as e:
+            raise UserError(f"stage {label}: {e}") from None
 
     def expand(self, docs, ctx: RunContext):
         seed, n, label = ctx.seed, self.sample_docs, self.label
@@ -109,6 +114,10 @@ class _EncodeFn(beam.DoFn):
         self.buf, self.chars = [], 0
 
     def process(self, doc, tokenizer_json):
+        if tokenizer_json is None:  # no document reached TrainTokenizer; the Manifest step counts no_tokenizer
+            self.counters.inc("in")
+            self.counters.inc("dropped/" + ("empty" if not doc.text else NO_TOKENIZER))
+            return
         # The side input is the same object on every call, so this compares MBs of JSON only once.
         if tokenizer_json is not self._source:
             if tokenizer_json != self._source:
@@ -144,6 +153,8 @@ class _WriteBucketFn(beam.DoFn):
 
     def process(self, item, tokenizer_json):
         (split, bucket), rows = item
+        if tokenizer_json is None:  # Encode emits nothing without a tokenizer
+            return
         if tokenizer_json != self._source:
             tok, self.info = load_tokenizer(tokenizer_json)
             self.byte_lengths = token_byte_lengths(tok)
@@ -197,7 +208,9 @@ class Tokenize(Stage):
             # and the tokenizer.json the dataset ships are the same tokenizer.
             text = read_tokenizer_json(path).decode("utf-8")
             tokenizer = docs.pipeline | f"{label}/Tokenizer" >> beam.Create([text])
-        tok = AsSingleton(tokenizer)
+        # default_value: a TrainTokenizer that saw no document yields nothing, and without a default Beam hands
+        # the DoFns an EmptySideInput object instead of None.
+        tok = AsSingleton(tokenizer, default_value=None)
         encoded = docs | f"{label}/Encode" >> beam.ParDo(_EncodeFn(label, seed, config), tok)
         source = self.source or ctx.recipe_name
 
@@ -214,6 +227,6 @@ class Tokenize(Stage):
             | f"{label}/Group" >> beam.GroupByKey()
             | f"{label}/Pack" >> beam.ParDo(_WriteBucketFn(folder, config), tok)
             | f"{label}/Entries" >> beam.combiners.ToList()
-            | f"{label}/Manifest" >> beam.Map(finish, AsSingleton(tokenizer, default_value=None))
+            | f"{label}/Manifest" >> beam.Map(finish, tok)
         )
         return docs

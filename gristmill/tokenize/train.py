@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import numbers
 import os
 import re
 import struct
@@ -39,6 +40,10 @@ MONOLINGUAL_VOCAB = 32_000
 MULTILINGUAL_VOCAB = 100_000
 # Longest text per sampled document: one huge page must not dominate the merge statistics.
 SAMPLE_MAX_CHARS = 100_000
+# Largest vocabulary to train: ids fit the shards' int32 many times over; the trainer's tables for 2**24 ids
+# take about 70 MB, and it aborts the process on allocation failure (1e9) rather than raising.
+MAX_VOCAB = 1 << 24
+MAX_MIN_FREQUENCY = (1 << 63) - 1  # the trainer's counts are 64-bit
 
 
 def default_vocab_size(multilingual: bool) -> int:
@@ -60,11 +65,30 @@ def select_sample(docs: Iterable, n: int, seed: int) -> list[str]:
     return [text[:SAMPLE_MAX_CHARS] for _, _, text in chosen]
 
 
+def check_training(vocab_size, min_frequency, names: tuple[str, str] = ("vocab_size", "min_frequency")) -> None:
+    """One line for a vocabulary size or minimum pair count the trainer cannot take (HF tokenizers aborts
+    the process with a Rust allocation failure on a vocabulary of 1e9, and raises OverflowError on one
+    beyond 64 bits or on a negative count). `names` are how the caller's user spells the two settings."""
+    vocab_name, freq_name = names
+    low = 256 + len(SPECIAL_TOKENS)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+        raise UserError(f"{vocab_name} must be a whole number, not {vocab_size!r}")
+    if vocab_size < low:
+        raise UserError(f"{vocab_name} must be at least {low} (256 bytes + specials), not {vocab_size}")
+    if vocab_size > MAX_VOCAB:
+        raise UserError(f"{vocab_name} must be at most {MAX_VOCAB:,} (2**24), not {vocab_size:,}")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, numbers.Integral):
+        raise UserError(f"{freq_name} must be a whole number, not {min_frequency!r}")
+    if min_frequency < 0:
+        raise UserError(f"{freq_name} must be >= 0, not {min_frequency}")
+    if min_frequency > MAX_MIN_FREQUENCY:
+        raise UserError(f"{freq_name} must be below 2**63, not {min_frequency:,}")
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE tokenizer. The result depends only on the multiset of texts (measured:
     training on the reversed list gives the same tokenizer.json)."""
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise UserError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + specials), not {vocab_size}")
+    check_training(vocab_size, min_frequency)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from gristmill.dedup import bloom
-from gristmill.dedup.stages import BloomDedup
+from gristmill.dedup.stages import BloomDedup, _ShardDedupFn
 from gristmill.errors import UserError
 
 BOILER = "Share this page\nSubscribe to our newsletter"
@@ -112,3 +112,73 @@ def test_missing_or_corrupt_filter_is_one_clear_line(tmp_path, run_dedup, make_d
 def test_run_fails_before_any_work_when_the_filter_folder_is_absent(run_dedup, make_docs, tmp_path):
     with pytest.raises(UserError, match="is missing"):
         run_dedup(make_docs(["a b c"]), [BloomDedup(load_from=str(tmp_path / "nowhere"))])
+
+
+def test_cross_run_works_when_the_filter_size_is_not_whole_bytes(run_dedup, make_docs, tmp_path):
+    # expected_keys=1000 over 4 shards gives 6580-bit filters: pybloom pads a loaded one to 6584 bits, and
+    # OR-ing it with a fresh 6580-bit filter raised "bitarrays of equal length expected".
+    probe = bloom.new_filter(bloom.BloomConfig(expected_keys=1000, num_shards=4).shard_capacity(), 1e-4)
+    probe.add("x")
+    assert probe.filters[0].num_bits % 8
+    first = make_docs([f"a line {i}\ncommon footer" for i in range(20)], prefix="r1")
+    run_dedup(first, [BloomDedup(num_shards=4, expected_keys=1000, save_to=str(tmp_path / "f1"))], name="r1")
+    second = make_docs([f"b line {i}\ncommon footer" for i in range(20)], prefix="r2")
+    out, stats = run_dedup(second, [BloomDedup(num_shards=4, load_from=str(tmp_path / "f1"),
+                                               save_to=str(tmp_path / "f2"))], name="r2")
+    assert sorted(d.text for d in out) == sorted(f"b line {i}" for i in range(20))
+    assert stats["stages"]["BloomDedup"]["units_removed_previous_run"] == 20
+    keys = sum(json_header(tmp_path / "f2", s, 4)["keys"] for s in range(4))
+    assert keys == 41  # 20 + 20 article lines and the footer
+
+
+def json_header(folder, shard, num_shards):
+    with open(bloom.shard_path(str(folder), shard, num_shards), "rb") as f:
+        return bloom._read_header(f, "test")[0]
+
+
+def _shard_run(tmp_path, run, prefix, n, rate, expected_keys):
+    """One run's shard-0 dedup of n new keys (a one-shard stage), loading the previous run's filter."""
+    load = str(tmp_path / f"r{run - 1}") if run > 1 else None
+    cfg = bloom.BloomConfig(num_shards=1, expected_keys=expected_keys, false_positive_rate=rate, load_from=load)
+    header = bloom.check_saved_filter(load, 1, "line") if load else None
+    capacity = header["initial_capacity"] if header else cfg.shard_capacity()
+    rate = header["false_positive_rate"] if header else rate
+    fn = _ShardDedupFn("B", cfg, capacity, rate, str(tmp_path / f"r{run}"))
+    items = [[(bloom.unit_key(f"{prefix} {i}"), f"doc{i:06d}", 0) for i in range(n)]]
+    return [where for _, (_, where) in fn.process((0, items))]
+
+
+def test_chained_runs_keep_the_rate_and_the_key_count(tmp_path):
+    # Each run adds n new keys to a filter sized for one run. The saved filter must grow levels as it fills
+    # (OR-ing a fresh filter into the loaded one kept one level: FP 4% after 4 runs at a configured 1%... and
+    # 11% at 0.1%) and its header must count every key (pybloom's `|` reset it to 0).
+    rate, n, probes = 0.01, 3000, 20000
+    stored = 0
+    for run in range(1, 6):
+        removed = _shard_run(tmp_path, run, f"run-{run}", n, rate, expected_keys=n)
+        assert len(removed) < 3 * rate * n  # every key is new: what is removed is false positives
+        stored += n - len(removed)
+        flt = bloom.load_filter(bloom.shard_path(str(tmp_path / f"r{run}"), 0, 1))
+        assert json_header(tmp_path / f"r{run}", 0, 1)["keys"] == len(flt) == stored
+        fp = sum(bloom.unit_key(f"never {i}") in flt for i in range(probes)) / probes
+        bound = sum(level.error_rate for level in flt.filters)  # pybloom's bound: 0.9 r + 0.81 r + ...
+        assert fp <= bound + 4 * math.sqrt(bound / probes) and fp < 2 * rate, (run, fp, len(flt.filters))
+    assert len(flt.filters) > 1
+    # A key of an earlier run is still found; this run's own repeats are this-run duplicates.
+    again = _shard_run(tmp_path, 6, "run-2", 10, rate, expected_keys=n)
+    assert again == ["previous_run"] * 10
+    fn = _ShardDedupFn("B", bloom.BloomConfig(num_shards=1, load_from=str(tmp_path / "r5")), 100, rate, None)
+    key = bloom.unit_key("brand new")
+    assert list(fn.process((0, [[(key, "a", 0), (key, "b", 0)]]))) == [("b", (0, "this_run"))]
+
+
+def test_a_filter_saved_with_a_reset_key_count_gets_it_back(tmp_path):
+    # Earlier versions saved cross-run filters with every level's count reset to 0; loading restores it
+    # from the bits set, so the filter adds a level when full instead of overfilling.
+    flt = bloom.new_filter(4000, 0.01)
+    for i in range(3000):
+        flt.add(f"k{i}")
+    flt.filters[0].count = 0
+    path = str(tmp_path / "legacy.bin")
+    bloom.save_filter(path, flt, 0, 1, "line")
+    assert abs(len(bloom.load_filter(path)) - 3000) < 60

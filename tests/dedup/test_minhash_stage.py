@@ -1,5 +1,10 @@
 """MinHashDedup and BloomDedup on Beam: results equal in-memory references, whatever the number of workers."""
+import dataclasses
+import math
+import random
 from collections import defaultdict
+
+import pytest
 
 from gristmill.dedup import bloom
 
@@ -91,3 +96,47 @@ def test_unverified_candidates_give_the_core_clusters(run_dedup, make_docs):
     out, stats = run_dedup(docs, [MinHashDedup(config=cfg, keep="all")])
     assert {d.id: (d.cluster_id, d.cluster_size) for d in out} == expected_clusters(docs, cfg)
     assert stats["stages"]["MinHashDedup"]["candidate_pairs"] > 0
+
+
+def near_copies(make_docs):
+    """10 near copies of one page (one word changed in each) and 5 unrelated pages."""
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(5000)]
+    base = rng.choices(words, k=300)
+    texts = []
+    for k in range(10):
+        t = list(base)
+        t[rng.randrange(300)] = f"edit{k}"
+        texts.append(" ".join(t))
+    return make_docs(texts + [" ".join(rng.choices(words, k=300)) for _ in range(5)])
+
+
+def sizes(docs):
+    return sorted((d.cluster_size, round(d.weight, 3)) for d in docs)
+
+
+@pytest.mark.parametrize("keep", ["representative", "all"])
+def test_dedup_run_again_over_its_output_keeps_the_cluster_sizes(run_dedup, make_docs, keep):
+    # Run again over run 1's output, the representative of the 10 near copies came back as a cluster of 1
+    # (weight 1); with keep="all" the members it already stands for must not be counted twice either.
+    once = [(1, 1.0)] * 5 + [(10, 2.0)]  # what one pass of ExactDedup, MinHashDedup, LogCountResample gives
+    first, _ = run_dedup(near_copies(make_docs), [ExactDedup(), MinHashDedup(keep=keep)], name="first")
+    again, _ = run_dedup(first, [ExactDedup(), MinHashDedup(), LogCountResample()], name="again")
+    assert sizes(again) == once
+    again, _ = run_dedup(first, [MinHashDedup(), LogCountResample()], name="minhash-alone")
+    assert sizes(again) == once
+
+
+def test_representatives_of_two_runs_add_up(run_dedup, make_docs):
+    # Run 1 saw the 10 near copies; run 2 saw 4 exact copies of the page run 1 kept, and kept one of them
+    # (dup_count 4, its own cluster of 4). Deduplicating the two outputs together gives one document standing
+    # for all 14, whichever of the two ids is kept.
+    docs = near_copies(make_docs)
+    run1, _ = run_dedup(docs[:10], [ExactDedup(), MinHashDedup()], name="run1")
+    (kept,) = run1
+    for prefix in ("!", "~"):  # ids sorting before and after run 1's
+        other = prefix + kept.id
+        run2 = [dataclasses.replace(kept, id=other, dup_count=4, cluster_id=other, cluster_size=4)]
+        both, _ = run_dedup(run1 + run2, [ExactDedup(), MinHashDedup(), LogCountResample()], name=f"both{ord(prefix)}")
+        assert [(d.dup_count, d.cluster_size) for d in both] == [(5, 14)]
+        assert both[0].weight == pytest.approx(1 + math.log10(14))

@@ -18,6 +18,18 @@ def test_default_weight_is_one_plus_log10_count():
     assert cluster_weight(1000, ResampleConfig(max_weight=2.5)) == 2.5
 
 
+def test_powers_of_the_base_give_whole_weights_and_repeats():
+    # math.log(1000, 10) is 2.9999999999999996: a cluster of 1000 copies got 3 repeats for some documents
+    for base, top in ((10.0, 16), (2.0, 60), (3.0, 30)):
+        cfg = ResampleConfig(base=base)
+        for k in range(top):
+            c = int(base) ** k
+            assert cluster_weight(c, cfg) == 1.0 + k
+            assert {stochastic_round(cluster_weight(c, cfg), 0, f"d{i}") for i in range(50)} == {1 + k}
+    # every other count keeps math.log's value bit for bit, so weights written by earlier runs are unchanged
+    assert all(cluster_weight(c, ResampleConfig()) == 1.0 + math.log(c, 10) for c in range(1, 5000) if c != 1000)
+
+
 def test_bad_config_is_a_user_error():
     with pytest.raises(UserError, match="form must be one of"):
         ResampleConfig(form="cube")

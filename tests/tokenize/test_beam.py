@@ -57,6 +57,21 @@ def test_beam_stages_match_the_local_driver_byte_for_byte(docs, tmp_path):
     assert stats["stages"]["TrainTokenizer"]["sample_documents"] == 300
 
 
+def test_only_empty_documents_count_no_tokenizer_instead_of_failing(tmp_path):
+    # TrainTokenizer then yields nothing; without a default the side input reached the encoder as an
+    # EmptySideInput object, taken for a tokenizer path ("tokenizer file <...EmptySideInput...> does not exist")
+    from gristmill.pipeline.document import Document
+
+    docs = [Document(id=f"d{i}", url="u", text="") for i in range(3)]
+    stages = [CreateDocuments("Create", docs), TrainTokenizer(vocab_size=300, sample_docs=10),
+              Tokenize(seq_len=16, shard_bytes=4096)]
+    stats = run_stages(stages, RunContext(output=str(tmp_path / "run")), BEAM_ARGS)
+    assert stats["balanced"]
+    node = stats["stages"]["Tokenize"]
+    assert node["in"] == 3 and node["dropped"] == {"empty": 3} and node["no_tokenizer"] == 1
+    assert not (tmp_path / "run" / "tokens" / "manifest.json").exists()
+
+
 def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, capsys):
     from gristmill.pipeline.cli import main
 
@@ -90,6 +105,22 @@ def test_commands_train_and_encode_existing_document_shards(docs, tmp_path, caps
     assert main(["tokenize", "encode", glob, "--tokenizer", str(tok), "--output", str(tmp_path / "tokens2"),
                  "--seq-len", "64", *BEAM_ARGS]) == 0
     assert "warning: skipped while reading: unreadable_file:EOFError 1" in capsys.readouterr().err
+
+
+def test_encode_counts_and_skips_documents_with_fields_of_the_wrong_type(docs, tokenizer_path, tmp_path, capsys):
+    # "text": null or "repeats": "2" once reached the encoder and failed the whole run inside Beam
+    from gristmill.pipeline.cli import main
+
+    good = docs[:5]
+    bad = [{"id": "b1", "url": "u", "text": None}, {"id": "b2", "url": "u", "text": "x", "repeats": "2"},
+           {"id": "b3", "url": "u", "text": "x", "repeats": 2.5}]
+    lines = [d.to_json() for d in good[:2]] + [json.dumps(b) for b in bad] + [d.to_json() for d in good[2:]]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["tokenize", "encode", str(tmp_path / "d.jsonl"), "--tokenizer", tokenizer_path, "--output",
+                 str(tmp_path / "tokens"), "--seq-len", "64", "--validation-fraction", "0", *BEAM_ARGS]) == 0
+    assert "skipped while reading: bad_json:TypeError 3" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] == sum(d.repeats for d in good if d.text)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -156,3 +187,32 @@ def test_beam_with_a_given_tokenizer_and_bucket_count_matches_the_driver(docs, t
     names = sorted(p.name for p in local.iterdir())
     assert sorted(p.name for p in out.iterdir()) == names
     assert same_files(out, local, names)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--vocab-size", "1000000000"], "--vocab-size must be at most 16,777,216"),  # was a Rust abort, rc 134
+    (["--vocab-size", str(10**20)], "--vocab-size must be at most"),  # was OverflowError
+    (["--vocab-size", "100"], "--vocab-size must be at least 259"),
+    (["--min-frequency", "-1"], "--min-frequency must be >= 0"),  # was OverflowError
+    (["--min-frequency", str(10**20)], "--min-frequency must be below 2**63"),
+])
+def test_train_bounds_vocabulary_and_min_frequency(docs, tmp_path, capsys, flags, message):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "d.jsonl").write_text("".join(d.to_json() + "\n" for d in docs[:20]))
+    assert main(["tokenize", "train", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "t"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"vocab_size": 10**9}, "vocab_size must be at most"), ({"vocab_size": 4096.0}, "vocab_size must be a whole"),
+    ({"min_frequency": -1}, "min_frequency must be >= 0"), ({"min_frequency": 2**64}, "min_frequency must be below"),
+])
+def test_train_stage_parameters_are_checked_when_the_recipe_is_built(kwargs, message):
+    from gristmill.errors import UserError
+
+    with pytest.raises(UserError, match=f"stage TrainTokenizer: {message}"):
+        TrainTokenizer(**kwargs)
+    with pytest.raises(UserError, match=message):
+        train_tokenizer(["some text"], **{"vocab_size": 300, **kwargs})

@@ -30,6 +30,51 @@ def test_cutting_long_text_leaves_the_tokens_unchanged(tokenizer_path):
     assert enc.encode([text])[0].tolist() == whole
 
 
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def llama3_like():
+    """A byte-level BPE in Llama 3's layout: Split on Llama 3's regex, then ByteLevel without its own regex."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["End of a sentence.\nNext line starts here. 日本語。\n東京です。\n" * 50]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|end_of_text|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return tok.to_str().encode()
+
+
+@pytest.mark.parametrize("text", [
+    "sentence.\nNext.\n" * 20,           # no space at all: the newlines follow punctuation, which keeps them
+    "日本語です。\n東京。\nデータ。\n" * 20,  # the same in CJK text, where long documents have no spaces
+    "A sentence. Another one?\nYes.\n" * 20,
+])
+def test_cuts_are_boundaries_of_the_llama3_regex(text):
+    # Llama 3's (and Qwen's) regex pulls a newline into the punctuation before it, so cutting before such a
+    # newline changed the ids (120 instead of 129 for the first text); the pre-tokenizer now confirms each cut.
+    enc = DocumentEncoder(llama3_like(), chunk_chars=40)
+    assert len(split_text(text, 40, enc._is_boundary)) > 5
+    assert enc.encode([text])[0].tolist() == enc.tok.encode(text, add_special_tokens=False).ids
+    assert enc.decode(enc.encode([text])[0]) == text
+
+
+def test_gpt2_regex_cuts_are_what_they_were(tokenizer_path):
+    # For the byte-level GPT-2 regex every space or newline point was already a boundary: the pre-tokenizer's
+    # confirmation must pick exactly the pieces the plain rule picks (same shards as before).
+    enc = DocumentEncoder(tokenizer_path)
+    assert enc._is_boundary is not None and enc._rest_json is None  # and no prefix: one encoder, as before
+    rng = random.Random(3)
+    text = make_text(rng, 3000) + "x" * 300 + ".\n".join(["a.", "b!", "c"] * 50) + "日本語。\n" * 80
+    for chunk in (40, 64, 100, 257):
+        assert split_text(text, chunk, enc._is_boundary) == split_text(text, chunk)
+
+
 def test_text_without_cut_points_is_cut_hard_and_still_round_trips(tokenizer_path):
     enc = DocumentEncoder(tokenizer_path, chunk_chars=100)
     text = "日本語テキスト" * 500 + "x" * 1000

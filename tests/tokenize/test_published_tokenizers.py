@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from gristmill.errors import UserError
 from gristmill.pipeline.document import Document
-from gristmill.tokenize.encode import TokenizeConfig, tokenize_documents
+from gristmill.tokenize.encode import DocumentEncoder, TokenizeConfig, split_text, tokenize_documents
 from gristmill.tokenize.shards import TokenDataset
 from gristmill.tokenize.train import load_tokenizer, read_tokenizer_json
 
@@ -174,3 +174,44 @@ def test_the_stage_refuses_a_bad_tokenizer_before_the_run(tmp_path):
             run_stages([CreateDocuments("Create", _docs()), Tokenize("Tokenize", tokenizer=str(path))],
                        RunContext(output=str(tmp_path / "o"), seed=1, recipe_name="t", recipe_hash="0"), [])
         assert not (tmp_path / "o").exists()  # refused before the pipeline made anything
+
+
+def metaspace_like(tmp_path):
+    """llama2_like in the newer layout: no normalizer, a Metaspace pre-tokenizer that prepends "▁" to the text."""
+    spec = json.loads(llama2_like(tmp_path).read_text())
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}
+    path = tmp_path / "metaspace.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+LONG_TEXTS = ["The cat sat on the mat. " * 40,             # cut at spaces
+              "Numbers 12345 and\nnew\nlines\n" * 40,       # and at newlines
+              "漢字のテキスト" * 100 + " end"]               # no space or newline: cut hard
+
+
+@pytest.mark.parametrize("make", [llama2_like, metaspace_like])
+def test_cut_documents_keep_their_text_with_a_prefixing_tokenizer(tmp_path, make):
+    # Each piece of a cut document used to get its own "▁" prefix: an extra space at every cut in the shards,
+    # and n_bytes one byte over per piece. Later pieces are now encoded without it.
+    enc = DocumentEncoder(str(make(tmp_path)), chunk_chars=100)
+    for text in LONG_TEXTS:
+        assert len(split_text(text, 100, enc._is_boundary)) > 3
+        ids = enc.encode([text])[0]
+        assert enc.decode(ids) == text
+        assert enc.byte_lengths[ids].sum() == len(text.encode("utf-8")) + 1  # the one prefix per document
+    # a document that is not cut is encoded as before, prefix included
+    assert enc.encode(["The cat sat."])[0].tolist() == enc.tok.encode("The cat sat.", add_special_tokens=False).ids
+
+
+def test_a_long_document_through_the_driver_with_a_prefixing_tokenizer(tmp_path):
+    text = "The cat sat on the mat. " * 3000  # 72,000 characters: two pieces of at most 65,536
+    manifest, _ = tokenize_documents([Document(id="big", url="", text=text)], str(llama2_like(tmp_path)),
+                                     tmp_path / "out", TokenizeConfig(seq_len=512, shard_bytes=512 * 4 * 100,
+                                                                      validation_fraction=0.0))
+    assert manifest["splits"]["train"]["bytes"] == len(text) + 1  # was + 2: one extra "▁" at the cut
+    ds = TokenDataset(tmp_path / "out")
+    tok, info = load_tokenizer(str(tmp_path / "out" / "tokenizer.json"))
+    ids = np.concatenate([ds[i] for i in range(len(ds))])
+    assert tok.decode(ids[(ids != info.pad_id) & (ids != info.eos_id)].tolist()) == text
