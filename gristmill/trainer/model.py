@@ -219,9 +219,14 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None):
-        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or the mean loss if targets given.
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None,
+                reduction: str = "mean"):
+        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or, with targets, the loss over the
+        targets that count (IGNORE_INDEX marks PAD): their mean (a batch with none gives 0, not 0/0), or with
+        reduction="sum" their sum, for a caller that divides by the scored targets of a whole batch.
         segments (batch, seq), e.g. doc_segments(idx, eos_id): attention stays within each document."""
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
         t = idx.shape[1]
         if t > self.config.max_seq_len:
             raise UserError(f"sequence length {t} exceeds the model's max_seq_len {self.config.max_seq_len}")
@@ -233,8 +238,9 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x)
-        # Mean over the targets that count (IGNORE_INDEX marks PAD); a batch with none gives 0, not 0/0.
         flat = targets.flatten()
         total = fused_linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, flat, ignore_index=IGNORE_INDEX,
                                            z_loss=self.config.z_loss, reduction="sum")
+        if reduction == "sum":
+            return total
         return total / (flat != IGNORE_INDEX).sum().clamp(min=1)

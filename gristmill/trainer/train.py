@@ -22,7 +22,7 @@ from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
 from gristmill.trainer.evaluate import evaluate_sets
-from gristmill.trainer.model import Transformer, doc_segments, lm_targets, model_config
+from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -242,16 +242,22 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
+            # The step's loss is the mean over every scored (non-PAD) target of the global batch, however it is
+            # split into ranks and micro-batches: each micro-batch backpropagates its summed loss over the
+            # step's scored-target count. DDP and FSDP average gradients over the ranks, hence the x world.
+            batches = [source.next_batch().to(device, non_blocking=True) for _ in range(accum)]
+            targets = [lm_targets(b, source.pad_id) for b in batches]
+            n_scored = parallel.all_reduce_sum(sum((t != IGNORE_INDEX).sum() for t in targets).float(), world)
+            scale = world / n_scored.clamp(min=1)
             loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                batch = source.next_batch().to(device, non_blocking=True)
+            for micro, (batch, target) in enumerate(zip(batches, targets)):
                 with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
                     inputs = batch[:, :-1]
                     segments = doc_segments(inputs, source.eos_id) if cfg.document_masking else None
-                    loss = model(inputs, lm_targets(batch, source.pad_id), segments=segments)
-                    (loss / accum).backward()
+                    loss = model(inputs, target, segments=segments, reduction="sum")
+                    (loss * scale).backward()
                 loss_sum += loss.detach().float()
-            loss_avg = parallel.all_reduce_mean(loss_sum / accum, world)
+            loss_avg = parallel.all_reduce_sum(loss_sum, world) / n_scored.clamp(min=1)
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor

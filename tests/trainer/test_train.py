@@ -246,14 +246,35 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     assert metrics(tmp_path, "r") == metrics(tmp_path, "full")
 
 
-def test_gradient_accumulation_matches_one_big_micro_batch(tiny):
-    """batch 8 as 1 x 8, 2 x 4 and 4 x 2: the same update, so the same losses (a dropped or unscaled
-    micro-batch would change them)."""
-    runs = [train(tiny(f"m{m}", micro_batch_size=m), verbose=False) for m in (8, 4, 2)]
+def test_gradient_accumulation_matches_one_big_micro_batch(tiny, pad_mixture):
+    """batch 8 as 1 x 8, 2 x 4 and 8 x 1 on rows with PAD tails of different lengths: the same update, so the same
+    losses and gradient norms. The loss is the mean over the batch's scored targets, not a mean of micro-batch
+    means (which weights a PAD-heavy micro-batch's targets more), and a dropped or unscaled micro-batch would
+    change it too."""
+    data = {"mixture": str(pad_mixture)}
+    runs = [train(tiny(f"m{m}", micro_batch_size=m, data=data), verbose=False) for m in (8, 4, 1)]
     for key in ("loss", "grad_norm"):  # Adam hides a wrongly scaled gradient from the loss, not from its norm
         values = [[r[key] for r in rows] for rows in runs]
-        assert values[1] == pytest.approx(values[0], rel=1e-5) and values[2] == pytest.approx(values[0], rel=1e-5)
+        assert values[1] == pytest.approx(values[0], rel=1e-6) and values[2] == pytest.approx(values[0], rel=1e-6)
     assert runs[0][-1]["loss"] < runs[0][0]["loss"]
+
+
+def test_the_loss_is_the_mean_over_the_batchs_scored_targets(tiny, pad_mixture):
+    """The first step's logged loss is the fresh model's cross-entropy averaged over every non-PAD target of the
+    step's batch (both micro-batches together)."""
+    from gristmill.mixtures.loader import MixtureLoader
+    from gristmill.trainer.model import lm_targets
+
+    rows = train(tiny("m", micro_batch_size=2, batch_size=4, data={"mixture": str(pad_mixture)}), verbose=False)
+    torch.manual_seed(0)  # the run's seed; the model is the first thing to draw from torch's RNG
+    model = Transformer(model_config("tiny", vocab_size=256, max_seq_len=SEQ_LEN))
+    loader = MixtureLoader(pad_mixture, 2)
+    ids = torch.cat([loader.next_batch(), loader.next_batch()])
+    targets = lm_targets(ids, 0)
+    with torch.no_grad():
+        want = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1).double(), targets.flatten(), ignore_index=-100)
+    assert int((targets == -100).sum()) > 0  # the batch has PAD
+    assert rows[0]["loss"] == pytest.approx(float(want), rel=1e-6)
 
 
 def test_bf16_autocasts_over_fp32_weights(tiny, tmp_path):
