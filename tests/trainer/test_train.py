@@ -235,6 +235,25 @@ def test_resume_refuses_another_model_or_data_but_allows_a_longer_run(tmp_path, 
         train(tiny("r", model={"preset": "tiny", "d_model": 128}), verbose=False)
 
 
+def test_resume_follows_this_runs_schedule_and_peak_lr(tiny):
+    """A resume restores the schedule's position only: the steps, warmup, decay and peak lr are this run's.
+    A WSD run of 10 steps stopped in its stable phase and resumed with 20 decays over 20's last 4 steps."""
+    from gristmill.trainer.train import lr_schedule
+
+    kw = dict(schedule="wsd", decay_fraction=0.2, warmup_steps=2, micro_batch_size=8)
+    train(tiny("long", steps=10, **kw), stop_after=4, verbose=False)
+    longer = tiny("long", steps=20, **kw)
+    rows = train(longer, verbose=False)
+    want = lr_schedule(longer)
+    assert [r["step"] for r in rows] == list(range(5, 21))
+    assert [r["lr"] / 3e-3 for r in rows] == pytest.approx([want(r["step"] - 1) for r in rows], rel=1e-12)
+    assert [round(r["lr"] / 3e-3, 3) for r in rows[-5:]] == [1.0, 1.0, 0.775, 0.55, 0.325]
+    train(tiny("peak", steps=10, **kw), stop_after=4, verbose=False)
+    rows = train(tiny("peak", steps=10, **{**kw, "lr": 5e-4}), verbose=False)
+    assert [r["lr"] for r in rows][:4] == pytest.approx([5e-4] * 4, rel=1e-12)  # the stable phase, at the new peak
+    assert rows[-1]["lr"] == pytest.approx(5e-4 * lr_schedule(tiny(steps=10, **kw))(9), rel=1e-12)
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     train(tiny("r", checkpoint_every=2), stop_after=3, verbose=False)  # checkpoints at 2 and 3
     import shutil
