@@ -103,7 +103,8 @@ def latest(root: Path) -> Path | None:
 
 def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: int, world: int, keep: int,
          loop_state: dict | None = None) -> Path:
-    """Write step-NNNNNNNN under `root` (all ranks call this), then prune to the newest `keep`.
+    """Write step-NNNNNNNN under `root` (all ranks call this), then prune to the newest `keep` of those at or
+    below `step` (one numbered past it is not this run's history, and the pruning must not delete the new one).
     `loop_state` is the training loop's own small state (e.g. the loss-spike window), returned by `load`."""
     path = step_dir(root, step)
     with _single_process_quiet():
@@ -111,7 +112,7 @@ def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: in
     if world > 1:
         dist.barrier()
     if rank == 0 and keep > 0:
-        done = sorted(p for p in Path(root).iterdir() if _STEP_DIR.match(p.name))
+        done = sorted(p for p in Path(root).iterdir() if (m := _STEP_DIR.match(p.name)) and int(m.group(1)) <= step)
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return path

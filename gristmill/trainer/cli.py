@@ -11,7 +11,7 @@ TRAIN_EXAMPLES = """examples:
   trainer train run.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 8 -m gristmill.trainer train run.yaml --parallel zero2
   trainer train run.yaml --out-dir runs/a --stop-after 500  # checkpoint and stop; rerun to resume
-  trainer train run.yaml --resume never                     # ignore checkpoints already in out_dir
+  trainer train run.yaml --resume never                     # start over (a previous run moves to OUT_DIR/replaced-*)
 
 Metrics: OUT_DIR/metrics.jsonl, one JSON object per step. Checkpoints: OUT_DIR/checkpoints/step-NNNNNNNN
 (torch.distributed.checkpoint); a rerun with the same out_dir resumes from the newest one."""
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--parallel", choices=("single", "ddp", "zero1", "zero2", "zero3"), help="override `parallel`")
     t.add_argument("--out-dir", help="override `out_dir`")
     t.add_argument("--steps", type=int, help="override `steps`")
-    t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never, or a checkpoint folder")
+    t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never (start over; a previous run in "
+                   "out_dir is moved to OUT_DIR/replaced-<time>/), or a checkpoint folder")
     t.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop after step N (schedule unchanged)")
     t.add_argument("--quiet", action="store_true", help="no config echo or progress bar")
 

@@ -107,3 +107,8 @@ def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size > 1:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()

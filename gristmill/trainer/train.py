@@ -141,6 +141,28 @@ def _init_weights(model, init_from: str, mcfg) -> Path:
     return ckpt
 
 
+# What a run leaves in its out_dir; `--resume never` moves the previous run's aside as a whole.
+_RUN_FILES = ("checkpoints", "config.json", "metrics.jsonl", "eval.jsonl")
+
+
+def _set_aside_previous_run(out: Path) -> Path | None:
+    """Move a previous run's checkpoints, config and metrics from `out` into out/replaced-<UTC time>/ (itself a
+    run folder that `trainer evaluate`/`export` or a resume with that out_dir can read), so that nothing of it is
+    resumed later (its checkpoints could be numbered past the new run's). Returns that folder, or None."""
+    present = [out / name for name in _RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    dest, n = out / f"replaced-{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = out / f"replaced-{stamp}-{n}"
+    dest.mkdir()
+    for path in present:
+        path.rename(dest / path.name)
+    return dest
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
     if not path.is_file():
@@ -182,7 +204,8 @@ def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str
 def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True) -> list[dict]:
     """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
 
-    resume: "auto" (latest checkpoint under out_dir, if any), "never", or a checkpoint folder.
+    resume: "auto" (latest checkpoint under out_dir, if any), "never" (a previous run in out_dir is moved to
+    out_dir/replaced-<time>/ first), or a checkpoint folder.
     stop_after: end (with a checkpoint) after this many steps in total, leaving the schedule as configured.
     """
     cfg.validate()
@@ -197,6 +220,13 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     model = Transformer(mcfg).to(device)
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
+    is_main = rank == 0
+    if resume == "never":
+        replaced = _set_aside_previous_run(out) if is_main else None
+        if replaced:
+            print(f"note: --resume never: moved the previous run in {out} (checkpoints, config, metrics) to "
+                  f"{replaced}", file=sys.stderr, flush=True)
+        parallel.barrier(world)
     resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
     # A run's own checkpoint wins: init_from only seeds a run that has none yet.
     initialized = _init_weights(model, cfg.init_from, mcfg) if cfg.init_from and resume_from is None else None
@@ -206,7 +236,6 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
-    is_main = rank == 0
     tokens_per_step = cfg.batch_size * (source.seq_len - 1)
     flops_tok = mcfg.flops_per_token(source.seq_len - 1)
     peak = peak_flops(device)

@@ -254,6 +254,37 @@ def test_resume_follows_this_runs_schedule_and_peak_lr(tiny):
     assert rows[-1]["lr"] == pytest.approx(5e-4 * lr_schedule(tiny(steps=10, **kw))(9), rel=1e-12)
 
 
+def test_resume_never_sets_the_previous_run_aside(tmp_path, tiny, capsys):
+    """--resume never in an out_dir holding a longer run: that run's checkpoints (numbered past the new run's)
+    move to replaced-<time>/ with its config and metrics, so the new run's checkpoint is kept and a later auto
+    resume continues the new run, not the old one."""
+    kw = dict(micro_batch_size=8, out_dir=str(tmp_path / "r"))
+    train(tiny(steps=10, checkpoint_every=2, **kw), verbose=False)
+    rows = train(tiny(steps=5, **kw), resume="never", verbose=False)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "note: --resume never: moved the previous run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step-00000005"]
+    [old] = (tmp_path / "r").glob("replaced-*")
+    assert sorted(p.name for p in (old / "checkpoints").iterdir()) == ["step-00000008", "step-00000010"]
+    assert len((old / "metrics.jsonl").read_text().splitlines()) == 10 and (old / "config.json").is_file()
+    assert len(metrics(tmp_path, "r")) == 5
+    rows = train(tiny(steps=7, **kw), verbose=False)
+    assert [r["step"] for r in rows] == [6, 7]
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
+    """keep counts the checkpoints at or below the step written; one numbered past it is left alone."""
+    from gristmill.trainer import checkpoint
+
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(1, 5, 0.1))
+    src = SyntheticSource(256, SEQ_LEN, 4, seed=0)
+    for step in (9, 1, 2, 3):
+        checkpoint.save(tmp_path, model, opt, sched, src, step, rank=0, world=1, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000003", "step-00000009"]
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     train(tiny("r", checkpoint_every=2), stop_after=3, verbose=False)  # checkpoints at 2 and 3
     import shutil
