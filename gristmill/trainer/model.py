@@ -13,8 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from gristmill.errors import UserError
-
 from gristmill.kernels import apply_rope, fused_linear_cross_entropy, rms_norm, rope_cache, swiglu
+from gristmill.trainer.checks import BOOL, Int, Number
+
+
+# Each ModelConfig field's type and range, checked when a ModelConfig is made.
+MODEL_CHECKS = {
+    "vocab_size": Int(lo=1), "d_model": Int(lo=1), "n_layers": Int(lo=1), "n_heads": Int(lo=1),
+    "n_kv_heads": Int(lo=0), "max_seq_len": Int(lo=1), "ffn_hidden": Int(lo=0), "rope_base": Number(lo=0, lo_open=True),
+    "norm_eps": Number(lo=0, lo_open=True), "qk_norm": BOOL, "z_loss": Number(lo=0), "tie_embeddings": BOOL,
+    "init_std": Number(lo=0, lo_open=True),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
+        for f in fields(self):
+            MODEL_CHECKS[f.name].check("model: ", f.name, getattr(self, f.name))
         if self.ffn_hidden == 0:
             object.__setattr__(self, "ffn_hidden", 64 * math.ceil(8 * self.d_model / 3 / 64))
         if self.d_model % self.n_heads:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -213,13 +214,19 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     rank, world, device = parallel.init_distributed()
     mode = parallel.effective_mode(cfg.parallel, world)
     accum = cfg.accumulation_steps(world)
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir {out}: cannot create it ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"out_dir {out}: not writable")
     torch.manual_seed(cfg.seed)
 
     source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed)
     mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
     model = Transformer(mcfg).to(device)
-    out = Path(cfg.out_dir)
-    ckpt_root = out / "checkpoints"
     is_main = rank == 0
     if resume == "never":
         replaced = _set_aside_previous_run(out) if is_main else None
@@ -246,7 +253,6 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
         start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
         loop_state = saved or loop_state
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
         _truncate_metrics(out / "eval.jsonl", start)
         (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict(),
