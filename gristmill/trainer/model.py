@@ -231,10 +231,11 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None,
-                reduction: str = "mean"):
+                reduction: str = "mean", with_z_loss: bool = True):
         """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or, with targets, the loss over the
         targets that count (IGNORE_INDEX marks PAD): their mean (a batch with none gives 0, not 0/0), or with
-        reduction="sum" their sum, for a caller that divides by the scored targets of a whole batch.
+        reduction="sum" their sum, for a caller that divides by the scored targets of a whole batch. The loss
+        includes the config's z-loss penalty unless with_z_loss=False (evaluation: plain cross-entropy).
         segments (batch, seq), e.g. doc_segments(idx, eos_id): attention stays within each document."""
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
@@ -251,7 +252,7 @@ class Transformer(nn.Module):
             return self.lm_head(x)
         flat = targets.flatten()
         total = fused_linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, flat, ignore_index=IGNORE_INDEX,
-                                           z_loss=self.config.z_loss, reduction="sum")
+                                           z_loss=self.config.z_loss if with_z_loss else 0.0, reduction="sum")
         if reduction == "sum":
             return total
         return total / (flat != IGNORE_INDEX).sum().clamp(min=1)

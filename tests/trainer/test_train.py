@@ -200,6 +200,20 @@ def test_evaluate_matches_a_direct_computation():
     assert evaluate(model, [b[0] for b in batches])["bits_per_byte"] is None
 
 
+def test_evaluation_is_plain_cross_entropy_without_the_z_loss():
+    """A model trained with z_loss: the validation loss (and so bits per byte) leaves the penalty out."""
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN, z_loss=1e-2))
+    ids = SyntheticSource(256, SEQ_LEN, 6, seed=1).next_batch()
+    with torch.no_grad():
+        want = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1).double(), ids[:, 1:].flatten()).item()
+        trained = float(model(ids[:, :-1], ids[:, 1:]))
+    assert trained > want + 0.1  # the training loss does carry the penalty
+    result = evaluate(model, [(ids, torch.full((6,), 50))])
+    assert result["loss"] == pytest.approx(want, rel=1e-6)
+    assert result["bits_per_byte"] == pytest.approx(want * 6 * (SEQ_LEN - 1) / math.log(2) / 300, rel=1e-6)
+
+
 @pytest.mark.parametrize("text,msg", [
     ("parallel: zero4\n", "parallel must be one of"),
     ("stepz: 3\n", "unknown key(s) stepz"),
