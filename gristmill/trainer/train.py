@@ -34,7 +34,9 @@ class TrainingStopped(UserError):
 
 
 class WarmupCosine:
-    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine decay to `min_ratio` at `total`."""
+    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine decay to `min_ratio` at the run's last
+    update. LambdaLR gives update k (0-based) the multiplier at k, so the last of `total` updates is at total - 1,
+    and that is where the cosine ends."""
 
     def __init__(self, warmup: int, total: int, min_ratio: float):
         self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
@@ -42,14 +44,15 @@ class WarmupCosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - 1 - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class WarmupStableDecay:
     """LR multiplier for warmup-stable-decay (WSD; MiniCPM, Hu et al. 2024; Hägele et al. 2024): the same linear
     warmup, then 1 until the last `decay` steps, which fall to `min_ratio` along `shape` (linear, cosine or
-    1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`. A stable-phase checkpoint can be resumed
+    1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`, whose decay reaches `min_ratio` one step
+    after the last update (the last update runs at min_ratio + (1 - min_ratio) / decay for a linear decay). A stable-phase checkpoint can be resumed
     with more steps (which moves the decay later), or seed annealing runs through `init_from`."""
 
     SHAPES = ("linear", "cosine", "1-sqrt")

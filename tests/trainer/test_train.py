@@ -47,9 +47,10 @@ def test_metrics_rows_and_schedule(tiny):
         assert r["lr"] == pytest.approx(3e-3 * sched(r["step"] - 1))
         assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["mfu"] is None  # no MFU on CPU
         assert r["tokens"] == r["step"] * 8 * (SEQ_LEN - 1)
-    # linear warmup to the peak, cosine to 10% of the peak
+    # linear warmup to the peak, then cosine down to 10% of the peak at the last update (step 8 uses sched(7))
     assert [round(sched(s), 6) for s in range(3)] == [round(1 / 3, 6), round(2 / 3, 6), 1.0]
-    assert sched(8) == pytest.approx(0.1) and sched(3 + 5 / 2) == pytest.approx(0.55)
+    assert sched(7) == pytest.approx(0.1) and sched(5) == pytest.approx(0.55) and sched(3) == 1.0
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 0.1)
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
