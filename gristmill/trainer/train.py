@@ -88,9 +88,28 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: the most allocated since the step began (the loop resets the peak at each step's start). CPU: the
+    process's peak resident memory so far (ru_maxrss, which cannot be reset)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+def _finite(value):
+    """`value` with every NaN or infinity (a skipped step's loss or norm) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(obj, **kw) -> str:
+    """One line of strict JSON: a non-finite number is written as null, not as NaN or Infinity (which
+    json.dumps writes by default, and which strict parsers, jq and JavaScript reject)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw) + "\n"
 
 
 class Progress:
@@ -280,6 +299,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)  # peak_mem_gb is this step's
             # The step's loss is the mean over every scored (non-PAD) target of the global batch, however it is
             # split into ranks and micro-batches: each micro-batch backpropagates its summed loss over the
             # step's scored-target count. DDP and FSDP average gradients over the ranks, hence the x world.
@@ -330,7 +351,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if is_main:
                 rows.append(row)
                 if (step + 1) % cfg.log_every == 0 or step + 1 == end:
-                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.write(json_line(row))
                     metrics_file.flush()
                 progress.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
@@ -339,8 +360,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                      device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
-                        f.write(json.dumps({"step": step + 1, "tokens": (step + 1) * tokens_per_step,
-                                            "sets": sets}, sort_keys=True) + "\n")
+                        f.write(json_line({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "sets": sets},
+                                          sort_keys=True))
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
                                           for k, v in sets.items())

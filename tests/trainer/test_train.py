@@ -125,8 +125,23 @@ def test_non_finite_loss_stops_or_skips(tmp_path, tiny):
         train(tiny("stop", on_anomaly="stop", **boom), verbose=False)
     with pytest.raises(UserError, match=r"3 steps skipped in a row \(max_skips 2\)"):
         train(tiny("skip", on_anomaly="skip", max_skips=2, **boom), verbose=False)
-    skipped = [json.loads(x)["skipped"] for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    def strict(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    lines = (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(x, parse_constant=strict) for x in lines]  # NaN / Infinity are written as null
+    skipped = [r["skipped"] for r in logged]
     assert skipped[0] is None and all(s.startswith("non-finite") for s in skipped[1:]) and len(skipped) == 3
+    assert all(r["loss"] is None or r["grad_norm"] is None for r in logged[1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_is_per_step_on_cuda(tiny):
+    """peak_mem_gb is the step's own peak: 2 GB allocated and freed before the run do not show in it."""
+    big = torch.empty(2 * 1024 ** 3 // 4, device="cuda")
+    del big
+    rows = train(tiny("gpu", precision="bf16"), verbose=False)
+    assert all(0 < r["peak_mem_gb"] < 1 for r in rows)
 
 
 def test_spike_detection():
