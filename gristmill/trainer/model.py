@@ -133,7 +133,7 @@ def model_config(spec: str | dict, **overrides) -> ModelConfig:
         raise UserError(f"model: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if name is None:
         return ModelConfig(**spec)
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise UserError(f"model: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[name]
     if "d_model" in spec and "ffn_hidden" not in spec:

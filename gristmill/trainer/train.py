@@ -52,8 +52,9 @@ class WarmupStableDecay:
     """LR multiplier for warmup-stable-decay (WSD; MiniCPM, Hu et al. 2024; Hägele et al. 2024): the same linear
     warmup, then 1 until the last `decay` steps, which fall to `min_ratio` along `shape` (linear, cosine or
     1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`, whose decay reaches `min_ratio` one step
-    after the last update (the last update runs at min_ratio + (1 - min_ratio) / decay for a linear decay). A stable-phase checkpoint can be resumed
-    with more steps (which moves the decay later), or seed annealing runs through `init_from`."""
+    after the last update (the last update runs at min_ratio + (1 - min_ratio) / decay for a linear decay).
+    A stable-phase checkpoint can be resumed with more steps (which moves the decay later), or seed annealing
+    runs through `init_from`."""
 
     SHAPES = ("linear", "cosine", "1-sqrt")
 
@@ -306,8 +307,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             # step's scored-target count. DDP and FSDP average gradients over the ranks, hence the x world.
             batches = [source.next_batch().to(device, non_blocking=True) for _ in range(accum)]
             targets = [lm_targets(b, source.pad_id) for b in batches]
-            n_scored = parallel.all_reduce_sum(sum((t != IGNORE_INDEX).sum() for t in targets).float(), world)
-            scale = world / n_scored.clamp(min=1)
+            # an exact int64 count, summed over the ranks; clamped so a batch that is all PAD gives 0, not 0/0
+            n_scored = parallel.all_reduce_sum(sum((t != IGNORE_INDEX).sum() for t in targets), world).clamp(min=1)
+            scale = world / n_scored.float()
             loss_sum = torch.zeros((), device=device)
             for micro, (batch, target) in enumerate(zip(batches, targets)):
                 with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
@@ -316,7 +318,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     loss = model(inputs, target, segments=segments, reduction="sum")
                     (loss * scale).backward()
                 loss_sum += loss.detach().float()
-            loss_avg = parallel.all_reduce_sum(loss_sum, world) / n_scored.clamp(min=1)
+            loss_avg = parallel.all_reduce_sum(loss_sum, world) / n_scored.float()
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor

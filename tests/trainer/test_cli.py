@@ -70,6 +70,7 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     ("model: 5", "model must be a preset name or a mapping"),
     ("model: {preset: tiny, d_model: x}", "model: d_model must be an integer >= 1, not 'x'"),
     ("model: {preset: tiny, n_heads: 0}", "model: n_heads must be an integer >= 1, not 0"),
+    ("model: {preset: [tiny]}", "model: unknown preset ['tiny']"),
     ("out_dir: /proc/foo", "out_dir /proc/foo: cannot create it"),
     ("checkpoint_every: -1", "checkpoint_every must be an integer >= 0"),
     ("keep_checkpoints: -1", "keep_checkpoints must be an integer >= 0"),
