@@ -8,6 +8,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,6 +162,22 @@ def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
     return ints
 
 
+def row_weights(entries: Sequence[dict[str, Any]], seq_len: int) -> list[float]:
+    """Per source of a mixture manifest, the weight with which the loader draws one of its rows, such that each
+    source's expected share of the drawn tokens is its `proportion`. Proportions, tokens and epochs count the
+    non-PAD tokens; a row of source i holds tokens_i / sequences_i of them on average (fewer than seq_len when
+    rows end in PAD), so q_i = p_i x sequences_i x seq_len / tokens_i. The factor is exactly 1.0 for a source
+    whose rows are all full, so such mixtures draw as if by the proportions themselves."""
+    return [float(e["proportion"]) * (int(e["sequences_available"]) * seq_len / int(e["tokens_available"]))
+            for e in entries]
+
+
+def budget_sequences(draws: Sequence[int], sources: Sequence[Source]) -> int:
+    """The rows that hold the budget's tokens: each source's tokens to draw over its tokens per row, summed
+    (exactly, then rounded down). It is budget_tokens // seq_len when every row is full, more with PAD."""
+    return math.floor(sum((Fraction(d * s.sequences, s.tokens) for d, s in zip(draws, sources)), Fraction(0)))
+
+
 def _rel(path: Path | str, start: Path) -> str:
     if fs.is_remote(str(path)):
         return str(path)  # a URL stays a URL
@@ -249,7 +266,7 @@ def assemble(
         "seed": spec.seed,
         "budget_tokens": spec.budget_tokens,
         "seq_len": seq_len,
-        "budget_sequences": spec.budget_tokens // seq_len,
+        "budget_sequences": budget_sequences(draws, sources),
         "tokenizer": {
             "path": _rel(sources[0].beside(first["tokenizer"]["path"]), out_dir),
             **{k: first["tokenizer"][k] for k in ("sha256", "vocab_size", "bos_id", "eos_id", "pad_id")},

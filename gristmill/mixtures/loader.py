@@ -1,9 +1,10 @@
 """Draws training sequences by a mixture manifest: deterministic for a seed, resumable exactly, and split
 across data-parallel ranks without overlap; plus a validation iterator per domain.
 
-Global sample g (counting over all ranks) comes from source searchsorted(cumsum(p), u_g), where u_g is a
+Global sample g (counting over all ranks) comes from source searchsorted(cumsum(q), u_g), where u_g is a
 counter-based uniform (SplitMix64 of the seed key and g), so the source sequence is a pure function of
-(seed, g). The k-th draw from a source reads row perm_e[k mod n], where e = k div n is the epoch and
+(seed, g). q are the row weights (build.row_weights): the proportions, which count non-PAD tokens, over each
+source's mean tokens per row, so every source's share of the drawn tokens is its proportion. The k-th draw from a source reads row perm_e[k mod n], where e = k div n is the epoch and
 perm_e a seeded permutation of the source's n rows: no row repeats or is skipped within an epoch.
 The position is g plus the per-source draw counts, which is all that `state_dict` needs.
 """
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from gristmill.errors import UserError
-from gristmill.mixtures.build import FORMAT
+from gristmill.mixtures.build import FORMAT, row_weights
 from gristmill.pipeline import fs
 from gristmill.tokenize.remote import stage as stage_remote
 from gristmill.tokenize.shards import TokenDataset
@@ -65,9 +66,10 @@ class MixtureSampler:
     reads each source in the same order.
     """
 
-    def __init__(self, names: list[str], proportions: list[float], sequences: list[int], seed: int):
+    def __init__(self, names: list[str], weights: list[float], sequences: list[int], seed: int):
+        """weights: each source's probability weight per draw (normalised here); the loader passes row weights."""
         self.names = list(names)
-        self.proportions = np.asarray(proportions, dtype=np.float64)
+        self.weights = np.asarray(weights, dtype=np.float64)
         self.sequences = [int(n) for n in sequences]
         self.seed = int(seed)
         self.sample = 0
@@ -86,7 +88,7 @@ class MixtureSampler:
 
     def draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Sources and rows of the next `count` global samples; advances the position."""
-        src = source_draws(self.proportions, self.seed, self.sample, count)
+        src = source_draws(self.weights, self.seed, self.sample, count)
         rows = np.empty(count, dtype=np.int64)
         for s in np.unique(src):
             at = np.flatnonzero(src == s)
@@ -158,7 +160,7 @@ class MixtureLoader:
         self.names = [s["name"] for s in entries]
         self.datasets = [self._open(s, "train") for s in entries]
         self.sampler = MixtureSampler(
-            self.names, [s["proportion"] for s in entries], [len(d) for d in self.datasets], self.seed
+            self.names, row_weights(entries, self.seq_len), [len(d) for d in self.datasets], self.seed
         )
 
     def _open(self, entry: dict[str, Any], split: str) -> TokenDataset:

@@ -227,7 +227,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         # Only the keys the file sets: the ablation's own defaults apply to the rest.
         given = set(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
         base = {k: v for k, v in config.to_dict().items() if k in given}
-        if "betas" in base:
+        if isinstance(base.get("betas"), tuple):
             base["betas"] = list(base["betas"])
     if args.preset and args.preset not in ABLATE_PRESETS:
         from gristmill.trainer.model import PRESETS
@@ -268,7 +268,7 @@ def _run_config(settings: Settings, mixture: dict[str, Any], seed: int, out_dir:
     from gristmill.trainer.config import TrainConfig
 
     fields = dict(settings.train)
-    if "betas" in fields:
+    if isinstance(fields.get("betas"), list):
         fields["betas"] = tuple(fields["betas"])
     return TrainConfig(**{**fields, "data": {"mixture": mixture["path"]}, "steps": settings.steps, "seed": seed,
                           "parallel": "single", "out_dir": str(out_dir), "checkpoint_every": 0,

@@ -60,7 +60,9 @@ def _state(model, optimizer, scheduler, source, step: int, rank: int, world: int
     local = {"data": source.state_dict(), "rng": _rng_state()}
     if zero1:
         local["optim"] = optimizer.optim.state_dict()
-    state = {"model": get_model_state_dict(model), "scheduler": _to_bytes(scheduler.state_dict()),
+    # The scheduler's position only: LambdaLR's own state dict also carries its schedule (the callable's fields)
+    # and base lrs, which a resume must take from its own config, not from the checkpoint.
+    state = {"model": get_model_state_dict(model), "scheduler": _to_bytes({"last_epoch": scheduler.last_epoch}),
              "meta": _to_bytes({"step": step, "world_size": world, "zero1": zero1, "loop": loop_state}),
              f"rank{rank}": _to_bytes(local)}
     if not zero1:
@@ -101,7 +103,8 @@ def latest(root: Path) -> Path | None:
 
 def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: int, world: int, keep: int,
          loop_state: dict | None = None) -> Path:
-    """Write step-NNNNNNNN under `root` (all ranks call this), then prune to the newest `keep`.
+    """Write step-NNNNNNNN under `root` (all ranks call this), then prune to the newest `keep` of those at or
+    below `step` (one numbered past it is not this run's history, and the pruning must not delete the new one).
     `loop_state` is the training loop's own small state (e.g. the loss-spike window), returned by `load`."""
     path = step_dir(root, step)
     with _single_process_quiet():
@@ -109,10 +112,22 @@ def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: in
     if world > 1:
         dist.barrier()
     if rank == 0 and keep > 0:
-        done = sorted(p for p in Path(root).iterdir() if _STEP_DIR.match(p.name))
+        done = sorted(p for p in Path(root).iterdir() if (m := _STEP_DIR.match(p.name)) and int(m.group(1)) <= step)
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _restore_position(scheduler, optimizer, last_epoch: int) -> None:
+    """Put a LambdaLR at `last_epoch` of this run's schedule (its lambdas and base lrs, i.e. this run's steps,
+    warmup, decay and peak lr), and give the optimizer that lr. The optimizer's state dict just loaded carries
+    the old run's lr and initial_lr in its param groups: both are overwritten. (ZeroRedundancyOptimizer pushes
+    its own param_groups' lr into the local shard at each step, so setting them is enough there too.)"""
+    scheduler.last_epoch = last_epoch
+    lrs = [base * fn(last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, base, lr in zip(optimizer.param_groups, scheduler.base_lrs, lrs):
+        group["initial_lr"], group["lr"] = base, lr
+    scheduler._last_lr = lrs
 
 
 def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: int) -> tuple[int, dict]:
@@ -140,11 +155,7 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
         optimizer.optim.load_state_dict(local["optim"])
     else:
         set_optimizer_state_dict(model, optimizer, state["optim"])
-    scheduler.load_state_dict(_from_bytes(state["scheduler"]))
-    # ZeroRedundancyOptimizer pushes its own param_groups' lr into the local shard at each step, and the
-    # scheduler's load does not touch them: set the resumed lr explicitly.
-    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
-        group["lr"] = lr
+    _restore_position(scheduler, optimizer, int(_from_bytes(state["scheduler"])["last_epoch"]))
     source.load_state_dict(local["data"])
     _set_rng_state(local["rng"])
     return int(meta["step"]), meta["loop"]

@@ -11,7 +11,7 @@ TRAIN_EXAMPLES = """examples:
   trainer train run.yaml                                   # one process (CPU or one GPU)
   torchrun --nproc_per_node 8 -m gristmill.trainer train run.yaml --parallel zero2
   trainer train run.yaml --out-dir runs/a --stop-after 500  # checkpoint and stop; rerun to resume
-  trainer train run.yaml --resume never                     # ignore checkpoints already in out_dir
+  trainer train run.yaml --resume never                     # start over (a previous run moves to OUT_DIR/replaced-*)
 
 Metrics: OUT_DIR/metrics.jsonl, one JSON object per step. Checkpoints: OUT_DIR/checkpoints/step-NNNNNNNN
 (torch.distributed.checkpoint); a rerun with the same out_dir resumes from the newest one."""
@@ -37,11 +37,17 @@ PLAN_EXAMPLES = """examples:
   trainer plan --preset 1b --gpus 8 --micro-batch 4 --seq-len 2048 --bytes trainer"""
 
 
+# A decimal number (7.5, .5, 1e9, 1E+9, 2.5e-3) and an optional K/M/B/T suffix.
+_COUNT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([KMBT]?)\s*", re.IGNORECASE)
+
+
 def _count(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([KMBT]?)\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (try 7.5B or 125M)")
-    return float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()]
+    """A parameter count: a decimal number (7.5, 1e9, 1E+9) with an optional K/M/B/T suffix (7.5B, 350M)."""
+    m = _COUNT.fullmatch(text)
+    value = float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()] if m else 0
+    if not (0 < value < float("inf")):
+        raise UserError(f"--params: not a parameter count: {text!r} (try 7.5B, 125M or 1e9)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--parallel", choices=("single", "ddp", "zero1", "zero2", "zero3"), help="override `parallel`")
     t.add_argument("--out-dir", help="override `out_dir`")
     t.add_argument("--steps", type=int, help="override `steps`")
-    t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never, or a checkpoint folder")
+    t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never (start over; a previous run in "
+                   "out_dir is moved to OUT_DIR/replaced-<time>/), or a checkpoint folder")
     t.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop after step N (schedule unchanged)")
     t.add_argument("--quiet", action="store_true", help="no config echo or progress bar")
 
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "states and activations, by the ZeRO paper's accounting.")
     pl.add_argument("config", nargs="?", help="training config (model, micro_batch_size, seq_len from data)")
     pl.add_argument("--gpus", type=int, required=True, help="data-parallel GPUs")
-    pl.add_argument("--params", type=_count, help="parameter count instead of a model (e.g. 7.5B)")
+    pl.add_argument("--params", help="parameter count instead of a model (e.g. 7.5B)")
     pl.add_argument("--preset", help="a model preset instead of a config")
     pl.add_argument("--micro-batch", type=int, help="sequences per GPU per forward (default: config's)")
     pl.add_argument("--seq-len", type=int, help="sequence length (default: config's data)")
@@ -138,13 +145,15 @@ def _plan(args) -> int:
     from gristmill.trainer import plan as planner
     from gristmill.trainer.model import model_config
 
-    if args.gpus < 1:
-        raise UserError("--gpus must be >= 1")
+    for flag, value in (("--gpus", args.gpus), ("--micro-batch", args.micro_batch), ("--seq-len", args.seq_len)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, not {value}")
     if sum(x is not None for x in (args.config, args.params, args.preset)) != 1:
         raise UserError("give exactly one of CONFIG, --params or --preset")
     micro, seq, ckpt = args.micro_batch, args.seq_len, args.checkpointing
     if args.params is not None:
-        psi, mcfg, name = args.params, None, f"{args.params / 1e9:g}B parameters"
+        psi, mcfg = _count(args.params), None
+        name = f"{psi / 1e9:g}B parameters"
     else:
         if args.config:
             from gristmill.trainer.config import load_config

@@ -17,12 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.errors import UserError
+from gristmill.trainer.checks import BOOL, PATH, STR, Int, Number, OneOf, check_mapping, is_number
 
 PARALLEL_MODES = ("single", "ddp", "zero1", "zero2", "zero3")
 PRECISIONS = ("bf16", "fp32")
 ANOMALY_ACTIONS = ("skip", "stop")
 SCHEDULES = ("cosine", "wsd")
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
+KERNELS = ("auto", "triton", "torch")
+DATA_KINDS = ("mixture", "synthetic")
+
+# Each scalar field's type and range (model, data and betas are checked on their own, in validate).
+FIELD_CHECKS = {
+    "parallel": OneOf(*PARALLEL_MODES), "steps": Int(lo=1), "batch_size": Int(lo=1), "micro_batch_size": Int(lo=1),
+    "lr": Number(lo=0, lo_open=True), "min_lr_ratio": Number(0, 1), "warmup_steps": Int(lo=0),
+    "schedule": OneOf(*SCHEDULES), "decay_fraction": Number(0, 1, lo_open=True), "decay_shape": OneOf(*DECAY_SHAPES),
+    "weight_decay": Number(lo=0), "eps": Number(lo=0, lo_open=True), "grad_clip": Number(lo=0),
+    "precision": OneOf(*PRECISIONS), "activation_checkpointing": BOOL, "document_masking": BOOL, "compile": BOOL,
+    "seed": Int(lo=0), "init_from": STR, "out_dir": PATH, "checkpoint_every": Int(lo=0), "keep_checkpoints": Int(lo=0),
+    "on_anomaly": OneOf(*ANOMALY_ACTIONS), "spike_factor": Number(lo=1, lo_open=True), "max_skips": Int(lo=0),
+    "log_every": Int(lo=1), "eval_every": Int(lo=0), "eval_max_sequences": Int(lo=1), "kernels": OneOf(*KERNELS),
+}
+SYNTHETIC_CHECKS = {"vocab_size": Int(lo=2), "seq_len": Int(lo=2), "seed": Int(lo=0)}
 
 
 @dataclass
@@ -62,49 +78,55 @@ class TrainConfig:
     kernels: str = "auto"                # auto | triton | torch (gristmill.kernels dispatch)
 
     def validate(self) -> "TrainConfig":
+        """Every field's type and range (FIELD_CHECKS), then the checks across fields; a mistake is one
+        UserError line, raised here rather than as a traceback or a crash some steps into the run."""
         def need(cond, msg):
             if not cond:
                 raise UserError(f"config: {msg}")
-        need(self.parallel in PARALLEL_MODES, f"parallel must be one of {', '.join(PARALLEL_MODES)}, not {self.parallel!r}")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        need(self.on_anomaly in ANOMALY_ACTIONS, f"on_anomaly must be skip or stop, not {self.on_anomaly!r}")
-        need(isinstance(self.steps, int) and self.steps >= 1, "steps must be an integer >= 1")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an integer >= 1")
-        need(isinstance(self.micro_batch_size, int) and self.micro_batch_size >= 1,
-             "micro_batch_size must be an integer >= 1")
-        need(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "lr must be > 0 and min_lr_ratio in [0, 1]")
-        need(0 <= self.warmup_steps <= self.steps, "warmup_steps must be in [0, steps]")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
-        need(self.decay_shape in DECAY_SHAPES,
-             f"decay_shape must be one of {', '.join(DECAY_SHAPES)}, not {self.decay_shape!r}")
-        need(isinstance(self.decay_fraction, (int, float)) and 0 < self.decay_fraction <= 1,
-             "decay_fraction must be in (0, 1]")
+        for f in fields(self):
+            if f.name in FIELD_CHECKS:
+                FIELD_CHECKS[f.name].check("config: ", f.name, getattr(self, f.name))
+        need(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+             and all(is_number(b) and 0 <= b < 1 for b in self.betas),
+             f"betas must be two numbers in [0, 1), such as [0.9, 0.95], not {self.betas!r}")
+        self._validate_data()
+        self._validate_model()
+        need(self.warmup_steps <= self.steps, f"warmup_steps {self.warmup_steps} exceeds steps {self.steps}")
         if self.schedule == "wsd":
             need(self.warmup_steps + self.decay_steps() <= self.steps,
                  f"warmup_steps {self.warmup_steps} + decay steps {self.decay_steps()} (decay_fraction "
                  f"{self.decay_fraction} of {self.steps}) exceed steps")
-        need(len(self.betas) == 2, "betas must be two numbers")
-        need(self.kernels in ("auto", "triton", "torch"), "kernels must be auto, triton or torch")
-        need(isinstance(self.eval_every, int) and self.eval_every >= 0, "eval_every must be an integer >= 0")
-        need(isinstance(self.eval_max_sequences, int) and self.eval_max_sequences >= 1,
-             "eval_max_sequences must be an integer >= 1")
-        need(isinstance(self.document_masking, bool),
-             f"document_masking must be true or false, not {self.document_masking!r}")
-        on_mixture = isinstance(self.data, dict) and "mixture" in self.data
+        on_mixture = "mixture" in self.data
         need(not self.document_masking or on_mixture,
              "document_masking needs data: {mixture: ...}; synthetic rows hold no documents")
         need(not self.eval_every or on_mixture,
              "eval_every needs data: {mixture: ...}; synthetic data has no validation sets")
-        need(isinstance(self.compile, bool), f"compile must be true or false, not {self.compile!r}")
         # Inside compiled blocks the dispatch hands RMSNorm/SwiGLU/RoPE to Inductor; forcing our Triton kernels
         # there is untested (Dynamo would have to trace their autograd Functions), so it is refused, not guessed.
         need(not (self.compile and self.kernels == "triton"),
              "compile: true leaves the blocks' kernels to Inductor; use kernels: auto (or torch) with it")
-        need(isinstance(self.activation_checkpointing, bool),
-             f"activation_checkpointing must be true or false, not {self.activation_checkpointing!r}")
-        need(isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in ("mixture", "synthetic"),
-             "data must have exactly one of `mixture: PATH` or `synthetic: {vocab_size, seq_len}`")
         return self
+
+    def _validate_data(self) -> None:
+        if not (isinstance(self.data, dict) and len(self.data) == 1 and next(iter(self.data)) in DATA_KINDS):
+            raise UserError("config: data must have exactly one of `mixture: PATH` or `synthetic: {vocab_size, "
+                            f"seq_len}}`, not {self.data!r}")
+        if "mixture" in self.data:
+            PATH.check("config: data: ", "mixture", self.data["mixture"])
+        elif self.data["synthetic"] is not None:  # `synthetic:` alone takes the defaults
+            check_mapping("config: data: ", "synthetic", self.data["synthetic"], SYNTHETIC_CHECKS)
+
+    def _validate_model(self) -> None:
+        """A preset name or a mapping of ModelConfig fields; ModelConfig checks each field's type and range
+        (the vocabulary and max_seq_len come from the data at training time)."""
+        from gristmill.trainer.model import model_config
+
+        if not isinstance(self.model, (str, dict)):
+            raise UserError(f"config: model must be a preset name or a mapping of model fields, not {self.model!r}")
+        try:
+            model_config(self.model)
+        except UserError as e:
+            raise UserError(f"config: {e}") from None
 
     def decay_steps(self) -> int:
         """wsd: the steps of the final decay, at least one."""
@@ -141,7 +163,7 @@ def load_config(path: str | Path, validate: bool = True, **overrides) -> TrainCo
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserError(f"config {path}: unknown key(s) {', '.join(unknown)}")
-    if "betas" in raw:
+    if isinstance(raw.get("betas"), list):
         raw["betas"] = tuple(raw["betas"])
     try:
         cfg = TrainConfig(**raw)

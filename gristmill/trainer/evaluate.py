@@ -17,7 +17,7 @@ import torch.distributed as dist
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
              autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None) -> dict:
     """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
-    to pad_id are not scored; with eos_id, attention stays within each document (document masking). Returns
+    to pad_id are not scored, and the loss is plain cross-entropy (no z-loss); with eos_id, attention stays within each document (document masking). Returns
     {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets, "bytes": n}, reduced over ranks."""
     from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
@@ -32,9 +32,11 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
         targets = lm_targets(ids, pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             inputs = ids[:, :-1]
-            mean_loss = model(inputs, targets, segments=None if eos_id is None else doc_segments(inputs, eos_id))
+            # plain cross-entropy: a z-loss the model trains with is a penalty, not part of the validation loss
+            nats = model(inputs, targets, segments=None if eos_id is None else doc_segments(inputs, eos_id),
+                         reduction="sum", with_z_loss=False)
         n_tok = int((targets != IGNORE_INDEX).sum())
-        totals[0] += mean_loss.double() * n_tok
+        totals[0] += nats.double()
         totals[1] += n_tok
         if n_bytes is None:
             have_bytes = False

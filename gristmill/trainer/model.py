@@ -13,8 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from gristmill.errors import UserError
-
 from gristmill.kernels import apply_rope, fused_linear_cross_entropy, rms_norm, rope_cache, swiglu
+from gristmill.trainer.checks import BOOL, Int, Number
+
+
+# Each ModelConfig field's type and range, checked when a ModelConfig is made.
+MODEL_CHECKS = {
+    "vocab_size": Int(lo=1), "d_model": Int(lo=1), "n_layers": Int(lo=1), "n_heads": Int(lo=1),
+    "n_kv_heads": Int(lo=0), "max_seq_len": Int(lo=1), "ffn_hidden": Int(lo=0), "rope_base": Number(lo=0, lo_open=True),
+    "norm_eps": Number(lo=0, lo_open=True), "qk_norm": BOOL, "z_loss": Number(lo=0), "tie_embeddings": BOOL,
+    "init_std": Number(lo=0, lo_open=True),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
+        for f in fields(self):
+            MODEL_CHECKS[f.name].check("model: ", f.name, getattr(self, f.name))
         if self.ffn_hidden == 0:
             object.__setattr__(self, "ffn_hidden", 64 * math.ceil(8 * self.d_model / 3 / 64))
         if self.d_model % self.n_heads:
@@ -122,7 +133,7 @@ def model_config(spec: str | dict, **overrides) -> ModelConfig:
         raise UserError(f"model: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if name is None:
         return ModelConfig(**spec)
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise UserError(f"model: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[name]
     if "d_model" in spec and "ffn_hidden" not in spec:
@@ -219,9 +230,15 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None):
-        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or the mean loss if targets given.
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, segments: torch.Tensor | None = None,
+                reduction: str = "mean", with_z_loss: bool = True):
+        """idx: (batch, seq) token ids. Returns logits (batch, seq, vocab), or, with targets, the loss over the
+        targets that count (IGNORE_INDEX marks PAD): their mean (a batch with none gives 0, not 0/0), or with
+        reduction="sum" their sum, for a caller that divides by the scored targets of a whole batch. The loss
+        includes the config's z-loss penalty unless with_z_loss=False (evaluation: plain cross-entropy).
         segments (batch, seq), e.g. doc_segments(idx, eos_id): attention stays within each document."""
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
         t = idx.shape[1]
         if t > self.config.max_seq_len:
             raise UserError(f"sequence length {t} exceeds the model's max_seq_len {self.config.max_seq_len}")
@@ -233,8 +250,9 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x)
-        # Mean over the targets that count (IGNORE_INDEX marks PAD); a batch with none gives 0, not 0/0.
         flat = targets.flatten()
         total = fused_linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, flat, ignore_index=IGNORE_INDEX,
-                                           z_loss=self.config.z_loss, reduction="sum")
+                                           z_loss=self.config.z_loss if with_z_loss else 0.0, reduction="sum")
+        if reduction == "sum":
+            return total
         return total / (flat != IGNORE_INDEX).sum().clamp(min=1)

@@ -101,8 +101,14 @@ def grad_sync(model: nn.Module, mode: str, world_size: int, sync: bool):
     return contextlib.nullcontext()
 
 
-def all_reduce_mean(value: torch.Tensor, world_size: int) -> torch.Tensor:
+def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The sum of `value` over all ranks (a new tensor; `value` itself is left as it is)."""
+    value = value.clone()
     if world_size > 1:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value = value / world_size
     return value
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -22,7 +23,7 @@ from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
 from gristmill.trainer.evaluate import evaluate_sets
-from gristmill.trainer.model import Transformer, doc_segments, lm_targets, model_config
+from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -33,7 +34,9 @@ class TrainingStopped(UserError):
 
 
 class WarmupCosine:
-    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine decay to `min_ratio` at `total`."""
+    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine decay to `min_ratio` at the run's last
+    update. LambdaLR gives update k (0-based) the multiplier at k, so the last of `total` updates is at total - 1,
+    and that is where the cosine ends."""
 
     def __init__(self, warmup: int, total: int, min_ratio: float):
         self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
@@ -41,15 +44,17 @@ class WarmupCosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - 1 - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class WarmupStableDecay:
     """LR multiplier for warmup-stable-decay (WSD; MiniCPM, Hu et al. 2024; Hägele et al. 2024): the same linear
     warmup, then 1 until the last `decay` steps, which fall to `min_ratio` along `shape` (linear, cosine or
-    1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`. A stable-phase checkpoint can be resumed
-    with more steps (which moves the decay later), or seed annealing runs through `init_from`."""
+    1-sqrt). After warmup it is HF transformers' `get_wsd_schedule`, whose decay reaches `min_ratio` one step
+    after the last update (the last update runs at min_ratio + (1 - min_ratio) / decay for a linear decay).
+    A stable-phase checkpoint can be resumed with more steps (which moves the decay later), or seed annealing
+    runs through `init_from`."""
 
     SHAPES = ("linear", "cosine", "1-sqrt")
 
@@ -84,9 +89,28 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: the most allocated since the step began (the loop resets the peak at each step's start). CPU: the
+    process's peak resident memory so far (ru_maxrss, which cannot be reset)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+def _finite(value):
+    """`value` with every NaN or infinity (a skipped step's loss or norm) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(obj, **kw) -> str:
+    """One line of strict JSON: a non-finite number is written as null, not as NaN or Infinity (which
+    json.dumps writes by default, and which strict parsers, jq and JavaScript reject)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw) + "\n"
 
 
 class Progress:
@@ -141,6 +165,28 @@ def _init_weights(model, init_from: str, mcfg) -> Path:
     return ckpt
 
 
+# What a run leaves in its out_dir; `--resume never` moves the previous run's aside as a whole.
+_RUN_FILES = ("checkpoints", "config.json", "metrics.jsonl", "eval.jsonl")
+
+
+def _set_aside_previous_run(out: Path) -> Path | None:
+    """Move a previous run's checkpoints, config and metrics from `out` into out/replaced-<UTC time>/ (itself a
+    run folder that `trainer evaluate`/`export` or a resume with that out_dir can read), so that nothing of it is
+    resumed later (its checkpoints could be numbered past the new run's). Returns that folder, or None."""
+    present = [out / name for name in _RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    dest, n = out / f"replaced-{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = out / f"replaced-{stamp}-{n}"
+    dest.mkdir()
+    for path in present:
+        path.rename(dest / path.name)
+    return dest
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
     if not path.is_file():
@@ -182,7 +228,8 @@ def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str
 def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True) -> list[dict]:
     """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
 
-    resume: "auto" (latest checkpoint under out_dir, if any), "never", or a checkpoint folder.
+    resume: "auto" (latest checkpoint under out_dir, if any), "never" (a previous run in out_dir is moved to
+    out_dir/replaced-<time>/ first), or a checkpoint folder.
     stop_after: end (with a checkpoint) after this many steps in total, leaving the schedule as configured.
     """
     cfg.validate()
@@ -190,13 +237,26 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     rank, world, device = parallel.init_distributed()
     mode = parallel.effective_mode(cfg.parallel, world)
     accum = cfg.accumulation_steps(world)
+    out = Path(cfg.out_dir)
+    ckpt_root = out / "checkpoints"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir {out}: cannot create it ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"out_dir {out}: not writable")
     torch.manual_seed(cfg.seed)
 
     source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed)
     mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
     model = Transformer(mcfg).to(device)
-    out = Path(cfg.out_dir)
-    ckpt_root = out / "checkpoints"
+    is_main = rank == 0
+    if resume == "never":
+        replaced = _set_aside_previous_run(out) if is_main else None
+        if replaced:
+            print(f"note: --resume never: moved the previous run in {out} (checkpoints, config, metrics) to "
+                  f"{replaced}", file=sys.stderr, flush=True)
+        parallel.barrier(world)
     resume_from = None if resume == "never" else (checkpoint.latest(ckpt_root) if resume == "auto" else Path(resume))
     # A run's own checkpoint wins: init_from only seeds a run that has none yet.
     initialized = _init_weights(model, cfg.init_from, mcfg) if cfg.init_from and resume_from is None else None
@@ -206,7 +266,6 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     optimizer = parallel.build_optimizer(model, mode, world_size=world, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas, eps=cfg.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
-    is_main = rank == 0
     tokens_per_step = cfg.batch_size * (source.seq_len - 1)
     flops_tok = mcfg.flops_per_token(source.seq_len - 1)
     peak = peak_flops(device)
@@ -217,7 +276,6 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
         start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
         loop_state = saved or loop_state
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
         _truncate_metrics(out / "eval.jsonl", start)
         (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict(),
@@ -242,16 +300,25 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)  # peak_mem_gb is this step's
+            # The step's loss is the mean over every scored (non-PAD) target of the global batch, however it is
+            # split into ranks and micro-batches: each micro-batch backpropagates its summed loss over the
+            # step's scored-target count. DDP and FSDP average gradients over the ranks, hence the x world.
+            batches = [source.next_batch().to(device, non_blocking=True) for _ in range(accum)]
+            targets = [lm_targets(b, source.pad_id) for b in batches]
+            # an exact int64 count, summed over the ranks; clamped so a batch that is all PAD gives 0, not 0/0
+            n_scored = parallel.all_reduce_sum(sum((t != IGNORE_INDEX).sum() for t in targets), world).clamp(min=1)
+            scale = world / n_scored.float()
             loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                batch = source.next_batch().to(device, non_blocking=True)
+            for micro, (batch, target) in enumerate(zip(batches, targets)):
                 with parallel.grad_sync(model, mode, world, sync=micro == accum - 1), autocast:
                     inputs = batch[:, :-1]
                     segments = doc_segments(inputs, source.eos_id) if cfg.document_masking else None
-                    loss = model(inputs, lm_targets(batch, source.pad_id), segments=segments)
-                    (loss / accum).backward()
+                    loss = model(inputs, target, segments=segments, reduction="sum")
+                    (loss * scale).backward()
                 loss_sum += loss.detach().float()
-            loss_avg = parallel.all_reduce_mean(loss_sum / accum, world)
+            loss_avg = parallel.all_reduce_sum(loss_sum, world) / n_scored.float()
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
@@ -286,7 +353,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if is_main:
                 rows.append(row)
                 if (step + 1) % cfg.log_every == 0 or step + 1 == end:
-                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.write(json_line(row))
                     metrics_file.flush()
                 progress.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
@@ -295,8 +362,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                      device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
-                        f.write(json.dumps({"step": step + 1, "tokens": (step + 1) * tokens_per_step,
-                                            "sets": sets}, sort_keys=True) + "\n")
+                        f.write(json_line({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "sets": sets},
+                                          sort_keys=True))
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
                                           for k, v in sets.items())

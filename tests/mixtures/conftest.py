@@ -24,11 +24,13 @@ def make_token_dataset(
     seq_len: int = SEQ_LEN,
     tokenizer_sha: str = FAKE_TOKENIZER_SHA,
     seed: int = 0,
+    pad_from: int | None = None,
 ) -> Path:
     """A token dataset with one train shard per entry of `train_rows` (rows each) and one validation shard.
 
     Row j of a split holds (seed + 1, j + 1) in its first two ids, so a test can tell exactly which row
-    a loader returned; the rest are random non-pad ids, so every row counts seq_len tokens.
+    a loader returned; the rest are random non-pad ids, so every row counts seq_len tokens. With pad_from,
+    every train row is PAD (0) from that position on, so it counts pad_from tokens.
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -39,6 +41,8 @@ def make_token_dataset(
         for _ in range(rows):
             ids = rng.integers(1, VOCAB, size=seq_len)
             ids[0], ids[1] = seed + 1, row + 1  # row < VOCAB - 1 in every test
+            if pad_from is not None:
+                ids[pad_from:] = 0
             w.write_row(ids, [0], 4 * seq_len)
             row += 1
         splits["train"].append(w.close())

@@ -49,6 +49,32 @@ def test_realised_proportions_match_manifest(mixture):
     assert stats.chisquare(counts, n * p).pvalue > 1e-3
 
 
+def test_token_shares_match_the_proportions_when_rows_end_in_pad(tmp_path, make_dataset):
+    """Proportions, tokens and epochs count non-PAD tokens. A source whose rows hold 3 tokens (then PAD) beside
+    one whose rows hold 8, at 50/50: its rows are drawn 8/3 times as often, so each source gives half the drawn
+    tokens, and budget_sequences is the rows that hold the budget (2000/8 + 2000/3), not budget / seq_len."""
+    make_dataset(tmp_path / "full", "full", "web", [200], seed=0)
+    make_dataset(tmp_path / "short", "short", "web", [200], seed=1, pad_from=3)
+    spec = {"sources": [{"name": "full", "manifest": str(tmp_path / "full")},
+                        {"name": "short", "manifest": str(tmp_path / "short")}],
+            "budget_tokens": 4000, "seed": 7, "weighting": {"method": "explicit", "proportions": {"full": 0.5, "short": 0.5}}}
+    path = tmp_path / "mixture.json"
+    manifest = mixbuild.build(spec_from_dict(spec, tmp_path), path)
+    mixbuild.write_mixture(manifest, path)
+    assert manifest["budget_sequences"] == 250 + 666
+    assert [s["epochs"] for s in manifest["sources"]] == [2000 / 1600, 2000 / 600]
+    assert len(MixtureLoader(path, 4)) == 916 // 4
+    loader = MixtureLoader(path, 1000, steps=40, with_sources=True, as_numpy=True)
+    tokens, rows = np.zeros(2), np.zeros(2)
+    for ids, src in loader:
+        np.add.at(tokens, src, np.count_nonzero(ids, axis=1))
+        np.add.at(rows, src, 1)
+    assert tokens[1] / tokens.sum() == pytest.approx(0.5, abs=0.01)  # drawing rows by proportion gives 0.27
+    # and so each source's realised epochs (draws over rows per epoch, scaled to the budget) are the manifest's
+    scale = manifest["budget_sequences"] / rows.sum()
+    assert rows * scale / 200 == pytest.approx([s["epochs"] for s in manifest["sources"]], rel=0.03)
+
+
 def test_draws_are_a_pure_function_of_the_global_index():
     p = np.array([0.1, 0.0, 0.6, 0.3])
     whole = source_draws(p, 3, 0, 1000)

@@ -17,8 +17,10 @@ TINY = {"model": "tiny", "steps": 5, "batch_size": 8, "micro_batch_size": 4, "pr
         "warmup_steps": 2, "data": {"synthetic": {"vocab_size": VOCAB, "seq_len": SEQ_LEN}}}
 
 
-def write_token_dataset(folder: Path, name: str, domain: str, rows: int, val_rows: int, seed: int) -> Path:
-    """Arithmetic progressions mod VOCAB (learnable), `n_bytes` = 3 bytes per token."""
+def write_token_dataset(folder: Path, name: str, domain: str, rows: int, val_rows: int, seed: int,
+                        pad_fraction: float = 0.0) -> Path:
+    """Arithmetic progressions mod VOCAB (learnable), `n_bytes` = 3 bytes per token. With pad_fraction, that
+    share of the rows ends early, as a bucket's last row does: EOS at a random position, then PAD (id 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     splits = {}
@@ -27,7 +29,11 @@ def write_token_dataset(folder: Path, name: str, domain: str, rows: int, val_row
         for _ in range(n):
             start, stride = rng.integers(VOCAB), rng.integers(1, 5)
             # ids 0-2 stay free, as a tokenizer keeps them for PAD, BOS and EOS
-            w.write_row(3 + (start + stride * np.arange(SEQ_LEN)) % (VOCAB - 3), [0], 3 * SEQ_LEN)
+            ids = 3 + (start + stride * np.arange(SEQ_LEN)) % (VOCAB - 3)
+            if pad_fraction and rng.random() < pad_fraction:
+                cut = int(rng.integers(2, SEQ_LEN - 2))
+                ids[cut], ids[cut + 1:] = 2, 0
+            w.write_row(ids, [0], 3 * int(np.count_nonzero(ids)))
         splits[split] = [w.close()]
     (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
     tok = {"path": "tokenizer.json", "sha256": "ab" * 32, "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": 0}
@@ -65,6 +71,21 @@ def mixture(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mix")
     write_token_dataset(root / "web", "web", "web", 200, 16, seed=0)
     write_token_dataset(root / "wiki", "wiki", "reference", 80, 16, seed=1)
+    spec = {"sources": [{"name": "web", "manifest": str(root / "web")}, {"name": "wiki", "manifest": str(root / "wiki")}],
+            "budget_tokens": 200 * SEQ_LEN, "seed": 3,
+            "weighting": {"method": "explicit", "proportions": {"web": 0.7, "wiki": 0.3}}}
+    path = root / "mixture.json"
+    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec, root), path), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pad_mixture(tmp_path_factory) -> Path:
+    """As `mixture`, but 60% of the rows end in a PAD tail of varying length, so micro-batches hold different
+    numbers of scored targets."""
+    root = tmp_path_factory.mktemp("padmix")
+    write_token_dataset(root / "web", "web", "web", 200, 16, seed=0, pad_fraction=0.6)
+    write_token_dataset(root / "wiki", "wiki", "reference", 80, 16, seed=1, pad_fraction=0.6)
     spec = {"sources": [{"name": "web", "manifest": str(root / "web")}, {"name": "wiki", "manifest": str(root / "wiki")}],
             "budget_tokens": 200 * SEQ_LEN, "seed": 3,
             "weighting": {"method": "explicit", "proportions": {"web": 0.7, "wiki": 0.3}}}

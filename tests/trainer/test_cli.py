@@ -51,3 +51,51 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gristmill.trainer", "train", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: config: parallel must be one of") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("case,msg", [
+    ("log_every: 0", "log_every must be an integer >= 1, not 0"),
+    ("spike_factor: 3x", "spike_factor must be a number > 1, not '3x'"),
+    ("lr: 3e-4", "lr must be a number > 0, not '3e-4' (YAML reads"),
+    ("warmup_steps: '1'", "warmup_steps must be an integer >= 0, not '1'"),
+    ("grad_clip: abc", "grad_clip must be a number >= 0"),
+    ("min_lr_ratio: a", "min_lr_ratio must be a number in [0, 1]"),
+    ("betas: 0.9", "betas must be two numbers in [0, 1)"),
+    ("eps: -1", "eps must be a number > 0, not -1"),
+    ("seed: abc", "seed must be an integer >= 0"),
+    ("steps: true", "steps must be an integer >= 1, not True"),
+    ("data: {synthetic: {vocab_size: abc}}", "data: synthetic: vocab_size must be an integer >= 2"),
+    ("data: {synthetic: {vocab: 256}}", "data: synthetic: unknown key(s) vocab"),
+    ("data: {mixture: 5}", "data: mixture must be a non-empty string"),
+    ("model: 5", "model must be a preset name or a mapping"),
+    ("model: {preset: tiny, d_model: x}", "model: d_model must be an integer >= 1, not 'x'"),
+    ("model: {preset: tiny, n_heads: 0}", "model: n_heads must be an integer >= 1, not 0"),
+    ("model: {preset: [tiny]}", "model: unknown preset ['tiny']"),
+    ("out_dir: /proc/foo", "out_dir /proc/foo: cannot create it"),
+    ("checkpoint_every: -1", "checkpoint_every must be an integer >= 0"),
+    ("keep_checkpoints: -1", "keep_checkpoints must be an integer >= 0"),
+])
+def test_config_type_and_range_errors_are_one_line(tmp_path, capsys, case, msg):
+    """Each mistake is one `error:` line from the config check, before any training (no traceback, no crash
+    some steps in)."""
+    import yaml
+
+    config = {"model": "tiny", "steps": 2, "batch_size": 4, "micro_batch_size": 4, "precision": "fp32",
+              "warmup_steps": 1, "out_dir": str(tmp_path / "o"), **yaml.safe_load(case)}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert msg in err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_every_config_field_is_checked():
+    from dataclasses import fields
+
+    from gristmill.trainer.config import FIELD_CHECKS, TrainConfig
+    from gristmill.trainer.model import MODEL_CHECKS, ModelConfig
+
+    assert set(FIELD_CHECKS) | {"model", "data", "betas"} == {f.name for f in fields(TrainConfig)}
+    assert set(MODEL_CHECKS) == {f.name for f in fields(ModelConfig)}

@@ -1,6 +1,6 @@
-"""Two gloo processes under torchrun: every parallel mode gives the single-process losses on the same global
-batch, shards what it says it shards, and runs interrupted and resumed in every mode give the uninterrupted
-losses."""
+"""Two gloo processes under torchrun: every parallel mode gives the losses of one process taking the whole
+global batch in one forward, shards what it says it shards, and runs interrupted and resumed in every mode give
+the uninterrupted losses."""
 from __future__ import annotations
 
 import json
@@ -21,11 +21,13 @@ INIT_MODES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
+def runs(tmp_path_factory, tiny_settings, mixture, pad_mixture) -> dict:
     """One torchrun launch running every mode and the resumes: {run: [[step, loss, grad_norm], ...]}.
-    Each rank takes micro-batches of 2 (accumulation 2): the single-process reference uses 4 (accumulation 2)."""
+    Each rank takes micro-batches of 2 (accumulation 2) of rows with PAD tails, so ranks and micro-batches hold
+    different numbers of scored targets; the single-process reference takes the global batch of 8 at once."""
     out = tmp_path_factory.mktemp("dist")
-    config = {**tiny_settings, "micro_batch_size": 2}
+    config = {**tiny_settings, "micro_batch_size": 2, "data": {"mixture": str(pad_mixture)}}
+    reference = {**config, "micro_batch_size": 8}
     plan = {m: {"mode": m} for m in MODES}
     for m in MODES:
         plan[f"{m}_first"] = {"mode": m, "dir": f"{m}_resume", "stop_after": 3}
@@ -35,7 +37,7 @@ def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
     evaluated = {"data": {"mixture": str(mixture)}, "eval_every": 2, "eval_max_sequences": 8}
     # init_from under torchrun: every rank loads the base weights before the model is wrapped or sharded
     base = out / "base"
-    train(TrainConfig(**{**tiny_settings, "out_dir": str(base), "seed": 9}), verbose=False)
+    train(TrainConfig(**{**reference, "out_dir": str(base), "seed": 9}), verbose=False)
     seeded = {"init_from": str(base)}
     for m in INIT_MODES:
         plan[f"{m}_init"] = {"mode": m, "config": seeded}
@@ -49,14 +51,14 @@ def runs(tmp_path_factory, tiny_settings, mixture) -> dict:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    single = train(TrainConfig(**{**tiny_settings, "out_dir": str(out / "single")}), verbose=False)
+    single = train(TrainConfig(**{**reference, "out_dir": str(out / "single")}), verbose=False)
     results["single"] = [[r["step"], r["loss"], r["grad_norm"]] for r in single]
     results["layouts"] = json.loads((out / "layouts.json").read_text())
     for m in EVAL_MODES:
         results[f"{m}_eval:rows"] = _eval_rows(out / f"{m}_eval")
-    train(TrainConfig(**{**tiny_settings, **evaluated, "out_dir": str(out / "single_eval")}), verbose=False)
+    train(TrainConfig(**{**reference, **evaluated, "out_dir": str(out / "single_eval")}), verbose=False)
     results["single_eval:rows"] = _eval_rows(out / "single_eval")
-    init = train(TrainConfig(**{**tiny_settings, **seeded, "out_dir": str(out / "single_init")}), verbose=False)
+    init = train(TrainConfig(**{**reference, **seeded, "out_dir": str(out / "single_init")}), verbose=False)
     results["single_init"] = [[r["step"], r["loss"], r["grad_norm"]] for r in init]
     return results
 

@@ -44,6 +44,13 @@ def test_plan_command(capsys, tmp_path):
     (["plan", "--gpus", "8"], "exactly one of CONFIG"),
     (["plan", "--preset", "3b", "--gpus", "8"], "unknown preset"),
     (["plan", "missing.yaml", "--gpus", "8"], "config file not found"),
+    (["plan", "--preset", "1b", "--gpus", "8", "--micro-batch", "-4", "--seq-len", "2048"],
+     "--micro-batch must be >= 1, not -4"),
+    (["plan", "--preset", "1b", "--gpus", "8", "--micro-batch", "4", "--seq-len", "0"], "--seq-len must be >= 1"),
+    (["plan", "--params", "7.5B", "--gpus", "0"], "--gpus must be >= 1"),
+    (["plan", "--params", "0", "--gpus", "8"], "not a parameter count: '0'"),
+    (["plan", "--params", "7.5X", "--gpus", "8"], "not a parameter count: '7.5X'"),
+    (["plan", "--params", "1e9e9", "--gpus", "8"], "not a parameter count"),
 ])
 def test_plan_errors_are_one_line(capsys, argv, msg):
     assert main(argv) == 1
@@ -60,3 +67,13 @@ def test_plan_takes_the_vocabulary_from_the_configs_data(capsys, tmp_path, mixtu
     assert main(["plan", str(cfg), "--gpus", "4"]) == 0
     want = model_config("125m", vocab_size=256).num_params()
     assert f"{want / 1e6:.1f}M parameters" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,psi", [("7.5B", 7.5e9), ("1e9", 1e9), ("1E+9", 1e9), ("2.5e+9", 2.5e9), ("1.3B", 1.3e9),
+                                      ("350M", 350e6), (".5T", 0.5e12), ("125m", 125e6), ("3e8", 3e8)])
+def test_plan_reads_parameter_counts_in_the_usual_forms(capsys, text, psi):
+    from gristmill.trainer.cli import _count
+
+    assert _count(text) == pytest.approx(psi)
+    assert main(["plan", "--params", text, "--gpus", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"{psi / 1e9:g}B parameters")

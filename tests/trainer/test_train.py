@@ -47,9 +47,10 @@ def test_metrics_rows_and_schedule(tiny):
         assert r["lr"] == pytest.approx(3e-3 * sched(r["step"] - 1))
         assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["mfu"] is None  # no MFU on CPU
         assert r["tokens"] == r["step"] * 8 * (SEQ_LEN - 1)
-    # linear warmup to the peak, cosine to 10% of the peak
+    # linear warmup to the peak, then cosine down to 10% of the peak at the last update (step 8 uses sched(7))
     assert [round(sched(s), 6) for s in range(3)] == [round(1 / 3, 6), round(2 / 3, 6), 1.0]
-    assert sched(8) == pytest.approx(0.1) and sched(3 + 5 / 2) == pytest.approx(0.55)
+    assert sched(7) == pytest.approx(0.1) and sched(5) == pytest.approx(0.55) and sched(3) == 1.0
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 0.1)
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
@@ -124,8 +125,23 @@ def test_non_finite_loss_stops_or_skips(tmp_path, tiny):
         train(tiny("stop", on_anomaly="stop", **boom), verbose=False)
     with pytest.raises(UserError, match=r"3 steps skipped in a row \(max_skips 2\)"):
         train(tiny("skip", on_anomaly="skip", max_skips=2, **boom), verbose=False)
-    skipped = [json.loads(x)["skipped"] for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    def strict(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    lines = (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(x, parse_constant=strict) for x in lines]  # NaN / Infinity are written as null
+    skipped = [r["skipped"] for r in logged]
     assert skipped[0] is None and all(s.startswith("non-finite") for s in skipped[1:]) and len(skipped) == 3
+    assert all(r["loss"] is None or r["grad_norm"] is None for r in logged[1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_is_per_step_on_cuda(tiny):
+    """peak_mem_gb is the step's own peak: 2 GB allocated and freed before the run do not show in it."""
+    big = torch.empty(2 * 1024 ** 3 // 4, device="cuda")
+    del big
+    rows = train(tiny("gpu", precision="bf16"), verbose=False)
+    assert all(0 < r["peak_mem_gb"] < 1 for r in rows)
 
 
 def test_spike_detection():
@@ -200,6 +216,20 @@ def test_evaluate_matches_a_direct_computation():
     assert evaluate(model, [b[0] for b in batches])["bits_per_byte"] is None
 
 
+def test_evaluation_is_plain_cross_entropy_without_the_z_loss():
+    """A model trained with z_loss: the validation loss (and so bits per byte) leaves the penalty out."""
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN, z_loss=1e-2))
+    ids = SyntheticSource(256, SEQ_LEN, 6, seed=1).next_batch()
+    with torch.no_grad():
+        want = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1).double(), ids[:, 1:].flatten()).item()
+        trained = float(model(ids[:, :-1], ids[:, 1:]))
+    assert trained > want + 0.1  # the training loss does carry the penalty
+    result = evaluate(model, [(ids, torch.full((6,), 50))])
+    assert result["loss"] == pytest.approx(want, rel=1e-6)
+    assert result["bits_per_byte"] == pytest.approx(want * 6 * (SEQ_LEN - 1) / math.log(2) / 300, rel=1e-6)
+
+
 @pytest.mark.parametrize("text,msg", [
     ("parallel: zero4\n", "parallel must be one of"),
     ("stepz: 3\n", "unknown key(s) stepz"),
@@ -235,6 +265,56 @@ def test_resume_refuses_another_model_or_data_but_allows_a_longer_run(tmp_path, 
         train(tiny("r", model={"preset": "tiny", "d_model": 128}), verbose=False)
 
 
+def test_resume_follows_this_runs_schedule_and_peak_lr(tiny):
+    """A resume restores the schedule's position only: the steps, warmup, decay and peak lr are this run's.
+    A WSD run of 10 steps stopped in its stable phase and resumed with 20 decays over 20's last 4 steps."""
+    from gristmill.trainer.train import lr_schedule
+
+    kw = dict(schedule="wsd", decay_fraction=0.2, warmup_steps=2, micro_batch_size=8)
+    train(tiny("long", steps=10, **kw), stop_after=4, verbose=False)
+    longer = tiny("long", steps=20, **kw)
+    rows = train(longer, verbose=False)
+    want = lr_schedule(longer)
+    assert [r["step"] for r in rows] == list(range(5, 21))
+    assert [r["lr"] / 3e-3 for r in rows] == pytest.approx([want(r["step"] - 1) for r in rows], rel=1e-12)
+    assert [round(r["lr"] / 3e-3, 3) for r in rows[-5:]] == [1.0, 1.0, 0.775, 0.55, 0.325]
+    train(tiny("peak", steps=10, **kw), stop_after=4, verbose=False)
+    rows = train(tiny("peak", steps=10, **{**kw, "lr": 5e-4}), verbose=False)
+    assert [r["lr"] for r in rows][:4] == pytest.approx([5e-4] * 4, rel=1e-12)  # the stable phase, at the new peak
+    assert rows[-1]["lr"] == pytest.approx(5e-4 * lr_schedule(tiny(steps=10, **kw))(9), rel=1e-12)
+
+
+def test_resume_never_sets_the_previous_run_aside(tmp_path, tiny, capsys):
+    """--resume never in an out_dir holding a longer run: that run's checkpoints (numbered past the new run's)
+    move to replaced-<time>/ with its config and metrics, so the new run's checkpoint is kept and a later auto
+    resume continues the new run, not the old one."""
+    kw = dict(micro_batch_size=8, out_dir=str(tmp_path / "r"))
+    train(tiny(steps=10, checkpoint_every=2, **kw), verbose=False)
+    rows = train(tiny(steps=5, **kw), resume="never", verbose=False)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "note: --resume never: moved the previous run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step-00000005"]
+    [old] = (tmp_path / "r").glob("replaced-*")
+    assert sorted(p.name for p in (old / "checkpoints").iterdir()) == ["step-00000008", "step-00000010"]
+    assert len((old / "metrics.jsonl").read_text().splitlines()) == 10 and (old / "config.json").is_file()
+    assert len(metrics(tmp_path, "r")) == 5
+    rows = train(tiny(steps=7, **kw), verbose=False)
+    assert [r["step"] for r in rows] == [6, 7]
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
+    """keep counts the checkpoints at or below the step written; one numbered past it is left alone."""
+    from gristmill.trainer import checkpoint
+
+    model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(1, 5, 0.1))
+    src = SyntheticSource(256, SEQ_LEN, 4, seed=0)
+    for step in (9, 1, 2, 3):
+        checkpoint.save(tmp_path, model, opt, sched, src, step, rank=0, world=1, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000003", "step-00000009"]
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     train(tiny("r", checkpoint_every=2), stop_after=3, verbose=False)  # checkpoints at 2 and 3
     import shutil
@@ -246,14 +326,35 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny):
     assert metrics(tmp_path, "r") == metrics(tmp_path, "full")
 
 
-def test_gradient_accumulation_matches_one_big_micro_batch(tiny):
-    """batch 8 as 1 x 8, 2 x 4 and 4 x 2: the same update, so the same losses (a dropped or unscaled
-    micro-batch would change them)."""
-    runs = [train(tiny(f"m{m}", micro_batch_size=m), verbose=False) for m in (8, 4, 2)]
+def test_gradient_accumulation_matches_one_big_micro_batch(tiny, pad_mixture):
+    """batch 8 as 1 x 8, 2 x 4 and 8 x 1 on rows with PAD tails of different lengths: the same update, so the same
+    losses and gradient norms. The loss is the mean over the batch's scored targets, not a mean of micro-batch
+    means (which weights a PAD-heavy micro-batch's targets more), and a dropped or unscaled micro-batch would
+    change it too."""
+    data = {"mixture": str(pad_mixture)}
+    runs = [train(tiny(f"m{m}", micro_batch_size=m, data=data), verbose=False) for m in (8, 4, 1)]
     for key in ("loss", "grad_norm"):  # Adam hides a wrongly scaled gradient from the loss, not from its norm
         values = [[r[key] for r in rows] for rows in runs]
-        assert values[1] == pytest.approx(values[0], rel=1e-5) and values[2] == pytest.approx(values[0], rel=1e-5)
+        assert values[1] == pytest.approx(values[0], rel=1e-6) and values[2] == pytest.approx(values[0], rel=1e-6)
     assert runs[0][-1]["loss"] < runs[0][0]["loss"]
+
+
+def test_the_loss_is_the_mean_over_the_batchs_scored_targets(tiny, pad_mixture):
+    """The first step's logged loss is the fresh model's cross-entropy averaged over every non-PAD target of the
+    step's batch (both micro-batches together)."""
+    from gristmill.mixtures.loader import MixtureLoader
+    from gristmill.trainer.model import lm_targets
+
+    rows = train(tiny("m", micro_batch_size=2, batch_size=4, data={"mixture": str(pad_mixture)}), verbose=False)
+    torch.manual_seed(0)  # the run's seed; the model is the first thing to draw from torch's RNG
+    model = Transformer(model_config("tiny", vocab_size=256, max_seq_len=SEQ_LEN))
+    loader = MixtureLoader(pad_mixture, 2)
+    ids = torch.cat([loader.next_batch(), loader.next_batch()])
+    targets = lm_targets(ids, 0)
+    with torch.no_grad():
+        want = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1).double(), targets.flatten(), ignore_index=-100)
+    assert int((targets == -100).sum()) > 0  # the batch has PAD
+    assert rows[0]["loss"] == pytest.approx(float(want), rel=1e-6)
 
 
 def test_bf16_autocasts_over_fp32_weights(tiny, tmp_path):
