@@ -66,29 +66,24 @@ def tiny(tmp_path):
     return lambda name="run", **kw: TrainConfig(**{**TINY, "out_dir": str(tmp_path / name), **kw})
 
 
-@pytest.fixture(scope="session")
-def mixture(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mix")
-    write_token_dataset(root / "web", "web", "web", 200, 16, seed=0)
-    write_token_dataset(root / "wiki", "wiki", "reference", 80, 16, seed=1)
+def _web_wiki_mixture(root: Path, pad_fraction: float = 0.0) -> Path:
+    write_token_dataset(root / "web", "web", "web", 200, 16, seed=0, pad_fraction=pad_fraction)
+    write_token_dataset(root / "wiki", "wiki", "reference", 80, 16, seed=1, pad_fraction=pad_fraction)
     spec = {"sources": [{"name": "web", "manifest": str(root / "web")}, {"name": "wiki", "manifest": str(root / "wiki")}],
             "budget_tokens": 200 * SEQ_LEN, "seed": 3,
             "weighting": {"method": "explicit", "proportions": {"web": 0.7, "wiki": 0.3}}}
     path = root / "mixture.json"
     mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec, root), path), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def mixture(tmp_path_factory) -> Path:
+    return _web_wiki_mixture(tmp_path_factory.mktemp("mix"))
 
 
 @pytest.fixture(scope="session")
 def pad_mixture(tmp_path_factory) -> Path:
     """As `mixture`, but 60% of the rows end in a PAD tail of varying length, so micro-batches hold different
     numbers of scored targets."""
-    root = tmp_path_factory.mktemp("padmix")
-    write_token_dataset(root / "web", "web", "web", 200, 16, seed=0, pad_fraction=0.6)
-    write_token_dataset(root / "wiki", "wiki", "reference", 80, 16, seed=1, pad_fraction=0.6)
-    spec = {"sources": [{"name": "web", "manifest": str(root / "web")}, {"name": "wiki", "manifest": str(root / "wiki")}],
-            "budget_tokens": 200 * SEQ_LEN, "seed": 3,
-            "weighting": {"method": "explicit", "proportions": {"web": 0.7, "wiki": 0.3}}}
-    path = root / "mixture.json"
-    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec, root), path), path)
-    return path
+    return _web_wiki_mixture(tmp_path_factory.mktemp("padmix"), pad_fraction=0.6)
