@@ -93,11 +93,18 @@ def step_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step-{step:08d}"
 
 
-def latest(root: Path) -> Path | None:
+def step_of(path: Path) -> int:
+    return int(_STEP_DIR.match(Path(path).name).group(1))
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """The step-NNNNNNNN folders under `root`, oldest first (written whole or not)."""
     root = Path(root)
-    if not root.is_dir():
-        return None
-    found = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / ".metadata").is_file())
+    return sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name)) if root.is_dir() else []
+
+
+def latest(root: Path) -> Path | None:
+    found = [p for p in step_dirs(root) if (p / ".metadata").is_file()]
     return found[-1] if found else None
 
 
@@ -112,7 +119,7 @@ def save(root: Path, model, optimizer, scheduler, source, step: int, *, rank: in
     if world > 1:
         dist.barrier()
     if rank == 0 and keep > 0:
-        done = sorted(p for p in Path(root).iterdir() if (m := _STEP_DIR.match(p.name)) and int(m.group(1)) <= step)
+        done = [p for p in step_dirs(root) if step_of(p) <= step]
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return path

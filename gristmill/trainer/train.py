@@ -169,11 +169,10 @@ def _init_weights(model, init_from: str, mcfg) -> Path:
 _RUN_FILES = ("checkpoints", "config.json", "metrics.jsonl", "eval.jsonl")
 
 
-def _set_aside_previous_run(out: Path) -> Path | None:
-    """Move a previous run's checkpoints, config and metrics from `out` into out/replaced-<UTC time>/ (itself a
-    run folder that `trainer evaluate`/`export` or a resume with that out_dir can read), so that nothing of it is
-    resumed later (its checkpoints could be numbered past the new run's). Returns that folder, or None."""
-    present = [out / name for name in _RUN_FILES if (out / name).exists()]
+def _set_aside(out: Path, paths: list[Path]) -> Path | None:
+    """Move `paths` (inside `out`) to out/replaced-<UTC time>/, keeping their places relative to `out`, so that the
+    folder is itself a run folder that `trainer evaluate`/`export` or a resume can read. Returns it, or None."""
+    present = [p for p in paths if p.exists()]
     if not present:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -181,10 +180,24 @@ def _set_aside_previous_run(out: Path) -> Path | None:
     while dest.exists():
         n += 1
         dest = out / f"replaced-{stamp}-{n}"
-    dest.mkdir()
     for path in present:
-        path.rename(dest / path.name)
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
     return dest
+
+
+def _set_aside_previous_run(out: Path) -> Path | None:
+    """`--resume never`: the previous run's checkpoints, config and metrics go aside whole, so that nothing of it
+    is resumed later (its checkpoints could be numbered past the new run's)."""
+    return _set_aside(out, [out / name for name in _RUN_FILES])
+
+
+def _set_aside_later_checkpoints(out: Path, ckpt_root: Path, step: int) -> Path | None:
+    """`--resume PATH` at `step`: this out_dir's checkpoints numbered past it belong to the abandoned continuation
+    (their metrics rows are dropped too); a later auto resume must not pick the newest of them."""
+    later = [p for p in checkpoint.step_dirs(ckpt_root) if checkpoint.step_of(p) > step]
+    return _set_aside(out, later)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -275,6 +288,12 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
         _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
         start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
         loop_state = saved or loop_state
+        if resume != "auto":
+            parallel.barrier(world)  # every rank has read the checkpoint before any is moved
+            replaced = _set_aside_later_checkpoints(out, ckpt_root, start) if is_main else None
+            if replaced:
+                print(f"note: --resume {resume}: moved this out_dir's checkpoints past step {start} to {replaced}",
+                      file=sys.stderr, flush=True)
     if is_main:
         _truncate_metrics(out / "metrics.jsonl", start)
         _truncate_metrics(out / "eval.jsonl", start)

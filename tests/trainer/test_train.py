@@ -302,6 +302,25 @@ def test_resume_never_sets_the_previous_run_aside(tmp_path, tiny, capsys):
     assert [r["step"] for r in rows] == [6, 7]
 
 
+def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path, tiny, capsys):
+    """--resume PATH at step 4 of a 10-step run continues from there: the checkpoints past step 4 (the abandoned
+    continuation, whose metrics rows are dropped) move to replaced-<time>/, so a later auto resume continues the
+    resumed run instead of jumping to the old step 10."""
+    kw = dict(micro_batch_size=8, checkpoint_every=2, keep_checkpoints=0)
+    full = train(tiny("r", steps=10, **kw), verbose=False)
+    ckpts = tmp_path / "r" / "checkpoints"
+    rows = train(tiny("r", steps=10, **kw), resume=str(ckpts / "step-00000004"), stop_after=6, verbose=False)
+    assert [r["step"] for r in rows] == [5, 6]
+    assert "moved this out_dir's checkpoints past step 4" in capsys.readouterr().err
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000002", "step-00000004", "step-00000006"]
+    [old] = (tmp_path / "r").glob("replaced-*")
+    assert sorted(p.name for p in (old / "checkpoints").iterdir()) == ["step-00000006", "step-00000008",
+                                                                          "step-00000010"]
+    rows = train(tiny("r", steps=10, **kw), stop_after=7, verbose=False)
+    assert [r["step"] for r in rows] == [7]
+    assert [r["loss"] for r in metrics(tmp_path, "r")] == [r["loss"] for r in full[:7]]
+
+
 def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
     """keep counts the checkpoints at or below the step written; one numbered past it is left alone."""
     from gristmill.trainer import checkpoint
