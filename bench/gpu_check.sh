@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # The GPU checks of the Kernels and Trainer issues as one prepared run, for a session that is lent a GPU
-# machine (about 10 minutes on an H100/H200; each step has its own time limit so one hang cannot eat the
-# lease). It uses that machine's own python3 (torch and triton preinstalled, no package index) and gristmill
-# from this checkout; the data-side dependencies (Beam, kenlm, fastText, ...) are not needed.
+# machine: one device call of at most 600 s on an H100/H200 (each step has its own time limit, so one hang cannot
+# eat the lease). It uses that machine's own python3 (torch and triton preinstalled, no package index) and
+# gristmill from this checkout; the data-side dependencies (Beam, kenlm, fastText, ...) are not needed.
 #
-#   bash bench/gpu_check.sh                 # every step; writes logs under $OUT (default out/gpu)
-#   bash bench/gpu_check.sh tests kernels   # some steps (tests, kernels, trainer): one device call each fits
-#   bash bench/gpu_check.sh trainer         # the 600 s a call may take
+#   bash bench/gpu_check.sh                 # every step (limits 140 + 190 + 220 s): one device call
+#   bash bench/gpu_check.sh tests kernels   # some steps (tests, kernels, trainer), e.g. to rerun what failed
 #   PYTHON=.venv/bin/python bash bench/gpu_check.sh   # on a machine with the project's venv
 #
 # A bare GPU box may lack pytest. `bash bench/gpu_check.sh prepare`, run where the project's venv is, copies
@@ -48,9 +47,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 } 2>&1 | tee "$OUT/machine.txt"
 for s in $steps; do
   case $s in
-    tests) step gpu_tests 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/kernels ;;
-    kernels) step kernels 300 "$PY" bench/kernels.py --repeat 20 ;;
-    trainer) step trainer_mfu 300 "$PY" bench/trainer.py --gpu-only ;;
+    tests) step gpu_tests 140 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/kernels tests/trainer/test_train.py ;;
+    kernels) step kernels 190 "$PY" bench/kernels.py --repeat 20 ;;
+    trainer) step trainer_mfu 220 "$PY" bench/trainer.py --gpu-only ;;
   esac
 done
 exit $status

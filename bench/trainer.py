@@ -32,7 +32,8 @@ from gristmill.trainer.train import peak_flops, train
 
 def plain_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, device: torch.device,
                bf16: bool) -> list[float]:
-    """Seconds per step of the textbook loop, on the same synthetic batches the trainer reads."""
+    """Seconds per step of the textbook loop, on the same synthetic batches the trainer reads (on CUDA the
+    caller reads the run's peak memory: max_memory_allocated since its reset)."""
     torch.manual_seed(0)
     model = Transformer(model_config(preset, vocab_size=vocab, max_seq_len=seq_len)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
@@ -55,12 +56,16 @@ def plain_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, de
 
 
 def trainer_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, bf16: bool,
-                 compile: bool = False) -> list[float]:
+                 compile: bool = False, peaks: list | None = None) -> list[float]:
+    """Seconds per step of `train`; appends each step's peak GB to `peaks` (train resets the CUDA peak at each
+    step's start, so the run's peak is their max, not max_memory_allocated at the end)."""
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=preset, data={"synthetic": {"vocab_size": vocab, "seq_len": seq_len}}, steps=steps,
                           batch_size=batch, micro_batch_size=batch, precision="bf16" if bf16 else "fp32",
-                          warmup_steps=1, out_dir=out, checkpoint_every=0, lr=3e-4, compile=compile)
-        rows = train(cfg, verbose=False)  # step_time_s leaves out the end-of-run checkpoint
+                          warmup_steps=1, out_dir=out, save_checkpoints=False, lr=3e-4, compile=compile)
+        rows = train(cfg, verbose=False)  # no checkpoint: 350m's would be ~5 GB of writes on a timed GPU lease
+        if peaks is not None:
+            peaks += [r["peak_mem_gb"] for r in rows]
         return [r["step_time_s"] for r in rows]
 
 
@@ -98,28 +103,30 @@ def gpu_mfu(args) -> None:
         cfg = model_config(preset, vocab_size=args.gpu_vocab, max_seq_len=args.gpu_seq_len)
         tokens = batch * (args.gpu_seq_len - 1)
         flops = cfg.flops_per_token(args.gpu_seq_len - 1)
+        peaks: list[float] = []  # GB per step, from the trainer's own rows
         runs = [("trainer", lambda: trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
-                                                 True)),
+                                                 True, peaks=peaks)),
                 ("plain loop", lambda: plain_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch, args.gpu_steps,
                                                   device, True))]
         if not args.no_compile:  # the first steps hold the compilation; the median leaves them out
             runs.append(("compiled", lambda: trainer_loop(preset, args.gpu_vocab, args.gpu_seq_len, batch,
-                                                          args.gpu_steps, True, compile=True)))
+                                                          args.gpu_steps, True, compile=True, peaks=peaks)))
         for name, run in runs:
             label = f"  {preset} ({cfg.num_params() / 1e6:.0f}M params) {name:<10}"
+            peaks.clear()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)  # also after a failed run, so no row carries its peak
             try:
                 times = run()[3:]
             except Exception as e:  # e.g. out of memory, or a compiler error: report it, measure the rest
                 print(f"{label}: failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
                       flush=True)
                 continue
-            finally:
-                torch.cuda.empty_cache()
             tps = tokens / statistics.median(times)
             mfu = flops * tps / peak if peak else float("nan")
+            gb = max(peaks) if peaks else torch.cuda.max_memory_allocated(device) / 1e9
             print(f"{label}: {tps:12,.0f} tokens/s  MFU {100 * mfu:5.1f}%  (batch {batch} x seq {args.gpu_seq_len}, "
-                  f"peak {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB)", flush=True)
-            torch.cuda.reset_peak_memory_stats(device)
+                  f"peak {gb:.1f} GB)", flush=True)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ FIELD_CHECKS = {
     "weight_decay": Number(lo=0), "eps": Number(lo=0, lo_open=True), "grad_clip": Number(lo=0),
     "precision": OneOf(*PRECISIONS), "activation_checkpointing": BOOL, "document_masking": BOOL, "compile": BOOL,
     "seed": Int(lo=0), "init_from": STR, "out_dir": PATH, "checkpoint_every": Int(lo=0), "keep_checkpoints": Int(lo=0),
+    "save_checkpoints": BOOL,
     "on_anomaly": OneOf(*ANOMALY_ACTIONS), "spike_factor": Number(lo=1, lo_open=True), "max_skips": Int(lo=0),
     "log_every": Int(lo=1), "eval_every": Int(lo=0), "eval_max_sequences": Int(lo=1), "kernels": OneOf(*KERNELS),
 }
@@ -68,6 +69,7 @@ class TrainConfig:
                                          # optimizer and schedule start fresh (annealing / continued training)
     out_dir: str = "runs/train"
     checkpoint_every: int = 0            # 0: only at the end
+    save_checkpoints: bool = True        # false: none at all (benchmarks, throwaway runs; nothing to resume)
     keep_checkpoints: int = 2
     on_anomaly: str = "skip"             # non-finite loss/grad or a loss spike: skip the step, or stop
     spike_factor: float = 3.0            # a loss above spike_factor x its running mean is a spike

@@ -26,7 +26,9 @@ from gristmill.trainer.evaluate import evaluate_sets
 from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+# More specific names first: the first key found in the device name wins (H100 PCIe and NVL run lower clocks).
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12,
+                   "L40S": 362e12, "A10G": 125e12}
 
 
 class TrainingStopped(UserError):
@@ -388,7 +390,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                           for k, v in sets.items())
                         print(f"eval step {step + 1}: {shown}", file=sys.stderr, flush=True)
             last = step + 1 == end
-            if last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
+            if cfg.save_checkpoints and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,
                                 keep=cfg.keep_checkpoints,
                                 loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row})

@@ -135,6 +135,7 @@ def test_non_finite_loss_stops_or_skips(tmp_path, tiny):
     assert all(r["loss"] is None or r["grad_norm"] is None for r in logged[1:])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_peak_memory_is_per_step_on_cuda(tiny):
     """peak_mem_gb is the step's own peak: 2 GB allocated and freed before the run do not show in it."""
@@ -319,6 +320,14 @@ def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path, t
     rows = train(tiny("r", steps=10, **kw), stop_after=7, verbose=False)
     assert [r["step"] for r in rows] == [7]
     assert [r["loss"] for r in metrics(tmp_path, "r")] == [r["loss"] for r in full[:7]]
+
+
+def test_save_checkpoints_false_writes_none(tmp_path, tiny):
+    """A benchmark or throwaway run: no checkpoint at all, also at the end (the losses are those of a saving run)."""
+    rows = train(tiny("none", save_checkpoints=False, checkpoint_every=2), verbose=False)
+    assert not (tmp_path / "none" / "checkpoints").exists() or not any((tmp_path / "none" / "checkpoints").iterdir())
+    assert [r["loss"] for r in rows] == [r["loss"] for r in train(tiny("saved"), verbose=False)]
+    assert any((tmp_path / "saved" / "checkpoints").iterdir())
 
 
 def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
