@@ -376,7 +376,7 @@ def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path) -> dict[s
         if step >= settings.steps:
             break
         step = min(settings.steps, (step // settings.eval_every + 1) * settings.eval_every)
-        train(cfg, resume="auto", stop_after=step, verbose=False)
+        train(cfg, resume="auto", stop_after=step, verbose=False, progress=run["name"])
     metrics = _read_jsonl(out / "metrics.jsonl")
     final = evals[-1]
     return {"format": RUN_FORMAT, "name": run["name"], "mixture": run["mixture"], "seed": run["seed"],

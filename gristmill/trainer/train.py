@@ -116,20 +116,37 @@ def json_line(obj, **kw) -> str:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; a plain line every ~5% of the run otherwise."""
+    """A one-line progress bar on a terminal; a plain line every ~5% of the run otherwise. With a label
+    (`trainer ablate`: the run's name) always plain lines, every ~10%, prefixed with the label. Each line
+    ends with an ETA from the steps done since this process started."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = sys.stderr.isatty()
-        self.every = max(1, total // 20)
+    def __init__(self, total: int, enabled: bool, *, start: int = 0, label: str | None = None):
+        self.total, self.enabled, self.label = total, enabled, label
+        self.tty = sys.stderr.isatty() and label is None
+        self.every = max(1, total // (10 if label is not None else 20))
+        self.start, self.t0 = start, time.perf_counter()
+
+    def _eta(self, step: int) -> str:
+        done = step - self.start
+        if done <= 0 or step >= self.total:
+            return ""
+        secs = int((time.perf_counter() - self.t0) / done * (self.total - step))
+        h, rest = divmod(secs, 3600)
+        return f" ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
 
     def update(self, step: int, loss: float, tok_s: float):
         if not self.enabled:
             return
+        if self.label is not None:
+            if step % self.every == 0 or step == self.total:
+                print(f"{self.label}: step {step}/{self.total} ({100 * step // self.total}%) loss {loss:.4f} "
+                      f"{tok_s:,.0f} tok/s{self._eta(step)}", file=sys.stderr, flush=True)
+            return
         done = int(30 * step / self.total)
-        text = f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} loss {loss:.4f} {tok_s:,.0f} tok/s"
+        text = (f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} loss {loss:.4f} {tok_s:,.0f} tok/s"
+                f"{self._eta(step)}")
         if self.tty:
-            print("\r" + text, end="\n" if step == self.total else "", file=sys.stderr, flush=True)
+            print("\r" + text + "\033[K", end="\n" if step == self.total else "", file=sys.stderr, flush=True)
         elif step % self.every == 0 or step == self.total:
             print(text, file=sys.stderr, flush=True)
 
@@ -240,8 +257,13 @@ def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str
     return None
 
 
-def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True) -> list[dict]:
+def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True,
+          progress: str | None = None) -> list[dict]:
     """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
+
+    verbose: echo the config and model, show a progress bar and the evaluations (stderr).
+    progress: a label; with verbose=False still prints a progress line every ~10% of the run to stderr, as
+    "LABEL: step N/TOTAL (P%) loss ... tok/s ETA h:mm:ss" (`trainer ablate` gives the run's name).
 
     resume: "auto" (latest checkpoint under out_dir, if any), "never" (a previous run in out_dir is moved to
     out_dir/replaced-<time>/ first), or a checkpoint folder.
@@ -314,7 +336,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     recent: deque = deque(loop_state["recent"], maxlen=20)
     skipped_in_row = loop_state["skipped_in_row"]
     rows: list[dict] = []
-    progress = Progress(cfg.steps, is_main and verbose)
+    bar = Progress(cfg.steps, is_main and (verbose or progress is not None), start=start,
+                   label=None if verbose else progress)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -376,7 +399,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                 if (step + 1) % cfg.log_every == 0 or step + 1 == end:
                     metrics_file.write(json_line(row))
                     metrics_file.flush()
-                progress.update(step + 1, loss_v, tok_s)
+                bar.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 sets = evaluate_sets(model, eval_sets, source.loader.manifest["tokenizer"],
                                      document_masking=cfg.document_masking, batch_size=cfg.micro_batch_size,

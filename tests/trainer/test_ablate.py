@@ -206,6 +206,9 @@ def test_crashed_run_is_reported_failed_and_the_rest_go_on(data, tmp_path, capsy
     assert ablate.run(parse([str(bad_mix), str(data["easy_mix"]), "-o", str(rundir), *FAST])) == 0
     err = capsys.readouterr().err
     assert "bad_mix-s0: FAILED: " in err and "easy_mix-s0: mean over evaluation sets: loss" in err
+    # progress within a run, on stderr (16 steps: a line every step), with an ETA until the last step
+    assert "easy_mix-s0: step 8/16 (50%) loss " in err and "easy_mix-s0: step 16/16 (100%) loss " in err
+    assert " ETA 0:" in next(line for line in err.splitlines() if line.startswith("easy_mix-s0: step 15/16"))
     results = json.loads((rundir / "results.json").read_text())
     status = {r["name"]: r["status"] for r in results["runs"]}
     assert status == {"bad_mix-s0": "failed", "easy_mix-s0": "ok"}

@@ -545,3 +545,17 @@ def test_document_masking_reaches_the_model_in_training(tiny, tmp_path):
     assert abs(masked[0]["loss"] - plain[0]["loss"]) > 1e-4
     evals = [json.loads((tmp_path / n / "eval.jsonl").read_text())["sets"]["web"]["loss"] for n in ("masked", "plain")]
     assert evals[0] != evals[1]  # the evaluation masks too
+
+
+def test_labelled_progress_prints_a_line_every_tenth_of_the_run(capsys):
+    from gristmill.trainer.train import Progress
+
+    bar = Progress(100, True, label="mix-s0")
+    for step in range(1, 101):
+        bar.update(step, 1.5, 1000.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [int(line.split()[2].split("/")[0]) for line in lines] == list(range(10, 101, 10))
+    assert lines[0].startswith("mix-s0: step 10/100 (10%) loss 1.5000 1,000 tok/s ETA ")
+    assert "ETA" not in lines[-1]
+    Progress(100, False, label="mix-s0").update(10, 1.5, 1000.0)
+    assert capsys.readouterr().err == ""
