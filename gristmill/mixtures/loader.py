@@ -59,6 +59,44 @@ def _name_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
 
 
+
+def _mix_spec_error(path: Path) -> UserError:
+    return UserError(f"{path} looks like a mix spec; run `mix build {path} -o MIX.json` first, and give the trainer "
+                     "MIX.json")
+
+
+def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """(raw bytes, parsed JSON) of a mixture manifest, with one-line errors for what is often given instead:
+    a folder (a token dataset), a mix spec (YAML or JSON, not yet built), a missing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder (a token dataset?); give a mixture manifest written by `mix build`")
+    if not path.is_file():
+        raise UserError(f"mixture manifest {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if path.suffix.lower() in (".yaml", ".yml") or _parses_as_spec(raw):
+            raise _mix_spec_error(path) from None
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(manifest, dict) and manifest.get("format") != FORMAT and "sources" in manifest and (
+            "weighting" in manifest or "budget_tokens" in manifest):
+        raise _mix_spec_error(path)
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a mixture manifest (format {FORMAT!r}); build one with `mix build`")
+    return raw, manifest
+
+
+def _parses_as_spec(raw: bytes) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(raw)
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "sources" in data
+
 class MixtureSampler:
     """(source, row) for consecutive global samples; the position is the next sample and per-source counts.
 
@@ -133,13 +171,7 @@ class MixtureLoader:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, not {batch_size}")
         path = Path(mixture)
-        if not path.is_file():
-            raise UserError(f"mixture manifest {path} does not exist")
-        raw = path.read_bytes()
-        try:
-            self.manifest: dict[str, Any] = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON: {e}") from None
+        raw, self.manifest = read_mixture_manifest(path)
         if self.manifest.get("format") != FORMAT:
             raise UserError(f"{path}: format is {self.manifest.get('format')!r}, expected {FORMAT!r}")
         self.path = path

@@ -25,7 +25,7 @@ import numpy as np
 
 from gristmill.errors import UserError
 from gristmill.mixtures.build import largest_remainder
-from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT
+from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT, read_mixture_manifest
 from gristmill.mixtures.spec import parse_count
 from gristmill.pipeline import fs
 from gristmill.tokenize.shards import TokenDataset, load_manifest
@@ -71,13 +71,8 @@ def _sha256(path: Path) -> str:
 
 def load_mixture(path: str | Path, name: str | None = None) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"mixture manifest {path} does not exist")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MIXTURE_FORMAT:
+    _, manifest = read_mixture_manifest(path)
+    if manifest.get("format") != MIXTURE_FORMAT:
         raise UserError(f"{path} is not a mixture manifest (format {MIXTURE_FORMAT!r}); build one with `mix build`")
     return {"name": name or path.stem, "path": str(path.resolve()), "sha256": _sha256(path),
             "proportions": {s["name"]: s["proportion"] for s in manifest["sources"]}, "manifest": manifest}

@@ -190,3 +190,17 @@ def test_validation_per_domain(mixture):
     assert [len(p) for p in parts] == [13, 13, 13] and parts[0] + parts[1] + parts[2] == rows[:39]
     with pytest.raises(UserError, match="no validation set for domain 'code'"):
         next(loader.validation("code"))
+
+
+def test_a_folder_or_a_mix_spec_instead_of_a_manifest_is_named(tmp_path, spec_dict, datasets):
+    import yaml
+
+    with pytest.raises(UserError, match=r"is a folder \(a token dataset\?\); give a mixture manifest written by `mix build`"):
+        MixtureLoader(next(p for p in datasets.iterdir() if p.is_dir()), 4)
+    for name, text in (("mix.yaml", yaml.safe_dump(spec_dict)), ("mix.json", json.dumps(spec_dict)),
+                       ("mix.txt", yaml.safe_dump(spec_dict))):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=r"looks like a mix spec; run `mix build .*mix\.\w+ -o MIX\.json` first"):
+            MixtureLoader(tmp_path / name, 4)
+    with pytest.raises(UserError, match="does not exist"):
+        MixtureLoader(tmp_path / "absent.json", 4)

@@ -32,6 +32,25 @@ def test_ablate_without_mixtures_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
 
 
+def test_a_token_dataset_or_mix_spec_as_mixture_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    spec = tmp_path / "cc_en.yaml"
+    spec.write_text("sources: [{name: a, manifest: tokens}]\nbudget_tokens: 200K\nseed: 0\n"
+                    "weighting: {method: explicit, proportions: {a: 1.0}}\n")
+    for mix, msg in ((folder, "is a folder (a token dataset?); give a mixture manifest written by `mix build`"),
+                     (spec, f"looks like a mix spec; run `mix build {spec} -o MIX.json` first")):
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(f"data: {{mixture: {mix}}}\nmodel: tiny\nsteps: 2\nwarmup_steps: 0\n"
+                       f"out_dir: {tmp_path / 'out'}\n")
+        assert main(["train", str(cfg), "--quiet"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {mix} ") and msg in err[0]
+        assert main(["ablate", str(mix), "-o", str(tmp_path / "ab")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0]
+
+
 def test_presets_lists_counts_and_flops(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
