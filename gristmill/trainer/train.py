@@ -151,6 +151,22 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
+def budget_warning(manifest: dict, steps: int, batch_size: int) -> str | None:
+    """A `warning:` line when steps x batch_size x seq_len tokens exceed a mixture's budget_tokens more than
+    twice: `steps` alone decides how long a run trains, so its data repeats for as many more epochs."""
+    seq_len, budget = int(manifest["seq_len"]), int(manifest.get("budget_tokens") or 0)
+    planned = steps * batch_size * seq_len
+    if budget <= 0 or planned <= 2 * budget:
+        return None
+    ratio = planned / budget
+    worst = max(manifest["sources"], key=lambda s: s.get("epochs") or 0.0)
+    epochs = (worst.get("epochs") or 0.0) * ratio
+    return (f"warning: steps {steps} x batch_size {batch_size} x seq_len {seq_len} = {planned:,} tokens is "
+            f"{ratio:,.1f}x the mixture's budget_tokens {budget:,}: about {epochs:,.1f} epochs of source "
+            f"{worst['name']!r} (the budget is {int(manifest['budget_sequences']) // batch_size:,} steps at this "
+            f"batch size; `steps` alone sets the run's length)")
+
+
 def _eval_sets(cfg) -> list[dict]:
     """The mixture's validation sets, one per domain, chosen as `trainer ablate` chooses them."""
     if not cfg.eval_every:
@@ -318,6 +334,10 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if replaced:
                 print(f"note: --resume {resume}: moved this out_dir's checkpoints past step {start} to {replaced}",
                       file=sys.stderr, flush=True)
+    if is_main and start == 0 and hasattr(source, "loader"):
+        warning = budget_warning(source.loader.manifest, cfg.steps, cfg.batch_size)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     if is_main:
         _truncate_metrics(out / "metrics.jsonl", start)
         _truncate_metrics(out / "eval.jsonl", start)

@@ -559,3 +559,21 @@ def test_labelled_progress_prints_a_line_every_tenth_of_the_run(capsys):
     assert "ETA" not in lines[-1]
     Progress(100, False, label="mix-s0").update(10, 1.5, 1000.0)
     assert capsys.readouterr().err == ""
+
+
+def test_steps_far_past_the_mixtures_budget_warn_once_at_the_start(tmp_path, mixture, capsys):
+    # budget 200 sequences (web 0.7 epochs, wiki 0.75); 100 steps x 8 = 800 sequences, 4x the budget
+    def config(steps):
+        path = tmp_path / "run.yaml"
+        path.write_text(f"model: tiny\ndata: {{mixture: {mixture}}}\nsteps: {steps}\nbatch_size: 8\nwarmup_steps: 1\n"
+                        f"precision: fp32\nout_dir: {tmp_path / str(steps)}\n")
+        return load_config(path)
+
+    train(config(100), stop_after=1, verbose=False)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: steps 100 x batch_size 8 x seq_len {SEQ_LEN} = {800 * SEQ_LEN:,} tokens is 4.0x the "
+                   f"mixture's budget_tokens {200 * SEQ_LEN:,}: about 3.0 epochs of source 'wiki' (the budget is 25 "
+                   "steps at this batch size; `steps` alone sets the run's length)"]
+    train(config(100), stop_after=2, verbose=False)  # resumed: said already
+    train(config(50), stop_after=1, verbose=False)  # exactly 2x: no warning
+    assert capsys.readouterr().err == ""
