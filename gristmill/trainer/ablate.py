@@ -481,7 +481,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "points per run)")
     parser.add_argument("--eval-max-sequences", type=int, default=512, metavar="N",
                         help="rows per evaluation set at most (default 512)")
-    parser.add_argument("--eval-batch-size", type=int, default=16, metavar="N")
+    parser.add_argument("--eval-batch-size", type=int, default=16, metavar="N",
+                        help="sequences per evaluation forward pass (default 16)")
     parser.add_argument("--config", help="a training config (YAML/JSON) whose settings every run shares; "
                         "data, steps, seed and out_dir are set by the ablation")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default 16)")

@@ -1,4 +1,5 @@
-"""The `trainer` command: train a proxy model, plan memory per GPU, list the model presets, export a model."""
+"""The `trainer` command: train a proxy model, plan memory per GPU, list the model presets, run ablations of
+mixtures, evaluate a checkpoint, export a model to Hugging Face transformers."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,8 @@ def _count(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  trainer train run.yaml\n  trainer plan run.yaml --gpus 8\n"
-                                       "  trainer presets\n  trainer evaluate runs/a --eval clean=out/clean/tokens\n"
+                                       "  trainer presets\n  trainer ablate out/mixtures/a.json out/mixtures/b.json -o ablations/ab\n"
+                                       "  trainer evaluate runs/a --eval clean=out/clean/tokens\n"
                                        "  trainer export runs/a -o hf/a\nRun `trainer COMMAND --help` for more.")
     sub = p.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
@@ -102,13 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an extra evaluation set: a token dataset's validation split (repeatable)")
     ev.add_argument("--no-mixture-sets", action="store_true", help="only the --eval sets")
     ev.add_argument("--max-sequences", type=int, default=512, metavar="N", help="rows per set at most (default 512)")
-    ev.add_argument("--batch-size", type=int, default=16, metavar="N")
+    ev.add_argument("--batch-size", type=int, default=16, metavar="N",
+                    help="sequences per evaluation forward pass (default 16)")
     ev.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     pr = sub.add_parser("presets", help="list model presets with parameter counts and FLOPs per token",
-                        epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt)
-    pr.add_argument("--vocab-size", type=int, default=32768)
-    pr.add_argument("--seq-len", type=int, default=2048)
+                        epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt,
+                        description="The model presets (the `model:` of a training config, `--preset` of plan and "
+                                    "ablate): width, depth, heads, SwiGLU size, d_model / n_layers, parameters "
+                                    "without and with the embeddings, and training FLOPs per token.")
+    pr.add_argument("--vocab-size", type=int, default=32768,
+                    help="vocabulary for the embedding counts (default 32768; a run takes its tokenizer's)")
+    pr.add_argument("--seq-len", type=int, default=2048, help="sequence length for the FLOPs per token (default 2048)")
 
     from gristmill.trainer import ablate
 

@@ -118,3 +118,39 @@ def test_every_config_field_is_checked():
 
     assert set(FIELD_CHECKS) | {"model", "data", "betas"} == {f.name for f in fields(TrainConfig)}
     assert set(MODEL_CHECKS) == {f.name for f in fields(ModelConfig)}
+
+
+def _help_gaps(parser, prog: str) -> list[str]:
+    """Subcommands without a help line or description, and options/arguments without a help string."""
+    import argparse
+
+    gaps = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not helps.get(name):
+                    gaps.append(f"{prog} {name}: no help line")
+                if not sub.description:
+                    gaps.append(f"{prog} {name}: no description")
+                gaps += _help_gaps(sub, f"{prog} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+            gaps.append(f"{prog} {'/'.join(action.option_strings) or action.dest}: no help")
+    return gaps
+
+
+def test_every_subcommand_and_option_has_help():
+    from gristmill.mixtures.cli import make_parser
+    from gristmill.trainer.cli import build_parser
+
+    assert _help_gaps(build_parser(), "trainer") + _help_gaps(make_parser(), "mix") == []
+
+
+def test_top_level_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    summary = out[out.index("\n\n"):out.index("positional arguments")]
+    for word in ("train", "plan", "presets", "ablat", "evaluate", "export"):
+        assert word in summary, word
+    assert "trainer ablate " in out  # an example of each command
