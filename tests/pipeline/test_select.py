@@ -120,3 +120,18 @@ def test_values_not_of_their_kind_are_counted_not_fatal():
         Document(id="a", url="u", text=5)).reason == "select:bad_value:chars"
     assert SelectFilter(all_decisions="keep").check(
         Document(id="a", url="u", text="t", decisions=["keep"])).reason == "select:bad_value:decisions"
+
+
+def test_a_field_no_document_has_is_an_error_naming_the_recorded_ones(tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    src = tmp_path / "run" / "documents"
+    src.mkdir(parents=True)
+    with gzip.open(src / "part-00000-of-00001.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(d.to_json() + "\n" for d in _docs(20))
+    argv = ["select", str(src / "*.jsonl.gz"), "--output", str(tmp_path / "picked"),
+            "--where", "language == en", "--where", "scores.kenlm.perplexty < 400", *BEAM_ARGS]
+    assert main(argv) == 2
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert msg.startswith("error: ") and "scores.kenlm.perplexty" in msg
+    assert "scores.kenlm.perplexity" in msg and "decisions.C4" in msg and "decisions.FineWeb" in msg
