@@ -195,6 +195,13 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
     order = decision_order(fs.matching(args.input)) if args.all_decisions is not None else None
+    if order is not None:
+        _, labels = recorded_names(fs.matching(args.input), limit=1000)
+        if labels and not set(labels) & set(order):
+            # e.g. a stats.json that `beam summarize` wrote over the run's own: its stages are not the run's.
+            print(f"warning: the stage order in the input run's stats.json ({', '.join(order)}) names none of the "
+                  f"documents' decisions ({', '.join(labels)}); ignoring it", file=sys.stderr)
+            order = None
     if args.all_decisions is not None and order is None:
         print("warning: no stats.json beside the input's documents folder gives the order its stages ran in: a "
               "document failing several decisions is dropped as select:decisions (each failing one counted under "
