@@ -44,7 +44,7 @@ PARAMS = {
     "bloom_unit": "line",          # Dolma-style line dedup ("line" or "paragraph")
     "bloom_expected_keys": 10_000_000,
     "bloom_false_positive_rate": 1e-4,
-    "bloom_load_from": "",         # an earlier run's output folder, for cross-run dedup
+    "bloom_load_from": "",         # an earlier run's output folder (or its bloom_filter/), for cross-run dedup
     "doc_shards": 4,
     "tokenizer": "",               # reuse this tokenizer.json instead of training one
     "vocab_size": 32000,

@@ -34,8 +34,9 @@ class BloomConfig:
     """unit: "line" (split on newlines, as Dolma's paragraph dedup does) or "paragraph" (split on blank lines).
     expected_keys: distinct units expected over all shards, including those later runs add (cross-run).
     min_words: a document left with fewer words after removal is dropped.
-    load_from: folder of a filter saved by an earlier run (cross-run dedup); this run's new keys are added to
-        it and it is what this run saves; its rate and initial capacity are reused.
+    load_from: folder of a filter saved by an earlier run (cross-run dedup), or that run's output folder (its
+        bloom_filter/ subfolder is used); this run's new keys are added to it and it is what this run saves;
+        its rate and initial capacity are reused.
     save_to: folder to save this run's filter in ("" = <output>/bloom_filter, None = do not save)."""
 
     unit: str = "line"
@@ -110,6 +111,22 @@ def dedup_shard(
 
 def shard_path(folder: str, shard: int, num_shards: int) -> str:
     return FileSystems.join(folder, f"bloom-{shard:05d}-of-{num_shards:05d}.bin")
+
+
+def _has_shard_files(folder: str) -> bool:
+    try:
+        return any(r.metadata_list for r in FileSystems.match([FileSystems.join(folder, "bloom-*-of-*.bin")]))
+    except Exception:  # noqa: BLE001 - a folder that cannot be listed has no shard files
+        return False
+
+
+def resolve_filter_folder(folder: str) -> str:
+    """The folder holding a saved filter's shard files: `folder` itself, or, when `folder` is an earlier run's
+    output folder (no shard files of its own), its bloom_filter/ subfolder."""
+    if _has_shard_files(folder):
+        return folder
+    inner = FileSystems.join(folder, "bloom_filter")
+    return inner if _has_shard_files(inner) else folder
 
 
 def save_filter(path: str, flt: ScalableBloomFilter, shard: int, num_shards: int, unit: str) -> None:

@@ -8,6 +8,7 @@ are visited in id order, and stochastic rounding is seeded from (run seed, docum
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict
 
 import apache_beam as beam
@@ -211,13 +212,18 @@ class BloomDedup(Stage):
             return None
         # The runner validates before building the graph and expand() needs the header again: read once.
         if getattr(self, "_checked", None) is None:
+            # A run's output folder stands for its bloom_filter/ subfolder; resolved once, here, so the
+            # workers' load_filter reads the same folder that was checked.
+            resolved = bloom_core.resolve_filter_folder(self.config.load_from)
+            if resolved != self.config.load_from:
+                self.config = dataclasses.replace(self.config, load_from=resolved)
             self._checked = bloom_core.check_saved_filter(self.config.load_from, self.config.num_shards,
                                                           self.config.unit)
         return self._checked
 
     def expand(self, pcoll, ctx: RunContext):
-        cfg, label = self.config, self.label
         loaded = self.validate(ctx)
+        cfg, label = self.config, self.label
         # A loaded filter fixes the rate and initial size: the new keys are added to it (it grows when full),
         # and this run's own filter, used only to tell this-run from previous-run duplicates, uses the same.
         capacity = loaded["initial_capacity"] if loaded else cfg.shard_capacity()

@@ -227,6 +227,9 @@ def _cmd_calibrate_classifier(args) -> int:
     from gristmill.filters.classifier import label_probabilities, save_quantiles
 
     path = models.resolve(args.kind, args.model)
+    out = sidecar(path, ".quantiles.json")
+    if out.is_file() and not args.force:
+        raise UserError(f"{out} exists (pass --force to replace it)")
     label = args.label or {"quality": "hq", "toxicity": "toxic"}[args.kind]
     scores = label_probabilities(models.load_fasttext(args.kind, path), list(corpora.read_texts(args.sample)), label)
     save_quantiles(path, scores)
@@ -264,11 +267,15 @@ def register(subparsers) -> None:
                                    "lid.176.ftz. Any fastText LID model (lid.176.bin, GlotLID) works via --url/--path.",
                        epilog="examples:\n  beam model fetch-lid\n"
                               "  beam model fetch-lid --url https://dl.fbaipublicfiles.com/fasttext/supervised-models/"
-                              "lid.176.bin --out ~/.cache/gristmill/lid/lid.176.bin")
+                              f"lid.176.bin --force   # replaces CACHE/{models.MODELS['lid'].default}, the default\n"
+                              "  beam model fetch-lid --url https://dl.fbaipublicfiles.com/fasttext/supervised-models/"
+                              "lid.176.bin --out models/lid.176.bin\n"
+                              "  beam run recipes/cc_en.py -p lid_model=models/lid.176.bin   # a model kept elsewhere")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--url", help="download a fastText LID model from this URL")
     src.add_argument("--path", help="copy a local fastText LID model")
-    p.add_argument("--out", help=f"destination (default CACHE/{models.MODELS['lid'].default})")
+    p.add_argument("--out", help=f"destination (default CACHE/{models.MODELS['lid'].default}, the file the "
+                                 "LanguageID filter loads; a model put elsewhere is used with -p lid_model=PATH)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.set_defaults(func=_cmd_fetch_lid)
 
@@ -302,6 +309,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_train_kenlm)
 
     p = sub.add_parser("calibrate-kenlm", help="compute bucket thresholds for a KenLM model", formatter_class=RAW,
+                       description="Scores --sample with the model and prints the head/middle/tail bucket "
+                                   "thresholds (30th/60th perplexity percentiles) as JSON; writes no file.",
                        epilog="examples:\n  beam model calibrate-kenlm --model en.binary --sample docs.jsonl.gz\n"
                               "  beam model calibrate-kenlm --model en.arpa.bin --sp-model en.sp.model "
                               "--sample docs.jsonl.gz   # CCNet's models")
@@ -322,13 +331,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_train_quality)
 
     p = sub.add_parser("calibrate-classifier", help="save score quantiles for keep_top_fraction", formatter_class=RAW,
+                       description="Scores --sample with a fastText quality or toxicity classifier and writes the "
+                                   "1001 quantiles of the score beside the model as MODEL.quantiles.json, which "
+                                   "keep_top_fraction reads. An existing file is replaced only with --force.",
                        epilog="example (DCLM's published classifier):\n  beam model calibrate-classifier --kind quality "
                               "--model https://huggingface.co/mlfoundations/fasttext-oh-eli5/resolve/main/"
                               "openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin --sample crawl.jsonl.gz")
-    p.add_argument("--kind", choices=("quality", "toxicity"), default="quality")
+    p.add_argument("--kind", choices=("quality", "toxicity"), default="quality",
+                   help="which classifier --model is, and the provisioned one used without it (default quality)")
     p.add_argument("--model", help="model path or URL (default: the provisioned one)")
     p.add_argument("--label", help="label whose probability is the score (default: hq for quality, toxic for toxicity)")
     p.add_argument("--sample", nargs="+", required=True, help="crawl documents (.txt or .jsonl(.gz))")
+    p.add_argument("--force", action="store_true", help="replace an existing MODEL.quantiles.json")
     p.set_defaults(func=_cmd_calibrate_classifier)
 
     p = sub.add_parser("train-toxicity", help="train the fastText toxicity classifier", formatter_class=RAW,

@@ -127,8 +127,9 @@ def run_stages(stages: list[Stage], ctx: RunContext, beam_args: list[str] | None
         validate = getattr(s, "validate", None)
         if validate is not None:
             validate(ctx)
-    if sys.stderr.isatty():  # workers write to a pipe, so they learn from the environment to show progress
-        os.environ.setdefault("GRISTMILL_PROGRESS", "1")
+    # Workers write to a pipe, so they learn from the environment how to show progress: every 2 s on a
+    # terminal, every 30 s otherwise (a log file, CI); GRISTMILL_PROGRESS=0 turns it off.
+    os.environ.setdefault("GRISTMILL_PROGRESS", "1" if sys.stderr.isatty() else "log")
     FileSystems.mkdirs(ctx.output) if not FileSystems.exists(ctx.output) else None
     t0 = time.time()
     p = beam.Pipeline(options=opts)

@@ -14,7 +14,8 @@ scores.kenlm.perplexity), `decisions.<stage label>`, a document field (language,
 cluster_size, weight, repeats, url, source) or `chars` (the text's length). A document passes when every
 condition holds; the first that fails is its drop reason (`select:<field>`), one whose field is missing is
 dropped as `select:missing:<field>`, and one whose field is not a number where the condition compares numbers
-(`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. With --all-decisions, a document that fails several decisions is dropped
+(`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. A field missing from every document read (a misspelt
+score or stage label) ends the run with one error line naming the scores and decisions the input does have. With --all-decisions, a document that fails several decisions is dropped
 under the first failing stage in pipeline order (`select:decisions.<label>`, as drop mode would have), read
 from the stats.json of the run folder the documents are in.
 """
@@ -109,14 +110,17 @@ class SelectFilter(Filter):
         self._rank = {label: i for i, label in enumerate(self.decision_order or ())}
 
     def check(self, doc: Document) -> Verdict:
-        for c in self.conditions:
-            value = c.lookup(doc)
+        values = [c.lookup(doc) for c in self.conditions]
+        # Every condition's field missing from this document is counted (missing/<field>), not only the first
+        # failing one's, so a field missing from every document (a misspelt name) can be told after the run.
+        counts = {f"missing/{c.field}": 1 for c, v in zip(self.conditions, values) if v is _MISSING}
+        for c, value in zip(self.conditions, values):
             if value is _MISSING:
-                return Verdict(False, f"{self.name}:missing:{c.field}")
+                return Verdict(False, f"{self.name}:missing:{c.field}", counts=counts)
             if value is _BAD:
-                return Verdict(False, f"{self.name}:bad_value:{c.field}")
+                return Verdict(False, f"{self.name}:bad_value:{c.field}", counts=counts)
             if not c.holds(value):
-                return Verdict(False, f"{self.name}:{c.field}")
+                return Verdict(False, f"{self.name}:{c.field}", counts=counts)
         if self.all_decisions is not None:
             if not isinstance(doc.decisions, dict):
                 return Verdict(False, f"{self.name}:bad_value:decisions")
@@ -146,6 +150,33 @@ def decision_order(files: list[str]) -> tuple[str, ...] | None:
     return orders.pop() if len(orders) == 1 else None
 
 
+def fields_missing_everywhere(stats: dict, conditions: tuple[Condition, ...], label: str = "Select") -> list[str]:
+    """The --where fields that no document read had (a misspelt score or stage label, most often)."""
+    node = stats.get("stages", {}).get(label, {})
+    missing, n_in = node.get("missing", {}), node.get("in", 0)
+    return [c.field for c in dict.fromkeys(conditions)
+            if n_in and isinstance(missing, dict) and missing.get(c.field, 0) >= n_in]
+
+
+def recorded_names(files: list[str], limit: int = 10_000) -> tuple[list[str], list[str]]:
+    """The score and decision names found in (up to `limit` documents of) `files`, for an error message."""
+    from gristmill.pipeline.docio import parse_document_file
+
+    scores, decisions, seen = set(), set(), 0
+    for path in files:
+        try:
+            for doc in parse_document_file(path):
+                if isinstance(doc, Document):
+                    scores.update(doc.scores if isinstance(doc.scores, dict) else ())
+                    decisions.update(doc.decisions if isinstance(doc.decisions, dict) else ())
+                seen += 1
+                if seen >= limit:
+                    return sorted(scores), sorted(decisions)
+        except (OSError, EOFError):
+            continue
+    return sorted(scores), sorted(decisions)
+
+
 EPILOG = """examples:
   beam select 'out/annot/documents/*.jsonl.gz' --output out/picked \\
       --where 'scores.kenlm.perplexity < 400' --where 'decisions.FineWeb == keep'
@@ -164,6 +195,13 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
     order = decision_order(fs.matching(args.input)) if args.all_decisions is not None else None
+    if order is not None:
+        _, labels = recorded_names(fs.matching(args.input), limit=1000)
+        if labels and not set(labels) & set(order):
+            # e.g. a stats.json that `beam summarize` wrote over the run's own: its stages are not the run's.
+            print(f"warning: the stage order in the input run's stats.json ({', '.join(order)}) names none of the "
+                  f"documents' decisions ({', '.join(labels)}); ignoring it", file=sys.stderr)
+            order = None
     if args.all_decisions is not None and order is None:
         print("warning: no stats.json beside the input's documents folder gives the order its stages ran in: a "
               "document failing several decisions is dropped as select:decisions (each failing one counted under "
@@ -172,6 +210,13 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats, ctx = run_on_documents("select", args, [FilterStage("Select", select),
                                                    WriteDocuments("WriteDocuments", shards=args.shards)],
                                   "Select", beam_args, extra_stats={"decision_order": list(order)} if order else None)
+    absent = fields_missing_everywhere(stats, conditions)
+    if absent:
+        scores, decisions = recorded_names(fs.matching(args.input))
+        raise UserError(
+            f"--where names {', '.join(absent)}, which no document read has (all were dropped as "
+            f"select:missing:...); scores found: {', '.join('scores.' + n for n in scores) or 'none'}; "
+            f"decisions found: {', '.join('decisions.' + n for n in decisions) or 'none'}")
     print(ctx.path("documents"))
     return 0 if stats.get("balanced", True) else 1
 

@@ -21,6 +21,7 @@ import math
 import apache_beam as beam
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
+from gristmill.errors import UserError
 from gristmill.pipeline.document import Document
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
@@ -200,10 +201,31 @@ EPILOG = """examples:
 """
 
 
+def check_summary_output(output: str) -> None:
+    """One line when --output is another run's folder (`beam run`, `beam select`): summarize writes its own
+    stats.json and run.json there, which would replace that run's (and the stage order `beam select
+    --all-decisions` reads from them). A folder an earlier summarize wrote may be written again."""
+    from gristmill.pipeline import fs
+
+    stats_path = fs.join(output, "stats.json")
+    recipe = None
+    if fs.is_file(stats_path):
+        try:
+            recipe = (json.loads(fs.read_bytes(stats_path)).get("recipe") or {}).get("name")
+        except (OSError, ValueError, AttributeError):
+            recipe = "?"
+        if recipe == "summarize":
+            return
+    if recipe is not None or fs.matching(fs.join(output, "documents", "*")) or fs.is_file(fs.join(output, "run.json")):
+        raise UserError(f"--output {output} holds another run (its stats.json, run.json or documents/), which "
+                        f"summarize would overwrite: give a folder of its own, e.g. {fs.join(output, 'summary')}")
+
+
 def _cmd_summarize(args: argparse.Namespace, beam_args: list[str]) -> int:
     from gristmill.pipeline import fs
     from gristmill.pipeline.docio import run_on_documents
 
+    check_summary_output(args.output)
     stats, ctx = run_on_documents("summarize", args, [Summarize("Summarize")], "Summarize", beam_args)
     parts = ctx.path(PARTS)
     summary = assemble(fs.read_bytes(parts).decode("utf-8").splitlines())
@@ -223,7 +245,8 @@ def register(subparsers) -> None:
                     "thresholds. Writes OUTPUT/summary.json and prints a table.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="document files of an earlier run, e.g. 'out/annot/documents/*.jsonl.gz'")
-    p.add_argument("--output", required=True, help="folder to write summary.json and stats.json into")
+    p.add_argument("--output", required=True, help="folder to write summary.json and stats.json into (not a "
+                                                   "run's own folder, e.g. out/annot/summary)")
     p.add_argument("--top", type=int, default=8, help="values shown per categorical field (default 8; all are in "
                                                       "summary.json)")
     p.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")

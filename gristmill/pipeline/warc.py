@@ -366,19 +366,21 @@ def _short(e: Exception) -> str:
 class _Progress:
     """Prints records/s to stderr every few seconds from each worker during local runs.
 
-    The runner turns it on (GRISTMILL_PROGRESS=1) when its stderr is a terminal; GRISTMILL_PROGRESS_SECONDS
-    sets the interval (default 2).
+    The runner sets GRISTMILL_PROGRESS=1 (a line every 2 s) when its stderr is a terminal, and "log" (a line
+    every 30 s) when it is not; GRISTMILL_PROGRESS=0 turns it off and GRISTMILL_PROGRESS_SECONDS sets the interval.
     """
 
     def __init__(self, label: str):
         self.label = label
+        mode = os.environ.get("GRISTMILL_PROGRESS")
+        default = 30.0 if mode == "log" else 2.0
         try:
-            self.every = float(os.environ.get("GRISTMILL_PROGRESS_SECONDS") or 2.0)
+            self.every = float(os.environ.get("GRISTMILL_PROGRESS_SECONDS") or default)
         except ValueError:
-            self.every = 2.0
+            self.every = default
         self.n = 0
         self.t0 = self.last = time.monotonic()
-        self.enabled = os.environ.get("GRISTMILL_PROGRESS") == "1"
+        self.enabled = mode in ("1", "log")
 
     def tick(self):
         self.n += 1

@@ -152,6 +152,10 @@ def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
             raise UserError(f"tokenizer file {s} does not exist")
         return adopt_tokenizer(fs.read_bytes(s), s)
     p = Path(s)
+    if p.is_dir():
+        inside = p / "tokenizer.json"
+        raise UserError(f"tokenizer {p} is a folder; give the tokenizer.json inside it"
+                        + (f" ({inside})" if inside.is_file() else ", e.g. out/cc_en/tokens/tokenizer.json"))
     if not p.is_file():
         raise UserError(f"tokenizer file {p} does not exist")
     return adopt_tokenizer(p.read_bytes(), s)

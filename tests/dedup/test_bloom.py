@@ -109,6 +109,17 @@ def test_missing_or_corrupt_filter_is_one_clear_line(tmp_path, run_dedup, make_d
             "shards": "missing"}[damage] in msg
 
 
+def test_load_from_accepts_an_earlier_runs_output_folder(run_dedup, make_docs, tmp_path):
+    # Run 1 saves to its default <output>/bloom_filter; run 2 names run 1's output folder itself.
+    run_dedup(make_docs(["old line\nunique A"], prefix="run1"), [BloomDedup(num_shards=2, expected_keys=100)],
+              name="r1")
+    stage = BloomDedup(num_shards=2, load_from=str(tmp_path / "r1"), save_to=None)
+    out, stats = run_dedup(make_docs(["old line\nunique B"], prefix="run2"), [stage], name="r2")
+    assert [d.text for d in out] == ["unique B"]
+    assert stats["stages"]["BloomDedup"]["units_removed_previous_run"] == 1
+    assert stage.config.load_from == str(tmp_path / "r1" / "bloom_filter")
+
+
 def test_run_fails_before_any_work_when_the_filter_folder_is_absent(run_dedup, make_docs, tmp_path):
     with pytest.raises(UserError, match="is missing"):
         run_dedup(make_docs(["a b c"]), [BloomDedup(load_from=str(tmp_path / "nowhere"))])

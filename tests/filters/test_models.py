@@ -98,3 +98,30 @@ def test_corrupt_calibration_sidecar_is_one_line(tiny_kenlm, tiny_quality, tmp_p
             with pytest.raises(UserError) as e:
                 flt(str(copy)).setup()
             assert "\n" not in str(e.value) and f"beam model {command}" in str(e.value) and "corrupt" in str(e.value)
+
+
+def test_calibrate_classifier_replaces_quantiles_only_with_force(tiny_quality, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "q.bin"
+    shutil.copyfile(tiny_quality, model)
+    quantiles = models.sidecar(model, ".quantiles.json")
+    quantiles.write_text("kept")
+    (tmp_path / "s.txt").write_text("Some sample prose about rivers.\n\nAnother paragraph of plain text here.\n")
+    argv = ["model", "calibrate-classifier", "--model", str(model), "--sample", str(tmp_path / "s.txt")]
+    assert beam_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--force" in err and "\n" not in err and quantiles.read_text() == "kept"
+    assert beam_main(argv + ["--force"]) == 0
+    assert quantiles.read_text() != "kept"
+
+
+def test_model_commands_describe_themselves(capsys):
+    for cmd in ("calibrate-kenlm", "calibrate-classifier"):
+        with pytest.raises(SystemExit):
+            beam_main(["model", cmd, "--help"])
+        out = capsys.readouterr().out
+        assert out.split("\n\n")[1].strip() and not out.split("\n\n")[1].lstrip().startswith(("options", "-"))
+    with pytest.raises(SystemExit):
+        beam_main(["model", "calibrate-classifier", "--help"])
+    assert "default quality" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import random
 
 import pytest
@@ -120,3 +121,34 @@ def test_values_not_of_their_kind_are_counted_not_fatal():
         Document(id="a", url="u", text=5)).reason == "select:bad_value:chars"
     assert SelectFilter(all_decisions="keep").check(
         Document(id="a", url="u", text="t", decisions=["keep"])).reason == "select:bad_value:decisions"
+
+
+def test_a_field_no_document_has_is_an_error_naming_the_recorded_ones(tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    src = tmp_path / "run" / "documents"
+    src.mkdir(parents=True)
+    with gzip.open(src / "part-00000-of-00001.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(d.to_json() + "\n" for d in _docs(20))
+    argv = ["select", str(src / "*.jsonl.gz"), "--output", str(tmp_path / "picked"),
+            "--where", "language == en", "--where", "scores.kenlm.perplexty < 400", *BEAM_ARGS]
+    assert main(argv) == 2
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert msg.startswith("error: ") and "scores.kenlm.perplexty" in msg
+    assert "scores.kenlm.perplexity" in msg and "decisions.C4" in msg and "decisions.FineWeb" in msg
+
+
+def test_a_stage_order_naming_none_of_the_decisions_is_ignored_with_a_warning(tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    both = Document(id="a", url="u", text="t", decisions={"LanguageID": "language_id:language", "C4": "c4:x"})
+    src = tmp_path / "annot" / "documents"
+    src.mkdir(parents=True)
+    (src / "part-00000-of-00001.jsonl").write_text(both.to_json() + "\n")
+    # The stats.json a `beam summarize --output annot` would have left: its stages are not the run's.
+    (tmp_path / "annot" / "stats.json").write_text(json.dumps({"stages": {"ReadDocuments": {}, "Summarize": {}}}))
+    assert main(["select", str(src / "*.jsonl"), "--output", str(tmp_path / "o"), "--all-decisions", "keep",
+                 *BEAM_ARGS]) == 0
+    assert "names none of the documents' decisions" in capsys.readouterr().err
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["stages"]["Select"]["dropped"] == {"select:decisions": 1} and "decision_order" not in stats

@@ -101,3 +101,24 @@ def test_a_document_with_a_score_that_is_not_a_number_is_counted_not_fatal(tmp_p
     dropped = {**stats["stages"]["ReadDocuments"].get("dropped", {}), **stats["stages"]["Summarize"]["dropped"]}
     assert stats["stages"]["Summarize"]["dropped"]["bad_field:scores.kenlm.perplexity"] == 1
     assert sum(dropped.values()) == 2
+
+
+@pytest.mark.parametrize("held", ["documents", "stats", "run"])
+def test_an_output_holding_another_run_is_refused(tmp_path, capsys, held):
+    _write(tmp_path / "annot" / "documents", _docs(5), files=1)
+    if held == "stats":
+        (tmp_path / "annot" / "stats.json").write_text(json.dumps({"recipe": {"name": "cc_en"}, "stages": {}}))
+    elif held == "run":
+        (tmp_path / "annot" / "run.json").write_text("{}")
+    out = tmp_path / "annot"
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["summarize", str(tmp_path / "annot" / "documents" / "*.jsonl.gz"), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --output") and "holds another run" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_an_earlier_summary_folder_may_be_written_again(tmp_path, capsys):
+    _summary(tmp_path, _docs(30), capsys)
+    assert main(["summarize", str(tmp_path / "s" / "documents" / "*.jsonl.gz"), "--output",
+                 str(tmp_path / "s" / "out"), "--direct_running_mode=in_memory"]) == 0

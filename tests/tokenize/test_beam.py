@@ -145,6 +145,18 @@ def test_bad_tokenizer_path_is_an_error(docs, tmp_path, capsys):
     assert "tokenizer file" in capsys.readouterr().err
 
 
+def test_a_token_dataset_folder_for_tokenizer_names_the_file_inside(docs, tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "d.jsonl").write_text(docs[1].to_json() + "\n")
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "tokenizer.json").write_text("{}")
+    assert main(["tokenize", "encode", str(tmp_path / "d.jsonl"), "--tokenizer", str(tmp_path / "tokens"),
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0] and str(tmp_path / "tokens" / "tokenizer.json") in err[0]
+
+
 def test_help_has_examples(capsys):
     from gristmill.pipeline.cli import main
 
