@@ -79,7 +79,8 @@ def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         if path.suffix.lower() in (".yaml", ".yml") or _parses_as_spec(raw):
             raise _mix_spec_error(path) from None
-        raise UserError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not a mixture manifest (not valid JSON: {e}); give the .json that "
+                        f"`mix build SPEC -o MIX.json` writes") from None
     if isinstance(manifest, dict) and manifest.get("format") != FORMAT and "sources" in manifest and (
             "weighting" in manifest or "budget_tokens" in manifest):
         raise _mix_spec_error(path)
@@ -96,6 +97,7 @@ def _parses_as_spec(raw: bytes) -> bool:
     except (yaml.YAMLError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and "sources" in data
+
 
 class MixtureSampler:
     """(source, row) for consecutive global samples; the position is the next sample and per-source counts.
