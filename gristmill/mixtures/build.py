@@ -48,9 +48,7 @@ class Source:
 
     def beside(self, name: str) -> Path | str:
         """A file of this dataset, named relative to its manifest."""
-        if fs.is_remote(str(self.manifest_path)):
-            return fs.join(fs.dirname(str(self.manifest_path)), name)
-        return Path(self.manifest_path).parent / name
+        return _beside(self.manifest_path, name)
 
     def epoch_cap(self, default: float | None) -> float | None:
         return self.spec.max_epochs if self.spec.max_epochs is not None else default
@@ -64,6 +62,13 @@ class Source:
         if self.spec.max_tokens is not None:
             cap = min(cap, float(self.spec.max_tokens))
         return cap
+
+
+def _beside(manifest_path: Path | str, name: str) -> Path | str:
+    """A file named relative to a dataset's manifest (a local path, or a URL for a remote dataset)."""
+    if fs.is_remote(str(manifest_path)):
+        return fs.join(fs.dirname(str(manifest_path)), name)
+    return Path(manifest_path).parent / name
 
 
 def load_sources(spec: MixtureSpec) -> list[Source]:
@@ -82,7 +87,7 @@ def load_sources(spec: MixtureSpec) -> list[Source]:
         if not train or int(train.get("tokens", 0)) <= 0 or int(train.get("sequences", 0)) <= 0:
             raise UserError(f"source {s.name!r} is empty: {mpath} has no train tokens")
         for shard in train["shards"]:
-            path = fs.join(fs.dirname(mpath), shard["path"]) if remote else folder / shard["path"]
+            path = _beside(mpath, shard["path"])
             if not (path in present if remote else path.is_file()):
                 raise UserError(f"source {s.name!r}: shard {path} is missing")
         domain = s.domain or manifest.get("domain")

@@ -4,8 +4,9 @@ across data-parallel ranks without overlap; plus a validation iterator per domai
 Global sample g (counting over all ranks) comes from source searchsorted(cumsum(q), u_g), where u_g is a
 counter-based uniform (SplitMix64 of the seed key and g), so the source sequence is a pure function of
 (seed, g). q are the row weights (build.row_weights): the proportions, which count non-PAD tokens, over each
-source's mean tokens per row, so every source's share of the drawn tokens is its proportion. The k-th draw from a source reads row perm_e[k mod n], where e = k div n is the epoch and
-perm_e a seeded permutation of the source's n rows: no row repeats or is skipped within an epoch.
+source's mean tokens per row, so every source's share of the drawn tokens is its proportion. The k-th draw
+from a source reads row perm_e[k mod n], where e = k div n is the epoch and perm_e a seeded permutation of
+the source's n rows: no row repeats or is skipped within an epoch.
 The position is g plus the per-source draw counts, which is all that `state_dict` needs.
 """
 from __future__ import annotations
@@ -57,7 +58,6 @@ def source_draws(proportions: np.ndarray, seed: int, start: int, count: int) -> 
 
 def _name_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
-
 
 
 def _mix_spec_error(path: Path) -> UserError:

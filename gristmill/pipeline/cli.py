@@ -47,7 +47,8 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     stages = recipe.stages()
     if args.output:
         fs.check_filesystem(args.output)
-    fs.check_output_folder(args.output or os.path.join("out", recipe.name))
+    output = args.output or os.path.join("out", recipe.name)
+    fs.check_output_folder(output)
     if args.input:
         inp = args.input
         if not fs.matching(inp):
@@ -58,7 +59,6 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         paths = default_sample_paths()
         inp = os.path.join(os.path.dirname(paths[0]), "*.warc.gz")
         print(f"input: bundled sample crawl ({len(paths)} file(s) in {os.path.dirname(paths[0])})", file=sys.stderr)
-    output = args.output or os.path.join("out", recipe.name)
     ctx = RunContext(input=inp, output=output, params=recipe.params, seed=args.seed, recipe_name=recipe.name,
                      recipe_hash=recipe.sha256(stages), num_workers=args.workers or 0)
     print(f"running recipe {recipe.name} ({len(stages)} stages) -> {output}", file=sys.stderr)

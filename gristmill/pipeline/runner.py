@@ -89,7 +89,7 @@ def check_inputs_survive(stages: list[Stage], ctx: RunContext) -> None:
 
 
 def _inside(path: str, folder: str) -> bool:
-    if "://" in path or "://" in folder:
+    if fs.is_remote(path) or fs.is_remote(folder):
         return path.startswith(folder.rstrip("/") + "/")
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder

@@ -15,9 +15,10 @@ cluster_size, weight, repeats, url, source) or `chars` (the text's length). A do
 condition holds; the first that fails is its drop reason (`select:<field>`), one whose field is missing is
 dropped as `select:missing:<field>`, and one whose field is not a number where the condition compares numbers
 (`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. A field missing from every document read (a misspelt
-score or stage label) ends the run with one error line naming the scores and decisions the input does have. With --all-decisions, a document that fails several decisions is dropped
-under the first failing stage in pipeline order (`select:decisions.<label>`, as drop mode would have), read
-from the stats.json of the run folder the documents are in.
+score or stage label) ends the run with one error line naming the scores and decisions the input does have.
+With --all-decisions, a document that fails several decisions is dropped under the first failing stage in
+pipeline order (`select:decisions.<label>`, as drop mode would have), read from the stats.json of the run
+folder the documents are in.
 """
 from __future__ import annotations
 
@@ -194,9 +195,10 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    order = decision_order(fs.matching(args.input)) if args.all_decisions is not None else None
+    files = fs.matching(args.input)  # listed once here for the stage order and the names an error shows
+    order = decision_order(files) if args.all_decisions is not None else None
     if order is not None:
-        _, labels = recorded_names(fs.matching(args.input), limit=1000)
+        _, labels = recorded_names(files, limit=1000)
         if labels and not set(labels) & set(order):
             # e.g. a stats.json that `beam summarize` wrote over the run's own: its stages are not the run's.
             print(f"warning: the stage order in the input run's stats.json ({', '.join(order)}) names none of the "
@@ -212,7 +214,7 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
                                   "Select", beam_args, extra_stats={"decision_order": list(order)} if order else None)
     absent = fields_missing_everywhere(stats, conditions)
     if absent:
-        scores, decisions = recorded_names(fs.matching(args.input))
+        scores, decisions = recorded_names(files)
         raise UserError(
             f"--where names {', '.join(absent)}, which no document read has (all were dropped as "
             f"select:missing:...); scores found: {', '.join('scores.' + n for n in scores) or 'none'}; "

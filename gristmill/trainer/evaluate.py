@@ -17,8 +17,9 @@ import torch.distributed as dist
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
              autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None) -> dict:
     """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
-    to pad_id are not scored, and the loss is plain cross-entropy (no z-loss); with eos_id, attention stays within each document (document masking). Returns
-    {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets, "bytes": n}, reduced over ranks."""
+    to pad_id are not scored, and the loss is plain cross-entropy (no z-loss); with eos_id, attention stays
+    within each document (document masking). Returns {"loss": mean nats/token, "bits_per_byte": ...,
+    "tokens": scored targets, "bytes": n}, reduced over ranks."""
     from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
     was_training = model.training

@@ -84,8 +84,6 @@ class ModelConfig:
         return asdict(self)
 
 
-# Names give the non-embedding parameter count (the vocabulary comes from the tokenizer).
-# d_model / n_layers is kept near 100; head_dim is 64 throughout.
 IGNORE_INDEX = -100  # a target that does not count: PAD, which fills the tail of a bucket's last row
 
 
@@ -109,6 +107,8 @@ def document_mask(segments: torch.Tensor) -> torch.Tensor:
     return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
 
+# Names give the non-embedding parameter count (the vocabulary comes from the tokenizer).
+# d_model / n_layers is kept near 100; head_dim is 64 throughout.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, max_seq_len=64),  # tests
     "10m": ModelConfig(d_model=448, n_layers=4, n_heads=7),

@@ -180,6 +180,12 @@ def _eval_sets(cfg) -> list[dict]:
 _ARCHITECTURE_EXEMPT = ("z_loss", "init_std")
 
 
+def _model_changes(old: dict, new: dict, exempt: tuple[str, ...] = ()) -> list[str]:
+    """"field: old -> new" for each model field a saved config sets to another value (fields it lacks, and
+    `exempt` ones, are not compared)."""
+    return [f"{k}: {old[k]!r} -> {v!r}" for k, v in new.items() if k in old and k not in exempt and old[k] != v]
+
+
 def _init_weights(model, init_from: str, mcfg) -> Path:
     """Load the model weights of another run's checkpoint into the plain model (before it is parallelized)."""
     try:
@@ -190,9 +196,7 @@ def _init_weights(model, init_from: str, mcfg) -> Path:
         old = json.loads(config_path.read_text()).get("model", {})
     except (OSError, ValueError):
         old = {}
-    new = mcfg.to_dict()
-    changed = [f"{k}: {old[k]!r} -> {v!r}" for k, v in new.items()
-               if k in old and k not in _ARCHITECTURE_EXEMPT and old[k] != v]
+    changed = _model_changes(old, mcfg.to_dict(), _ARCHITECTURE_EXEMPT)
     if changed:
         raise UserError(f"init_from {ckpt}: that run trained another model ({', '.join(changed)}); a run can only "
                         f"start from the weights of the same architecture and vocabulary")
@@ -254,7 +258,7 @@ def _check_same_run(saved_config: Path, model: dict, data: dict) -> None:
     except (OSError, ValueError):
         return
     old_model, old_data = saved.get("model", model), saved.get("train", {}).get("data", data)
-    changed = [f"{k}: {old_model[k]!r} -> {v!r}" for k, v in model.items() if k in old_model and old_model[k] != v]
+    changed = _model_changes(old_model, model)
     if changed:
         raise UserError(f"{saved_config.parent} holds a run of another model ({', '.join(changed)}); use another "
                         f"out_dir, or --resume never to start over")
