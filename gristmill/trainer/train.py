@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from gristmill.errors import UserError
 from gristmill.kernels.dispatch import set_backend as set_kernel_backend
+from gristmill.mixtures.loader import DrawChanged
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
@@ -278,7 +279,7 @@ def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str
 
 
 def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True,
-          progress: str | None = None) -> list[dict]:
+          progress: str | None = None, allow_draw_change: bool = False) -> list[dict]:
     """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
 
     verbose: echo the config and model, show a progress bar and the evaluations (stderr).
@@ -288,6 +289,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     resume: "auto" (latest checkpoint under out_dir, if any), "never" (a previous run in out_dir is moved to
     out_dir/replaced-<time>/ first), or a checkpoint folder.
     stop_after: end (with a checkpoint) after this many steps in total, leaving the schedule as configured.
+    allow_draw_change: resume a checkpoint whose data position was counted in another mixture draw (an older
+    gristmill's), continuing by this loader's draw with a warning; without it such a resume is refused.
     """
     cfg.validate()
     set_kernel_backend(None if cfg.kernels == "auto" else cfg.kernels)  # "auto" leaves $GRISTMILL_KERNELS in force
@@ -330,7 +333,15 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     start, loop_state = 0, {"recent": [], "skipped_in_row": 0}
     if resume_from is not None:
         _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
-        start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
+        try:
+            start, saved, draw_change = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank,
+                                                        world=world, allow_draw_change=allow_draw_change)
+        except DrawChanged as e:
+            raise UserError(f"cannot resume {resume_from} exactly: {e}; rerun with --allow-draw-change to continue "
+                            f"from its position by this draw, or --resume never to start over") from None
+        if draw_change and is_main:
+            print(f"warning: --allow-draw-change: {draw_change}; continuing from step {start} by this version's draw",
+                  file=sys.stderr, flush=True)
         loop_state = saved or loop_state
         if resume != "auto":
             parallel.barrier(world)  # every rank has read the checkpoint before any is moved

@@ -577,3 +577,34 @@ def test_steps_far_past_the_mixtures_budget_warn_once_at_the_start(tmp_path, mix
     train(config(100), stop_after=2, verbose=False)  # resumed: said already
     train(config(50), stop_after=1, verbose=False)  # exactly 2x: no warning
     assert capsys.readouterr().err == ""
+
+
+def test_a_checkpoint_from_before_the_draw_was_recorded(tmp_path, tiny, mixture, pad_mixture, monkeypatch, capsys):
+    """A checkpoint of an older gristmill stores a loader position without `draw` (fabricated here by leaving the
+    field out). On the PAD-tailed mixture the old draw (rows by proportion) differs from this one: the resume is
+    refused with one line, and --allow-draw-change continues with a warning. On full rows the two draws are the
+    same, so the old checkpoint resumes silently and gives the uninterrupted run's losses."""
+    from gristmill.mixtures.loader import MixtureLoader
+
+    plain = MixtureLoader.state_dict
+    old_format = lambda self: {k: v for k, v in plain(self).items() if k != "draw"}  # noqa: E731
+    for name, mix in (("pad", pad_mixture), ("full", mixture)):
+        monkeypatch.setattr(MixtureLoader, "state_dict", old_format)
+        train(tiny(name, data={"mixture": str(mix)}), stop_after=2, verbose=False)
+        monkeypatch.setattr(MixtureLoader, "state_dict", plain)
+        capsys.readouterr()
+        if name == "pad":
+            with pytest.raises(UserError, match=r"^cannot resume .*step-00000002 exactly: the loader position was "
+                                                r"saved by an older gristmill that drew rows by the proportions "
+                                                r"\(web 0.7, wiki 0.3\).*; rerun with --allow-draw-change"):
+                train(tiny(name, data={"mixture": str(mix)}), verbose=False)
+            rows = train(tiny(name, data={"mixture": str(mix)}), verbose=False, allow_draw_change=True)
+            err = capsys.readouterr().err.splitlines()
+            assert len(err) == 1 and err[0].startswith("warning: --allow-draw-change: the loader position was saved")
+            assert err[0].endswith("continuing from step 2 by this version's draw")
+            assert [r["step"] for r in rows] == [3, 4, 5]
+        else:
+            train(tiny(name, data={"mixture": str(mix)}), verbose=False)
+            assert capsys.readouterr().err == ""
+            train(tiny("full-uninterrupted", data={"mixture": str(mix)}), verbose=False)
+            assert metrics(tmp_path, name) == metrics(tmp_path, "full-uninterrupted")
