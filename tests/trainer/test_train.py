@@ -285,6 +285,21 @@ def test_resume_follows_this_runs_schedule_and_peak_lr(tiny):
     assert rows[-1]["lr"] == pytest.approx(5e-4 * lr_schedule(tiny(steps=10, **kw))(9), rel=1e-12)
 
 
+def test_resume_with_other_micro_batches_or_batch_size(tmp_path, tiny):
+    """micro_batch_size (so the accumulation) may change on a resume: a step reads the same global batch, so the
+    losses are the uninterrupted run's. batch_size may change too: the data goes on from the next sample, and
+    `tokens` counts on from the tokens trained so far (2 steps x 8 rows x 31 targets, then 16 rows a step)."""
+    full = train(tiny("full"), verbose=False)
+    train(tiny("micro"), stop_after=2, verbose=False)
+    resumed = train(tiny("micro", micro_batch_size=2), verbose=False)
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full[2:]], rel=1e-6)
+    train(tiny("bigger"), stop_after=2, verbose=False)
+    train(tiny("bigger", batch_size=16), stop_after=3, verbose=False)
+    train(tiny("bigger", batch_size=16), verbose=False)  # the count survives a second resume
+    tokens = [r["tokens"] for r in metrics(tmp_path, "bigger")]
+    assert tokens == [8 * 31, 2 * 8 * 31, 2 * 8 * 31 + 16 * 31, 2 * 8 * 31 + 2 * 16 * 31, 2 * 8 * 31 + 3 * 16 * 31]
+
+
 def test_resume_never_sets_the_previous_run_aside(tmp_path, tiny, capsys):
     """--resume never in an out_dir holding a longer run: that run's checkpoints (numbered past the new run's)
     move to replaced-<time>/ with its config and metrics, so the new run's checkpoint is kept and a later auto
