@@ -7,7 +7,8 @@ counter-based uniform (SplitMix64 of the seed key and g), so the source sequence
 source's mean tokens per row, so every source's share of the drawn tokens is its proportion. The k-th draw
 from a source reads row perm_e[k mod n], where e = k div n is the epoch and perm_e a seeded permutation of
 the source's n rows: no row repeats or is skipped within an epoch.
-The position is g plus the per-source draw counts, which is all that `state_dict` needs.
+The position is g plus the per-source draw counts, which is all that `state_dict` needs, with the draw it
+counts in (DRAW_VERSION and the row weights): a position means the same rows only under the same draw.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from gristmill.tokenize.remote import stage as stage_remote
 from gristmill.tokenize.shards import TokenDataset
 
 STATE_FORMAT = "gristmill.mixture-position/1"
+# The draw rule a position counts in. 1: rows drawn by the proportions (positions saved before DRAW_VERSION was
+# recorded); 2: by build.row_weights, so each source's share of the drawn tokens is its proportion. Both draw by
+# source_draws and the epoch permutations, so they give the same rows exactly when their weights are equal.
+DRAW_VERSION = 2
+_SAME_RULE = (1, 2)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -54,6 +60,11 @@ def source_draws(proportions: np.ndarray, seed: int, start: int, count: int) -> 
     idx = np.searchsorted(cum, sample_uniforms(seed, start, count), side="right")
     # u < 1 = cum[-1], so idx <= K-1 except through rounding in cum; clip for that case only.
     return np.minimum(idx, len(cum) - 1)
+
+
+class DrawChanged(UserError):
+    """A saved position was counted in another draw than this loader's: resuming it would not continue the
+    interrupted run's rows."""
 
 
 def _name_key(name: str) -> int:
@@ -249,11 +260,39 @@ class MixtureLoader:
             "seed": self.seed,
             "sample": int(self.sampler.sample),
             "counts": {n: int(c) for n, c in zip(self.names, self.sampler.counts)},
+            "draw": {"version": DRAW_VERSION, "weights": self._weights()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _weights(self) -> dict[str, float]:
+        return {n: float(w) for n, w in zip(self.names, self.sampler.weights)}
+
+    def draw_change(self, state: dict[str, Any]) -> str | None:
+        """How the draw `state` was saved in differs from this loader's, or None when it is the same draw (the
+        same rule and bit-equal weights, so the same rows follow). A state without a `draw` was saved by
+        version 1, which drew rows by the proportions: the same draw as this one for sources whose rows are
+        all full (their row weight is exactly the proportion), another one when rows end in PAD."""
+        saved = state.get("draw")
+        if saved is None:
+            version = 1
+            weights = {e["name"]: float(e["proportion"]) for e in self.manifest["sources"]}
+        else:
+            version, weights = int(saved["version"]), {n: float(w) for n, w in saved["weights"].items()}
+        mine = self._weights()
+        if version in _SAME_RULE and weights == mine:
+            return None
+        shown = lambda w: ", ".join(f"{n} {w[n]:.4g}" for n in self.names if n in w)  # noqa: E731
+        if version == 1:
+            return (f"the loader position was saved by an older gristmill that drew rows by the proportions "
+                    f"({shown(weights)}); this one draws them by token share ({shown(mine)}), so other rows follow")
+        return (f"the loader position was saved with draw version {version} and row weights ({shown(weights)}); "
+                f"this loader draws with version {DRAW_VERSION} and ({shown(mine)}), so other rows follow")
+
+    def load_state_dict(self, state: dict[str, Any], *, allow_draw_change: bool = False) -> str | None:
         """Resume from `state_dict()`: the next batch is exactly the one an uninterrupted run would give.
-        The world size may differ from the saving run's, as long as the global batch divides the position."""
+        The world size may differ from the saving run's, as long as the global batch divides the position.
+        A state saved in another draw (`draw_change`) raises DrawChanged; with allow_draw_change it is loaded
+        (the per-source counts still keep each epoch free of repeats) and the change is returned, for the
+        caller to warn with. Returns None otherwise."""
         if state.get("format") != STATE_FORMAT:
             raise UserError(f"loader state has format {state.get('format')!r}, expected {STATE_FORMAT!r}")
         if state["mixture_sha256"] != self.mixture_sha256:
@@ -266,8 +305,12 @@ class MixtureLoader:
             raise UserError(
                 f"loader state is at sample {state['sample']}, not a multiple of the global batch {self.global_batch}"
             )
+        change = self.draw_change(state)
+        if change and not allow_draw_change:
+            raise DrawChanged(change)
         self.sampler.sample = int(state["sample"])
         self.sampler.counts = np.array([int(state["counts"][n]) for n in self.names], dtype=np.int64)
+        return change
 
     def validation(self, domain: str, batch_size: int | None = None) -> Iterator:
         """Batches over the domain's validation set, in a fixed order. Each rank gets an equal block of

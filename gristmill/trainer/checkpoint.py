@@ -137,8 +137,11 @@ def _restore_position(scheduler, optimizer, last_epoch: int) -> None:
     scheduler._last_lr = lrs
 
 
-def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: int) -> tuple[int, dict]:
-    """Restore everything saved by `save` into live objects; returns (step, loop_state)."""
+def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: int,
+         allow_draw_change: bool = False) -> tuple[int, dict, str | None]:
+    """Restore everything saved by `save` into live objects; returns (step, loop_state, draw change). A data
+    position saved in another mixture draw raises DrawChanged, unless allow_draw_change: then it is loaded and
+    the change returned (else None)."""
     path = Path(path)
     if not (path / ".metadata").is_file():
         raise UserError(f"not a checkpoint (no .metadata): {path}")
@@ -163,9 +166,9 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
     else:
         set_optimizer_state_dict(model, optimizer, state["optim"])
     _restore_position(scheduler, optimizer, int(_from_bytes(state["scheduler"])["last_epoch"]))
-    source.load_state_dict(local["data"])
+    draw_change = source.load_state_dict(local["data"], allow_draw_change=allow_draw_change)
     _set_rng_state(local["rng"])
-    return int(meta["step"]), meta["loop"]
+    return int(meta["step"]), meta["loop"], draw_change
 
 
 def load_model_weights(path: Path, model) -> None:

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default="auto", help="auto (newest checkpoint in out_dir), never (start over; a previous run in "
                    "out_dir is moved to OUT_DIR/replaced-<time>/), or a checkpoint folder")
     t.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop after step N (schedule unchanged)")
+    t.add_argument("--allow-draw-change", action="store_true",
+                   help="resume a checkpoint whose data position an older gristmill drew (rows by proportion, not by "
+                   "token share): keep the position and continue by this version's draw, with a warning (refused "
+                   "without it: the rows after it differ from the interrupted run's)")
     t.add_argument("--quiet", action="store_true", help="no config echo or progress bar")
 
     pl = sub.add_parser("plan", help="estimate memory per GPU under DDP and ZeRO-1/2/3", epilog=PLAN_EXAMPLES,
@@ -131,7 +135,8 @@ def _train(args) -> int:
     from gristmill.trainer.train import shutdown, train  # torch loads only once the config is known good
 
     try:
-        train(cfg, resume=args.resume, stop_after=args.stop_after, verbose=not args.quiet)
+        train(cfg, resume=args.resume, stop_after=args.stop_after, verbose=not args.quiet,
+              allow_draw_change=args.allow_draw_change)
     finally:
         shutdown()
     return 0

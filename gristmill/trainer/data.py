@@ -1,7 +1,7 @@
 """Where training batches come from: the mixture loader, or a synthetic source for tests and benchmarks.
 
 A source has `seq_len`, `vocab_size`, `next_batch()` -> int64 tensor [micro_batch, seq_len] for this rank, and
-`state_dict()` / `load_state_dict()`. Both sources use the same global order: call t's global batch is
+`state_dict()` / `load_state_dict()` (which returns a draw change it was allowed to accept, else None). Both sources use the same global order: call t's global batch is
 samples [t*B*w, (t+1)*B*w) and rank r takes [r*B, (r+1)*B), so the union over ranks (and over the
 micro-batches of a step) is independent of the world size.
 """
@@ -23,7 +23,7 @@ class DataSource(Protocol):
 
     def next_batch(self) -> torch.Tensor: ...
     def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict, *, allow_draw_change: bool = False) -> str | None: ...
 
 
 class SyntheticSource:
@@ -56,10 +56,11 @@ class SyntheticSource:
     def state_dict(self) -> dict:
         return {"format": "gristmill.synthetic-position/1", "seed": self.seed, "sample": self.sample}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, allow_draw_change: bool = False) -> str | None:
         if state.get("seed") != self.seed:
             raise UserError(f"data position was saved with seed {state.get('seed')}, this run has seed {self.seed}")
         self.sample = int(state["sample"])
+        return None  # one draw rule only
 
 
 class MixtureSource:
@@ -80,8 +81,8 @@ class MixtureSource:
     def state_dict(self) -> dict:
         return self.loader.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.loader.load_state_dict(state)
+    def load_state_dict(self, state: dict, *, allow_draw_change: bool = False) -> str | None:
+        return self.loader.load_state_dict(state, allow_draw_change=allow_draw_change)
 
 
 def open_source(data: dict, batch_size: int, *, rank: int, world_size: int, seed: int) -> DataSource:

@@ -229,7 +229,7 @@ def markdown(plan: dict[str, Any], summary: list[dict[str, Any]], fit: dict[str,
             f"{sum(x['sequences'] for x in e['sources'])} sequences)" for e in plan["eval_sets"]) + ".", "",
         "## Ranking", "",
         f"Ranked by {unit} on {ranked_on}; lower is better. "
-        + ("± is the standard deviation over seeds. " if k > 1 else "")
+        + ("± is the sample standard deviation over seeds (n − 1 in the denominator). " if k > 1 else "")
         + "Gap: difference to the best mixture.", "",
         "| rank | mixture | " + " | ".join(f"{n} bpb" for n in sets) + " | avg bpb | avg loss | gap to best | seeds |",
         "|---:|:---|" + "---:|" * len(sets) + "---:|---:|---:|---:|",

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from gristmill.errors import UserError
 from gristmill.kernels.dispatch import set_backend as set_kernel_backend
+from gristmill.mixtures.loader import DrawChanged
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
@@ -278,7 +279,7 @@ def _anomaly(loss: float, grad_norm: float, recent: deque, factor: float) -> str
 
 
 def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = None, verbose: bool = True,
-          progress: str | None = None) -> list[dict]:
+          progress: str | None = None, allow_draw_change: bool = False) -> list[dict]:
     """Train per `cfg`; returns the metrics rows this process logged (rank 0; other ranks get an empty list).
 
     verbose: echo the config and model, show a progress bar and the evaluations (stderr).
@@ -288,6 +289,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     resume: "auto" (latest checkpoint under out_dir, if any), "never" (a previous run in out_dir is moved to
     out_dir/replaced-<time>/ first), or a checkpoint folder.
     stop_after: end (with a checkpoint) after this many steps in total, leaving the schedule as configured.
+    allow_draw_change: resume a checkpoint whose data position was counted in another mixture draw (an older
+    gristmill's), continuing by this loader's draw with a warning; without it such a resume is refused.
     """
     cfg.validate()
     set_kernel_backend(None if cfg.kernels == "auto" else cfg.kernels)  # "auto" leaves $GRISTMILL_KERNELS in force
@@ -327,11 +330,20 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     flops_tok = mcfg.flops_per_token(source.seq_len - 1)
     peak = peak_flops(device)
 
-    start, loop_state = 0, {"recent": [], "skipped_in_row": 0}
+    start, loop_state = 0, {"recent": [], "skipped_in_row": 0, "tokens": 0}
     if resume_from is not None:
         _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
-        start, saved = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank, world=world)
-        loop_state = saved or loop_state
+        try:
+            start, saved, draw_change = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank,
+                                                        world=world, allow_draw_change=allow_draw_change)
+        except DrawChanged as e:
+            raise UserError(f"cannot resume {resume_from} exactly: {e}; rerun with --allow-draw-change to continue "
+                            f"from its position by this draw, or --resume never to start over") from None
+        if draw_change and is_main:
+            print(f"warning: --allow-draw-change: {draw_change}; continuing from step {start} by this version's draw",
+                  file=sys.stderr, flush=True)
+        # The tokens trained on so far: a checkpoint written before they were recorded ran at this batch size.
+        loop_state = {**loop_state, "tokens": start * tokens_per_step, **(saved or {})}
         if resume != "auto":
             parallel.barrier(world)  # every rank has read the checkpoint before any is moved
             replaced = _set_aside_later_checkpoints(out, ckpt_root, start) if is_main else None
@@ -359,6 +371,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     recent: deque = deque(loop_state["recent"], maxlen=20)
     skipped_in_row = loop_state["skipped_in_row"]
+    # Counted on, not step x batch_size: a resume may change batch_size, and the steps before it ran at the old one.
+    tokens_before = loop_state["tokens"] - start * tokens_per_step
     rows: list[dict] = []
     bar = Progress(cfg.steps, is_main and (verbose or progress is not None), start=start,
                    label=None if verbose else progress)
@@ -413,7 +427,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
             tok_s = tokens_per_step / dt
-            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr, "tokens": (step + 1) * tokens_per_step,
+            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr, "tokens": tokens_before + (step + 1) * tokens_per_step,
                    "tokens_per_s": round(tok_s, 1),
                    "mfu": round(flops_tok * tok_s / (peak * world), 4) if peak else None,
                    "peak_mem_gb": round(peak_memory_gb(device), 3), "step_time_s": round(dt, 4),
@@ -430,7 +444,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                      device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
-                        f.write(json_line({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "sets": sets},
+                        f.write(json_line({"step": step + 1, "tokens": tokens_before + (step + 1) * tokens_per_step, "sets": sets},
                                           sort_keys=True))
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
@@ -440,7 +454,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if cfg.save_checkpoints and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,
                                 keep=cfg.keep_checkpoints,
-                                loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row})
+                                loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row,
+                                            "tokens": tokens_before + (step + 1) * tokens_per_step})
     finally:
         if metrics_file:
             metrics_file.close()

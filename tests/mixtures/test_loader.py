@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy import stats
 
 from gristmill.errors import UserError
 from gristmill.mixtures import build as mixbuild
-from gristmill.mixtures.loader import MixtureLoader, MixtureSampler, source_draws
+from gristmill.mixtures.loader import DRAW_VERSION, DrawChanged, MixtureLoader, MixtureSampler, source_draws
 from gristmill.mixtures.spec import spec_from_dict
 
 SEEDS = {"web": 0, "news": 1, "wiki": 2}  # the tag each fixture source writes into its rows
@@ -49,10 +50,8 @@ def test_realised_proportions_match_manifest(mixture):
     assert stats.chisquare(counts, n * p).pvalue > 1e-3
 
 
-def test_token_shares_match_the_proportions_when_rows_end_in_pad(tmp_path, make_dataset):
-    """Proportions, tokens and epochs count non-PAD tokens. A source whose rows hold 3 tokens (then PAD) beside
-    one whose rows hold 8, at 50/50: its rows are drawn 8/3 times as often, so each source gives half the drawn
-    tokens, and budget_sequences is the rows that hold the budget (2000/8 + 2000/3), not budget / seq_len."""
+def full_and_short_mixture(tmp_path, make_dataset) -> tuple[Path, dict]:
+    """50/50 of a source whose rows hold 8 tokens and one whose rows hold 3 (then PAD)."""
     make_dataset(tmp_path / "full", "full", "web", [200], seed=0)
     make_dataset(tmp_path / "short", "short", "web", [200], seed=1, pad_from=3)
     spec = {"sources": [{"name": "full", "manifest": str(tmp_path / "full")},
@@ -61,6 +60,14 @@ def test_token_shares_match_the_proportions_when_rows_end_in_pad(tmp_path, make_
     path = tmp_path / "mixture.json"
     manifest = mixbuild.build(spec_from_dict(spec, tmp_path), path)
     mixbuild.write_mixture(manifest, path)
+    return path, manifest
+
+
+def test_token_shares_match_the_proportions_when_rows_end_in_pad(tmp_path, make_dataset):
+    """Proportions, tokens and epochs count non-PAD tokens. A source whose rows hold 3 tokens (then PAD) beside
+    one whose rows hold 8, at 50/50: its rows are drawn 8/3 times as often, so each source gives half the drawn
+    tokens, and budget_sequences is the rows that hold the budget (2000/8 + 2000/3), not budget / seq_len."""
+    path, manifest = full_and_short_mixture(tmp_path, make_dataset)
     assert manifest["budget_sequences"] == 250 + 666
     assert [s["epochs"] for s in manifest["sources"]] == [2000 / 1600, 2000 / 600]
     assert len(MixtureLoader(path, 4)) == 916 // 4
@@ -115,6 +122,64 @@ def test_resume_reproduces_uninterrupted_run(mixture):
     for a, b in zip(full, head + tail):
         assert a.dtype == torch.int64 and torch.equal(a, b)
     assert set(first.state_dict()["counts"]) == {"web", "news", "wiki"}
+
+
+def old_draw_loader(path, batch_size) -> MixtureLoader:
+    """A loader drawing as gristmill did before DRAW_VERSION 2 (rows by the proportions themselves), saving its
+    position as it did then: without the `draw` field."""
+    loader = MixtureLoader(path, batch_size)
+    loader.sampler = MixtureSampler(loader.names, [s["proportion"] for s in loader.manifest["sources"]],
+                                    loader.sampler.sequences, loader.seed)
+    plain = loader.state_dict
+    loader.state_dict = lambda: {k: v for k, v in plain().items() if k != "draw"}
+    return loader
+
+
+def test_position_records_its_draw(mixture):
+    loader = MixtureLoader(mixture, 4)
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["draw"] == {"version": DRAW_VERSION,
+                             "weights": dict(zip(loader.names, mixbuild.row_weights(loader.manifest["sources"], 8)))}
+    assert loader.draw_change(state) is None
+    assert "version 3" in loader.draw_change(state | {"draw": {**state["draw"], "version": 3}})
+
+
+def test_an_old_position_under_another_draw_is_refused_unless_allowed(tmp_path, make_dataset):
+    """An old loader drew the PAD-tailed mixture by the proportions: its position followed by this loader's draw
+    gives other rows than the old run would have read next, so a plain resume is refused; allowed, it continues
+    from that position by this loader's draw, as a loader of this version at that position does."""
+    path, _ = full_and_short_mixture(tmp_path, make_dataset)
+    old = old_draw_loader(path, 4)
+    run(old, 10)
+    state = json.loads(json.dumps(old.state_dict()))
+    assert "draw" not in state
+    old_next = run(old, 5)
+    with pytest.raises(DrawChanged, match=r"drew rows by the proportions \(full 0.5, short 0.5\); this one draws "
+                                          r"them by token share \(full 0.5, short 1.333\)"):
+        MixtureLoader(path, 4).load_state_dict(state)
+    resumed = MixtureLoader(path, 4)
+    change = resumed.load_state_dict(state, allow_draw_change=True)
+    assert change.startswith("the loader position was saved by an older gristmill")
+    assert resumed.step == 10 and resumed.sampler.counts.tolist() == [state["counts"][n] for n in resumed.names]
+    new_next = run(resumed, 5)
+    assert any(not torch.equal(a, b) for a, b in zip(old_next, new_next))  # why it is refused
+    reference = MixtureSampler(resumed.names, resumed.sampler.weights, resumed.sampler.sequences, resumed.seed)
+    reference.sample = 40
+    reference.counts = np.array([state["counts"][n] for n in resumed.names])
+    want = [reference.draw(4) for _ in range(5)]
+    assert [tags(b) for b in new_next] == [list(zip(s.tolist(), r.tolist())) for s, r in want]
+
+
+def test_an_old_position_under_the_same_draw_resumes_exactly(mixture):
+    """Rows that are all full have row weights equal to the proportions, bit for bit: an old position resumes
+    silently and the rows that follow are those the old loader would have read."""
+    old = old_draw_loader(mixture, 4)
+    run(old, 30)
+    state = json.loads(json.dumps(old.state_dict()))
+    old_next = run(old, 20)
+    resumed = MixtureLoader(mixture, 4)
+    assert resumed.load_state_dict(state) is None
+    assert all(torch.equal(a, b) for a, b in zip(old_next, run(resumed, 20)))
 
 
 def test_ranks_partition_the_global_batch(mixture):

@@ -108,6 +108,7 @@ def test_outputs_ranked_table_and_seed_spread(finished):
     table = [line for line in md.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert ranked[0]["mixture"] in table[0] and ranked[1]["mixture"] in table[1]
     assert "best" in table[0] and "±" in table[0] and f"+{ranked[1]['gap']:.4f}" in table[1]
+    assert "± is the sample standard deviation over seeds (n − 1 in the denominator)" in md  # as computed above
     assert "![validation loss curves](val_loss.png)" in md
     for png in ("val_loss.png", "bpb_by_domain.png"):
         assert (finished / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

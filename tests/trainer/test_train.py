@@ -285,6 +285,21 @@ def test_resume_follows_this_runs_schedule_and_peak_lr(tiny):
     assert rows[-1]["lr"] == pytest.approx(5e-4 * lr_schedule(tiny(steps=10, **kw))(9), rel=1e-12)
 
 
+def test_resume_with_other_micro_batches_or_batch_size(tmp_path, tiny):
+    """micro_batch_size (so the accumulation) may change on a resume: a step reads the same global batch, so the
+    losses are the uninterrupted run's. batch_size may change too: the data goes on from the next sample, and
+    `tokens` counts on from the tokens trained so far (2 steps x 8 rows x 31 targets, then 16 rows a step)."""
+    full = train(tiny("full"), verbose=False)
+    train(tiny("micro"), stop_after=2, verbose=False)
+    resumed = train(tiny("micro", micro_batch_size=2), verbose=False)
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full[2:]], rel=1e-6)
+    train(tiny("bigger"), stop_after=2, verbose=False)
+    train(tiny("bigger", batch_size=16), stop_after=3, verbose=False)
+    train(tiny("bigger", batch_size=16), verbose=False)  # the count survives a second resume
+    tokens = [r["tokens"] for r in metrics(tmp_path, "bigger")]
+    assert tokens == [8 * 31, 2 * 8 * 31, 2 * 8 * 31 + 16 * 31, 2 * 8 * 31 + 2 * 16 * 31, 2 * 8 * 31 + 3 * 16 * 31]
+
+
 def test_resume_never_sets_the_previous_run_aside(tmp_path, tiny, capsys):
     """--resume never in an out_dir holding a longer run: that run's checkpoints (numbered past the new run's)
     move to replaced-<time>/ with its config and metrics, so the new run's checkpoint is kept and a later auto
@@ -577,3 +592,34 @@ def test_steps_far_past_the_mixtures_budget_warn_once_at_the_start(tmp_path, mix
     train(config(100), stop_after=2, verbose=False)  # resumed: said already
     train(config(50), stop_after=1, verbose=False)  # exactly 2x: no warning
     assert capsys.readouterr().err == ""
+
+
+def test_a_checkpoint_from_before_the_draw_was_recorded(tmp_path, tiny, mixture, pad_mixture, monkeypatch, capsys):
+    """A checkpoint of an older gristmill stores a loader position without `draw` (fabricated here by leaving the
+    field out). On the PAD-tailed mixture the old draw (rows by proportion) differs from this one: the resume is
+    refused with one line, and --allow-draw-change continues with a warning. On full rows the two draws are the
+    same, so the old checkpoint resumes silently and gives the uninterrupted run's losses."""
+    from gristmill.mixtures.loader import MixtureLoader
+
+    plain = MixtureLoader.state_dict
+    old_format = lambda self: {k: v for k, v in plain(self).items() if k != "draw"}  # noqa: E731
+    for name, mix in (("pad", pad_mixture), ("full", mixture)):
+        monkeypatch.setattr(MixtureLoader, "state_dict", old_format)
+        train(tiny(name, data={"mixture": str(mix)}), stop_after=2, verbose=False)
+        monkeypatch.setattr(MixtureLoader, "state_dict", plain)
+        capsys.readouterr()
+        if name == "pad":
+            with pytest.raises(UserError, match=r"^cannot resume .*step-00000002 exactly: the loader position was "
+                                                r"saved by an older gristmill that drew rows by the proportions "
+                                                r"\(web 0.7, wiki 0.3\).*; rerun with --allow-draw-change"):
+                train(tiny(name, data={"mixture": str(mix)}), verbose=False)
+            rows = train(tiny(name, data={"mixture": str(mix)}), verbose=False, allow_draw_change=True)
+            err = capsys.readouterr().err.splitlines()
+            assert len(err) == 1 and err[0].startswith("warning: --allow-draw-change: the loader position was saved")
+            assert err[0].endswith("continuing from step 2 by this version's draw")
+            assert [r["step"] for r in rows] == [3, 4, 5]
+        else:
+            train(tiny(name, data={"mixture": str(mix)}), verbose=False)
+            assert capsys.readouterr().err == ""
+            train(tiny("full-uninterrupted", data={"mixture": str(mix)}), verbose=False)
+            assert metrics(tmp_path, name) == metrics(tmp_path, "full-uninterrupted")
