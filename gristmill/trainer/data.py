@@ -1,9 +1,10 @@
 """Where training batches come from: the mixture loader, or a synthetic source for tests and benchmarks.
 
 A source has `seq_len`, `vocab_size`, `next_batch()` -> int64 tensor [micro_batch, seq_len] for this rank, and
-`state_dict()` / `load_state_dict()` (which returns a draw change it was allowed to accept, else None). Both sources use the same global order: call t's global batch is
-samples [t*B*w, (t+1)*B*w) and rank r takes [r*B, (r+1)*B), so the union over ranks (and over the
-micro-batches of a step) is independent of the world size.
+`state_dict()` / `load_state_dict()` (which returns a draw change it was allowed to accept, else None).
+Both sources use the same global order: call t's global batch is samples [t*B*w, (t+1)*B*w) and rank r takes
+[r*B, (r+1)*B), so the union over ranks (and over the micro-batches of a step) is independent of the world
+size.
 """
 from __future__ import annotations
 

@@ -427,8 +427,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
             tok_s = tokens_per_step / dt
-            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr, "tokens": tokens_before + (step + 1) * tokens_per_step,
-                   "tokens_per_s": round(tok_s, 1),
+            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr,
+                   "tokens": tokens_before + (step + 1) * tokens_per_step, "tokens_per_s": round(tok_s, 1),
                    "mfu": round(flops_tok * tok_s / (peak * world), 4) if peak else None,
                    "peak_mem_gb": round(peak_memory_gb(device), 3), "step_time_s": round(dt, 4),
                    "skipped": problem}
@@ -444,8 +444,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                      device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
-                        f.write(json_line({"step": step + 1, "tokens": tokens_before + (step + 1) * tokens_per_step, "sets": sets},
-                                          sort_keys=True))
+                        f.write(json_line({"step": step + 1, "tokens": tokens_before + (step + 1) * tokens_per_step,
+                                           "sets": sets}, sort_keys=True))
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
                                           for k, v in sets.items())
