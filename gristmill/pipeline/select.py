@@ -217,7 +217,7 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    files = fs.matching(args.input)  # listed once here for the field check and the stage order
+    files = fs.input_files(args.input, "*.jsonl.gz")  # listed once here for the field check and the stage order
     if files and conditions:
         absent, scores, decisions = fields_no_document_has(files, conditions)
         if absent:
