@@ -35,6 +35,12 @@ def own_copies(doc) -> int:
     return doc.dup_count
 
 
+def _first(a, b) -> bool:
+    """Whether copy `a` is kept before `b`: the smaller id, then (copies under one id, from a WARC that reuses a
+    record id) the smaller text, so the one kept never depends on the order copies arrive in."""
+    return (a.id, a.text) < (b.id, b.text)
+
+
 class _KeepSmallestId(beam.CombineFn):
     """Accumulator (documents, copies, copies stood for, any earlier representative, smallest-id document):
     copies sums dup_count so chained runs add up; copies stood for sums own_copies, for the earlier clusters."""
@@ -45,13 +51,13 @@ class _KeepSmallestId(beam.CombineFn):
     def add_input(self, acc, doc):
         n, copies, stood, rep, best = acc
         return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or doc.cluster_id == doc.id,
-                doc if best is None or doc.id < best.id else best)
+                doc if best is None or _first(doc, best) else best)
 
     def merge_accumulators(self, accs):
         n, copies, stood, rep, best = 0, 0, 0, False, None
         for an, ac, at, ar, ab in accs:
             n, copies, stood, rep = n + an, copies + ac, stood + at, rep or ar
-            if ab is not None and (best is None or ab.id < best.id):
+            if ab is not None and (best is None or _first(ab, best)):
                 best = ab
         return n, copies, stood, rep, best
 
