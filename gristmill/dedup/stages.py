@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from dataclasses import asdict
 
 import apache_beam as beam
@@ -34,6 +35,12 @@ def own_copies(doc) -> int:
     return doc.dup_count
 
 
+def _first(a, b) -> bool:
+    """Whether copy `a` is kept before `b`: the smaller id, then (copies under one id, from a WARC that reuses a
+    record id) the smaller text, so the one kept never depends on the order copies arrive in."""
+    return (a.id, a.text) < (b.id, b.text)
+
+
 class _KeepSmallestId(beam.CombineFn):
     """Accumulator (documents, copies, copies stood for, any earlier representative, smallest-id document):
     copies sums dup_count so chained runs add up; copies stood for sums own_copies, for the earlier clusters."""
@@ -44,13 +51,13 @@ class _KeepSmallestId(beam.CombineFn):
     def add_input(self, acc, doc):
         n, copies, stood, rep, best = acc
         return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or doc.cluster_id == doc.id,
-                doc if best is None or doc.id < best.id else best)
+                doc if best is None or _first(doc, best) else best)
 
     def merge_accumulators(self, accs):
         n, copies, stood, rep, best = 0, 0, 0, False, None
         for an, ac, at, ar, ab in accs:
             n, copies, stood, rep = n + an, copies + ac, stood + at, rep or ar
-            if ab is not None and (best is None or ab.id < best.id):
+            if ab is not None and (best is None or _first(ab, best)):
                 best = ab
         return n, copies, stood, rep, best
 
@@ -114,9 +121,17 @@ class ExactDedup(Stage):
 # ---------------------------------------------------------------- bloom
 
 
+def bloom_doc_key(doc) -> tuple[str, str]:
+    """What BloomDedup tells documents apart by: the id, then a hash of the text. Ids are unique but for a WARC
+    that reuses a record id (or two records without one, from one URL): such documents are then still deduplicated
+    each as itself, instead of every line one of them repeats being removed from all of them. Ordered as the
+    id alone when ids are unique, so the copy of a line kept is still the one in the smallest id."""
+    return doc.id, hashlib.blake2b(doc.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 class _UnitKeysFn(beam.DoFn):
-    """Documents -> (shard, [(key, doc_id, unit_index), ...]), buffered per shard: one element per shard and
-    buffer instead of one per line keeps Beam's per-element cost off the hot path."""
+    """Documents -> (shard, [(key, bloom_doc_key, unit_index), ...]), buffered per shard: one element per shard
+    and buffer instead of one per line keeps Beam's per-element cost off the hot path."""
 
     FLUSH_AT = 50_000
 
@@ -134,10 +149,11 @@ class _UnitKeysFn(beam.DoFn):
         self.counters.inc("tokens_in", word_count(doc.text))
         units, _ = bloom_core.split_units(doc.text, self.cfg.unit)
         self.counters.inc("units_in", len(units))
+        doc_key = bloom_doc_key(doc)
         for idx, u in enumerate(units):
             key = bloom_core.unit_key(u)
             if key is not None:
-                self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, doc.id, idx))
+                self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, doc_key, idx))
                 self.buffered += 1
         if self.buffered >= self.FLUSH_AT:
             yield from self._flush()
@@ -167,8 +183,8 @@ class _ShardDedupFn(beam.DoFn):
         if self.save_to is not None:
             saved = current if previous is None else previous
             bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), saved, shard, n, self.cfg.unit)
-        for doc_id, idx, where in dups:
-            yield doc_id, (idx, where)
+        for doc_key, idx, where in dups:
+            yield doc_key, (idx, where)
 
 
 class _RebuildFn(beam.DoFn):
@@ -180,16 +196,22 @@ class _RebuildFn(beam.DoFn):
 
     def process(self, kv):
         _, grouped = kv
-        dups = {idx: where for idx, where in grouped["dup"]}
-        for doc in grouped["doc"]:
-            if dups:
+        # Documents under one key are identical copies (one id, one text; see bloom_doc_key): a unit of theirs is
+        # found duplicate once per copy after the first to hold it, so copy n loses the units found duplicate more
+        # than n times, and one copy of each unit stays. Which copy is which does not matter: they are the same.
+        dups: dict[int, list[str]] = {}
+        for idx, where in grouped["dup"]:
+            dups.setdefault(idx, []).append(where)
+        for n, doc in enumerate(grouped["doc"]):
+            removed = {idx: sorted(wheres)[n] for idx, wheres in dups.items() if n < len(wheres)}
+            if removed:
                 units, sep = bloom_core.split_units(doc.text, self.cfg.unit)
-                self.counters.inc("units_removed", len(dups))
-                cross = sum(1 for w in dups.values() if w == "previous_run")
+                self.counters.inc("units_removed", len(removed))
+                cross = sum(1 for w in removed.values() if w == "previous_run")
                 if cross:
                     self.counters.inc("units_removed_previous_run", cross)
                 doc = copy.copy(doc)
-                doc.text = sep.join(u for i, u in enumerate(units) if i not in dups)
+                doc.text = sep.join(u for i, u in enumerate(units) if i not in removed)
             words = word_count(doc.text)
             if words < self.cfg.min_words:
                 self.counters.inc("dropped/" + ("empty_after_dedup" if words == 0 else "too_short_after_dedup"))
@@ -236,7 +258,7 @@ class BloomDedup(Stage):
             | f"{label}/GroupShards" >> beam.GroupByKey()
             | f"{label}/Filter" >> beam.ParDo(_ShardDedupFn(label, cfg, capacity, rate, save_to))
         )
-        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (d.id, d))
+        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (bloom_doc_key(d), d))
         return (
             {"doc": by_id, "dup": dups}
             | f"{label}/Join" >> beam.CoGroupByKey()

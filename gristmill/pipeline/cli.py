@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     fs.check_output_folder(output)
     if args.input:
         inp = args.input
-        if not fs.matching(inp):
+        if not fs.input_files(inp, "*.warc.gz"):
             raise UserError(f"no input files match {inp}")
     else:
         from gristmill.pipeline.sample import default_sample_paths

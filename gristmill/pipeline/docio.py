@@ -180,7 +180,7 @@ def run_on_documents(command: str, args, stages: list[Stage], label: str, beam_a
     `label`'s counts on stderr. `extra_stats` goes into stats.json. Returns (stats, ctx)."""
     from gristmill.pipeline.runner import run_stages
 
-    if not fs.matching(args.input):
+    if not fs.input_files(args.input, "*.jsonl.gz"):
         raise UserError(f"no document files match {args.input}")
     ctx = RunContext(input=args.input, output=args.output, seed=0, recipe_name=command, num_workers=args.workers,
                      params={k: v for k, v in vars(args).items() if k != "func"})

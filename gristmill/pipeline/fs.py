@@ -119,6 +119,17 @@ def matching(pattern: str) -> list[str]:
     return sorted(m.path for m in found)
 
 
+def input_files(pattern: str, example: str) -> list[str]:
+    """The files an input glob matches, as `matching` lists them; one UserError line when it names a local folder
+    (`crawl` for 'crawl/*.warc.gz'), which no reader can open: `example` is the glob to suggest inside it."""
+    paths = matching(pattern)
+    folders = [p for p in paths if not is_remote(p) and os.path.isdir(p)]
+    if folders:
+        raise UserError(f"input {pattern} names the folder {folders[0]}, not files in it: give a glob, e.g. "
+                        f"'{join(folders[0], example)}'")
+    return paths
+
+
 def delete(paths: list[str]) -> None:
     if paths:
         _beam()[0].delete(list(paths))

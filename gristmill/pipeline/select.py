@@ -14,8 +14,9 @@ scores.kenlm.perplexity), `decisions.<stage label>`, a document field (language,
 cluster_size, weight, repeats, url, source) or `chars` (the text's length). A document passes when every
 condition holds; the first that fails is its drop reason (`select:<field>`), one whose field is missing is
 dropped as `select:missing:<field>`, and one whose field is not a number where the condition compares numbers
-(`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. A field missing from every document read (a misspelt
-score or stage label) ends the run with one error line naming the scores and decisions the input does have.
+(`"scores": {"k": "abc"}`) as `select:bad_value:<field>`. A field missing from every document of the input (a
+misspelt score or stage label) is one error line naming the scores and decisions the input does have, given
+before the run writes anything.
 With --all-decisions, a document that fails several decisions is dropped under the first failing stage in
 pipeline order (`select:decisions.<label>`, as drop mode would have), read from the stats.json of the run
 folder the documents are in.
@@ -113,7 +114,7 @@ class SelectFilter(Filter):
     def check(self, doc: Document) -> Verdict:
         values = [c.lookup(doc) for c in self.conditions]
         # Every condition's field missing from this document is counted (missing/<field>), not only the first
-        # failing one's, so a field missing from every document (a misspelt name) can be told after the run.
+        # failing one's (the drop reason), so stats.json tells how many documents lack each field.
         counts = {f"missing/{c.field}": 1 for c, v in zip(self.conditions, values) if v is _MISSING}
         for c, value in zip(self.conditions, values):
             if value is _MISSING:
@@ -151,12 +152,33 @@ def decision_order(files: list[str]) -> tuple[str, ...] | None:
     return orders.pop() if len(orders) == 1 else None
 
 
-def fields_missing_everywhere(stats: dict, conditions: tuple[Condition, ...], label: str = "Select") -> list[str]:
-    """The --where fields that no document read had (a misspelt score or stage label, most often)."""
-    node = stats.get("stages", {}).get(label, {})
-    missing, n_in = node.get("missing", {}), node.get("in", 0)
-    return [c.field for c in dict.fromkeys(conditions)
-            if n_in and isinstance(missing, dict) and missing.get(c.field, 0) >= n_in]
+def fields_no_document_has(files: list[str], conditions: tuple[Condition, ...]) -> tuple[list[str], list[str], list[str]]:
+    """The --where fields that no document of `files` has (a misspelt score or stage label, most often), with the
+    score and decision names the documents do have, for the error message. Read before the run, so that such a
+    field leaves no output behind: reading stops once every field has been seen (in the first documents, when
+    the names are right), and reads the whole input only when one has not. No field is reported when `files`
+    hold no document at all (an empty input selects nothing, but is no mistake)."""
+    from gristmill.pipeline.docio import parse_document_file
+
+    pending = {c.field: c for c in conditions}  # whether lookup finds a field depends on the field alone
+    scores, decisions, seen = set(), set(), 0
+    for path in files:
+        if not pending:
+            break
+        try:
+            for doc in parse_document_file(path):
+                if not isinstance(doc, Document):
+                    continue
+                seen += 1
+                scores.update(doc.scores if isinstance(doc.scores, dict) else ())
+                decisions.update(doc.decisions if isinstance(doc.decisions, dict) else ())
+                for field in [f for f, c in pending.items() if c.lookup(doc) is not _MISSING]:
+                    del pending[field]
+                if not pending:
+                    break
+        except (OSError, EOFError):  # the run counts a file's unreadable rest as one dropped record
+            continue
+    return (list(pending) if seen else []), sorted(scores), sorted(decisions)
 
 
 def recorded_names(files: list[str], limit: int = 10_000) -> tuple[list[str], list[str]]:
@@ -195,7 +217,14 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UserError("give at least one --where condition, or --all-decisions")
     if args.shards < 1:
         raise UserError(f"--shards must be >= 1, not {args.shards}")
-    files = fs.matching(args.input)  # listed once here for the stage order and the names an error shows
+    files = fs.input_files(args.input, "*.jsonl.gz")  # listed once here for the field check and the stage order
+    if files and conditions:
+        absent, scores, decisions = fields_no_document_has(files, conditions)
+        if absent:
+            raise UserError(
+                f"--where names {', '.join(absent)}, which no document of the input has; scores found: "
+                f"{', '.join('scores.' + n for n in scores) or 'none'}; "
+                f"decisions found: {', '.join('decisions.' + n for n in decisions) or 'none'}")
     order = decision_order(files) if args.all_decisions is not None else None
     if order is not None:
         _, labels = recorded_names(files, limit=1000)
@@ -212,13 +241,6 @@ def _cmd_select(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats, ctx = run_on_documents("select", args, [FilterStage("Select", select),
                                                    WriteDocuments("WriteDocuments", shards=args.shards)],
                                   "Select", beam_args, extra_stats={"decision_order": list(order)} if order else None)
-    absent = fields_missing_everywhere(stats, conditions)
-    if absent:
-        scores, decisions = recorded_names(files)
-        raise UserError(
-            f"--where names {', '.join(absent)}, which no document read has (all were dropped as "
-            f"select:missing:...); scores found: {', '.join('scores.' + n for n in scores) or 'none'}; "
-            f"decisions found: {', '.join('decisions.' + n for n in decisions) or 'none'}")
     print(ctx.path("documents"))
     return 0 if stats.get("balanced", True) else 1
 

@@ -193,3 +193,39 @@ def test_a_filter_saved_with_a_reset_key_count_gets_it_back(tmp_path):
     path = str(tmp_path / "legacy.bin")
     bloom.save_filter(path, flt, 0, 1, "line")
     assert abs(len(bloom.load_filter(path)) - 3000) < 60
+
+
+def _sequential_line_dedup(docs):
+    """The rule, done plainly: visit documents in id order and drop every non-blank line seen before; a document
+    left with no words is dropped. Returns the sorted list of kept texts."""
+    seen, kept = set(), []
+    for d in sorted(docs, key=lambda d: (d.id, d.text)):
+        lines = []
+        for line in d.text.split("\n"):
+            key = " ".join(line.lower().split())
+            if key and key in seen:
+                continue
+            seen.add(key)
+            lines.append(line)
+        text = "\n".join(lines)
+        if text.split():
+            kept.append(text)
+    return sorted(kept)
+
+
+def test_documents_sharing_an_id_are_deduplicated_as_separate_documents(run_dedup):
+    from gristmill.pipeline.document import Document
+
+    # A WARC that reuses a record id (or two records with none, fetched from one URL) gives documents with one
+    # id. Each is still a document of its own: a line they share stays in one of them, not in none, and their
+    # own lines stay in each; an identical second copy (no ExactDedup before) is emptied, not both copies.
+    docs = [Document(id="same", url="u", text=f"{BOILER}\nversion {k} has its own words") for k in range(3)]
+    docs += [Document(id="twin", url="v", text="a twin page\nwith two lines") for _ in range(2)]
+    docs += [Document(id="other", url="w", text=f"{BOILER}\nan unrelated page")]
+    for workers in (1, 2):
+        out, stats = run_dedup(docs, [BloomDedup(num_shards=4, expected_keys=1000, save_to=None)], workers=workers,
+                               name=f"w{workers}")
+        assert sorted(d.text for d in out) == _sequential_line_dedup(docs)
+        s = stats["stages"]["BloomDedup"]
+        assert s["in"] == 6 and s["kept"] == 5 and s["dropped"] == {"empty_after_dedup": 1}
+        assert s["units_removed"] == 2 * 3 + 2  # BOILER's two lines in three of four documents, one twin

@@ -34,3 +34,15 @@ def test_exact_dedup_adds_counts_of_earlier_runs(run_dedup, make_docs):
     out, _ = run_dedup(docs, [ExactDedup()])
     assert [d.dup_count for d in out] == [7]
     assert Counter(d.id for d in out) == Counter([min(d.id for d in docs)])
+
+
+def test_copies_sharing_an_id_keep_the_same_one_whatever_the_order(run_dedup):
+    from gristmill.pipeline.document import Document
+
+    # Copies under one id (a WARC that reuses a record id) that differ in case or layout: the one kept must not
+    # be whichever came first, or the output would change with bundle order. The rule extends "smallest id":
+    # smallest (id, text), here the capitalised one ("H" < "h").
+    docs = [Document(id="same", url="u", text=t) for t in ("hello   world", "Hello world", "hello\nWORLD")]
+    outs = [run_dedup(order, [ExactDedup()], name=f"o{k}")[0]
+            for k, order in enumerate((docs, docs[::-1], docs[1:] + docs[:1]))]
+    assert [[(d.text, d.dup_count) for d in out] for out in outs] == [[("Hello world", 3)]] * 3

@@ -197,3 +197,27 @@ def test_bad_output_and_worker_flags_are_one_line(tmp_path, capsys, command, fla
     lines = [l for l in err.splitlines() if l.strip()]
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
     assert docs.is_file()
+
+
+@pytest.mark.parametrize("command", ["run", "select", "summarize"])
+def test_an_input_naming_a_folder_is_one_line_suggesting_a_glob(tmp_path, capsys, command):
+    from gristmill.pipeline.cli import main
+    from gristmill.pipeline.document import Document
+    from warc_factory import write_warc
+
+    # `--input crawl` for 'crawl/*.warc.gz': the reader cannot open a folder (run: a traceback from the worker;
+    # select and summarize: an empty output, the folder counted as one unreadable file).
+    (tmp_path / "crawl").mkdir()
+    write_warc(tmp_path / "crawl" / "c.warc.gz", n=2)
+    (tmp_path / "run" / "documents").mkdir(parents=True)
+    (tmp_path / "run" / "documents" / "part-00000-of-00001.jsonl.gz").write_bytes(b"")
+    args = {"run": ["run", str(Path(__file__).with_name("recipe_read_extract.py")), "--input", str(tmp_path / "crawl")],
+            "select": ["select", str(tmp_path / "run" / "documents"), "--where", "chars > 0"],
+            "summarize": ["summarize", str(tmp_path / "run" / "documents")]}[command]
+    glob = {"run": tmp_path / "crawl" / "*.warc.gz"}.get(command, tmp_path / "run" / "documents" / "*.jsonl.gz")
+    assert main([*args, "--output", str(tmp_path / "out"), "--direct_running_mode=in_memory"]) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "names the folder" in lines[0] and f"'{glob}'" in lines[0]
+    assert not (tmp_path / "out").exists()

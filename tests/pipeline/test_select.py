@@ -123,19 +123,50 @@ def test_values_not_of_their_kind_are_counted_not_fatal():
         Document(id="a", url="u", text="t", decisions=["keep"])).reason == "select:bad_value:decisions"
 
 
-def test_a_field_no_document_has_is_an_error_naming_the_recorded_ones(tmp_path, capsys):
+def test_a_field_no_document_has_is_an_error_naming_the_recorded_ones_before_anything_is_written(tmp_path, capsys):
     from gristmill.pipeline.cli import main
 
     src = tmp_path / "run" / "documents"
     src.mkdir(parents=True)
     with gzip.open(src / "part-00000-of-00001.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(d.to_json() + "\n" for d in _docs(20))
-    argv = ["select", str(src / "*.jsonl.gz"), "--output", str(tmp_path / "picked"),
-            "--where", "language == en", "--where", "scores.kenlm.perplexty < 400", *BEAM_ARGS]
-    assert main(argv) == 2
-    msg = capsys.readouterr().err.strip().splitlines()[-1]
-    assert msg.startswith("error: ") and "scores.kenlm.perplexty" in msg
-    assert "scores.kenlm.perplexity" in msg and "decisions.C4" in msg and "decisions.FineWeb" in msg
+    argv = ["select", str(src / "*.jsonl.gz"), "--where", "language == en", "--where", "scores.kenlm.perplexty < 400",
+            *BEAM_ARGS]
+    assert main([*argv, "--output", str(tmp_path / "picked")]) == 2
+    msg = capsys.readouterr().err.strip().splitlines()
+    assert len(msg) == 1 and msg[0].startswith("error: ") and "scores.kenlm.perplexty" in msg[0]
+    assert "scores.kenlm.perplexity" in msg[0] and "decisions.C4" in msg[0] and "decisions.FineWeb" in msg[0]
+    assert not (tmp_path / "picked").exists()  # no empty documents/, stats.json or run.json left behind
+
+    # An earlier selection in --output is left exactly as it was, not replaced by an empty one.
+    assert main(["select", str(src / "*.jsonl.gz"), "--output", str(tmp_path / "earlier"), "--where", "chars > 0",
+                 *BEAM_ARGS]) == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, "--output", str(tmp_path / "earlier")]) == 2
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()}
+    assert after == before and len(read_documents(str(tmp_path / "earlier" / "documents"))) == 20
+
+
+def test_a_field_only_the_last_document_has_is_no_error(tmp_path):
+    from gristmill.pipeline.cli import main
+
+    src = tmp_path / "run" / "documents"
+    src.mkdir(parents=True)
+    docs = [Document(id=f"d{i}", url="u", text="t") for i in range(30)]
+    docs[-1].scores["rare"] = 1.0
+    for i in range(3):  # the field check reads on, file after file, until it has seen the field
+        (src / f"part-{i:05d}-of-00003.jsonl").write_text("".join(d.to_json() + "\n" for d in docs[i * 10:i * 10 + 10]))
+    (src / "part-00003-of-00003.jsonl").write_text("")
+    assert main(["select", str(src / "*.jsonl"), "--output", str(tmp_path / "o"), "--where", "scores.rare >= 1",
+                 *BEAM_ARGS]) == 0
+    assert [d.id for d in read_documents(str(tmp_path / "o" / "documents"))] == ["d29"]
+    # An input without any document is no mistake either: it selects nothing.
+    empty = tmp_path / "empty" / "documents"
+    empty.mkdir(parents=True)
+    (empty / "part-00000-of-00001.jsonl").write_text("")
+    assert main(["select", str(empty / "*.jsonl"), "--output", str(tmp_path / "o2"), "--where", "scores.x < 1",
+                 *BEAM_ARGS]) == 0
 
 
 def test_a_stage_order_naming_none_of_the_decisions_is_ignored_with_a_warning(tmp_path, capsys):
