@@ -114,9 +114,10 @@ def document_lines(path: str):
 
     A file opened as it is now (see fs.open_input): OSError when it is gone, a folder or a FIFO. A .gz file is
     read member by member: a member that does not decompress (bad deflate data, CRC or length) costs only itself
-    and the line it cuts, and reading goes on at the next member (a shard of concatenated members, `cat a.gz b.gz`;
-    in a single-member shard, as WriteDocuments writes, nothing follows the damage). A file that is no gzip file
-    raises gzip.BadGzipFile, one cut short raises EOFError, as gzip does."""
+    and the line it cuts, and reading goes on at the next member (in a shard of concatenated members, `cat a.gz
+    b.gz`). Damage that no whole member follows (in a single-member shard, as WriteDocuments writes, any damage)
+    raises gzip.BadGzipFile after the lines before it, as a file that is no gzip file does; one cut short raises
+    EOFError, as gzip does."""
     with fs.open_input(path) as f:
         if path.endswith(".gz"):
             yield from _gzip_lines(f)
@@ -128,47 +129,55 @@ def document_lines(path: str):
 def _gzip_lines(raw, chunk: int = 1 << 20):
     offset = 0  # where the next member starts in the file
     tail = b""  # a line begun and not yet ended
-    in_damage = False  # inside a damaged region: a resync that fails before any line is part of it
+    damage = None  # a damaged region not yet counted: it is once a member after it reads, else it is the file's rest
     while True:
         raw.seek(offset)
         head = raw.read(len(GZIP_MAGIC))
-        if not head or head.strip(b"\x00") == b"" and _only_nuls(raw):  # gzip's padding after the last member
+        if not head or not head.strip(b"\x00") and _only_nuls(raw):  # gzip's padding after the last member
             break
-        if head != GZIP_MAGIC:
-            if offset == 0:
-                raise gzip.BadGzipFile(f"not a gzipped file (starts with {head!r})")
-            failed = True
-        else:
+        if head == GZIP_MAGIC:
             raw.seek(offset)
             member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            start, lines_out, failed = offset, 0, False
+            start = offset
             try:
                 while not member.eof:
                     data = raw.read(chunk)
                     if not data:
                         raise EOFError("Compressed file ended before the end-of-stream marker was reached")
                     todo = data
-                    while todo:  # in bounded steps: a few MiB of gzip may hold GiBs of text
-                        out = member.decompress(todo, 1 << 23)
+                    while not member.eof:
+                        # In small steps, as gzip reads: zlib returns nothing of the step in which it finds damage,
+                        # and the lines before it are read; and output stays bounded (gzip may hold GiBs of text).
+                        out = member.decompress(todo, 1 << 16)
                         todo = member.unconsumed_tail
+                        if not out:
+                            if not todo:
+                                break  # wants more input
+                            continue
+                        if damage:
+                            yield BAD_GZIP
+                            damage = None
                         lines = (tail + out).split(b"\n")
                         tail = lines.pop()
-                        lines_out += len(lines)
                         yield from lines
                     offset += len(data) - len(member.unused_data)
-            except zlib.error:
-                failed, offset = True, start
-                in_damage = in_damage and lines_out == 0
-        if not failed:
-            in_damage = False
-            continue
-        tail = b""
-        if not in_damage:
-            in_damage = True
-            yield BAD_GZIP
-        offset = _next_member(raw, offset + 1)
-        if offset is None:
-            break
+                if damage:  # the member after it was an empty one
+                    yield BAD_GZIP
+                    damage = None
+                continue
+            except (zlib.error, EOFError) as e:  # EOFError: cut short, or damage that reads on to the end
+                cut, damage, offset = isinstance(e, EOFError), damage or str(e), start
+        elif offset == 0:
+            raise gzip.BadGzipFile(f"not a gzipped file (starts with {head!r})")
+        else:
+            cut, damage = False, damage or f"no gzip member at byte {offset}"
+        tail = b""  # the line the damage cut
+        nxt = _next_member(raw, offset + 1)
+        if nxt is None:
+            if cut:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            raise gzip.BadGzipFile(f"damaged compressed data ({damage})")
+        offset = nxt
     if tail:
         yield tail
 

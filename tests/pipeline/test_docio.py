@@ -180,3 +180,42 @@ def test_select_counts_document_files_that_are_gone_or_a_fifo_and_reads_the_rest
     read = json.loads((out / "stats.json").read_text())["stages"]["ReadDocuments"]
     assert read == {"dropped": {"unreadable_file:NotARegularFile": 1}, "in": 7, "kept": 6, "dropped_total": 1}
     assert sorted(d.id for d in read_documents(str(out / "documents"))) == [d.id for d in docs[:3] + docs[6:]]
+
+
+def test_random_damage_to_one_member_costs_only_that_member(tmp_path):
+    # Against zlib on each member alone: every line of the whole members is read, in order; a damaged member in
+    # the middle is one BAD_GZIP, and damage in the last one, which no member follows, raises (the file's rest).
+    import random
+
+    from gristmill.pipeline.docio import BAD_GZIP, document_lines
+
+    rng = random.Random(7)
+    path = tmp_path / "d.jsonl.gz"
+    for _ in range(60):
+        members = [[b"m%d-%d-" % (k, i) + rng.randbytes(rng.randrange(0, 300)).replace(b"\n", b"") for i in
+                    range(rng.randrange(1, 200))] for k in range(rng.randrange(2, 5))]
+        blobs = [gzip.compress(b"".join(line + b"\n" for line in m), mtime=0, compresslevel=rng.choice([0, 6]))
+                 for m in members]
+        k = rng.randrange(len(blobs))
+        damaged = bytearray(blobs[k])
+        for _ in range(rng.randrange(1, 20)):
+            damaged[rng.randrange(10, len(damaged))] = rng.randrange(256)
+        try:
+            zlib.decompress(bytes(damaged), 16 + zlib.MAX_WBITS)
+            continue  # the damage did not take
+        except zlib.error:
+            pass
+        path.write_bytes(b"".join(blobs[:k]) + bytes(damaged) + b"".join(blobs[k + 1:]))
+        got = []
+        try:
+            got.extend(document_lines(str(path)))
+        except (gzip.BadGzipFile, EOFError):
+            got.append("raised")
+        before, after = [x for m in members[:k] for x in m], [x for m in members[k + 1:] for x in m]
+        assert got[:len(before)] == before
+        if k == len(blobs) - 1:
+            assert got[-1] == "raised" and "raised" not in got[:-1] and BAD_GZIP not in got
+        else:
+            assert got[len(got) - len(after):] == after
+            middle = got[len(before):len(got) - len(after)]  # what came out of the damaged member, then its count
+            assert middle[-1] == BAD_GZIP and middle.count(BAD_GZIP) == 1 and len(middle) <= len(members[k]) + 2
