@@ -243,7 +243,7 @@ def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq
             raise ValueError("a column does not start at offset 0")
         if len(ids.values) != batch.num_rows * seq_len:
             raise ValueError(f"{len(ids.values)} input ids for {batch.num_rows} rows of {seq_len}")
-        if ids.null_count or ids.values.null_count or starts.null_count or starts.values.null_count or nbytes.null_count:
+        if any(a.null_count for a in (ids, ids.values, starts, starts.values, nbytes)):
             raise ValueError("a column has nulls")
         flat = starts.values.to_numpy(zero_copy_only=True)
         if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= seq_len):
