@@ -70,8 +70,8 @@ def resolve(kind: str, spec: str | os.PathLike | None = None) -> Path:
 def download(url: str, kind: str) -> Path:
     """Fetch `url` once into CACHE/downloads/; later calls reuse the file (the name includes the URL's hash).
 
-    Workers that ask for the same URL at once take turns on a lock file, so one downloads and the others reuse its
-    file. The bytes go to a temporary file of this process's own, renamed into place only when the transfer has
+    Workers that ask for the same URL at once take turns on a lock file (CACHE/locks/), so one downloads and the
+    others reuse its file. The bytes go to a temporary file of this process's own, renamed into place only when the transfer has
     all the bytes the server announced: a file under the final name is always whole.
     """
     name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
@@ -80,7 +80,9 @@ def download(url: str, kind: str) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+    locks = cache_dir() / "locks"  # beside downloads/, which then holds only whole files
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{dest.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed process's files do
         if not dest.is_file():
             _fetch(url, kind, dest)
