@@ -6,6 +6,7 @@ UserError naming the command that provides it.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -71,26 +72,40 @@ def download(url: str, kind: str) -> Path:
     """Fetch `url` once into CACHE/downloads/; later calls reuse the file (the name includes the URL's hash).
 
     Workers that ask for the same URL at once take turns on a lock file (CACHE/locks/), so one downloads and the
-    others reuse its file. The bytes go to a temporary file of this process's own, renamed into place only when the transfer has
-    all the bytes the server announced: a file under the final name is always whole.
+    others reuse its file. The bytes go to a temporary file of this process's own, renamed into place only when
+    the transfer has all the bytes the server announced: a file under the final name is always whole. A cache
+    that cannot be written (read-only) is one UserError line.
     """
     name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     dest = cache_dir() / "downloads" / f"{digest}-{name}"
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    locks = cache_dir() / "locks"  # beside downloads/, which then holds only whole files
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"{dest.name}.lock", "a") as lock:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        locks = cache_dir() / "locks"  # beside downloads/, which then holds only whole files
+        locks.mkdir(exist_ok=True)
+        lock = open(locks / f"{dest.name}.lock", "a")
+    except OSError as e:
+        raise _unwritable(kind, url, e) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed process's files do
         if not dest.is_file():
             _fetch(url, kind, dest)
     return dest
 
 
+def _unwritable(kind: str, url: str, e: OSError) -> UserError:
+    return UserError(f"cannot download {kind} model from {url}: the model cache {cache_dir()} cannot be written "
+                     f"({e.strerror or e}); set GRISTMILL_CACHE to a writable folder, or download the model "
+                     f"elsewhere and pass its local path")
+
+
 def _fetch(url: str, kind: str, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise _unwritable(kind, url, e) from None
     try:
         with open(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
             announced = r.headers.get("Content-Length")
@@ -188,20 +203,32 @@ def load_fasttext(kind: str, spec: str | os.PathLike | None = None):
     import fasttext
 
     path = resolve(kind, spec)
+    size = path.stat().st_size
     # fastText does not notice a file that ends early: it loops forever in the dictionary, or loads garbage
     # matrices and crashes the worker at its first prediction. So the sizes are checked first.
-    expected = fasttext_size(path)
+    try:
+        expected = fasttext_size(path)
+    except OSError as e:  # the file is whole as far as anyone knows: it stays in the cache
+        raise _no_memory(kind, path, size, e) if e.errno == errno.ENOMEM else UserError(
+            f"{kind} model {path} cannot be read ({e.strerror or e})") from None
     if expected is None:
         raise _corrupt(kind, path, "is not a fastText model, or is corrupt")
-    size = path.stat().st_size
     if size < expected:
         raise _corrupt(kind, path, f"is truncated ({size:,} bytes, short of what its headers describe)")
     # fastText prints a deprecation warning on every load; it is noise in worker logs.
     fasttext.FastText.eprint = lambda *a, **k: None
     try:
         return fasttext.load_model(str(path))
-    except (ValueError, RuntimeError, MemoryError) as e:
+    except MemoryError as e:  # its sizes were checked: the model is whole, this machine is short of memory
+        raise _no_memory(kind, path, size, e) from None
+    except (ValueError, RuntimeError) as e:
         raise _corrupt(kind, path) from e
+
+
+def _no_memory(kind: str, path: Path, size: int, e: BaseException) -> UserError:
+    return UserError(f"{kind} model {path} ({size:,} bytes) does not fit in this process's memory "
+                     f"({getattr(e, 'strerror', None) or type(e).__name__}; a limit such as `ulimit -v` counts too): "
+                     f"give the workers more memory, or use a smaller (quantized .ftz) model")
 
 
 def load_kenlm(spec: str | os.PathLike | None = None):

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import sys
+import zlib
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -117,13 +118,16 @@ def parse_document_file(path: str):
     """Each non-blank line of a JSONL(.gz) file as a Document, or as "bad_json:<error>" when it is not one.
     A file that stops being readable (truncated or corrupt gzip) raises OSError or EOFError: callers decide
     whether that is a counted record (a pipeline) or an error (a command)."""
-    for line in document_lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield Document.from_json(line)
-        except (ValueError, TypeError, KeyError) as e:
-            yield f"bad_json:{type(e).__name__}"
+    try:
+        for line in document_lines(path):
+            if not line.strip():
+                continue
+            try:
+                yield Document.from_json(line)
+            except (ValueError, TypeError, KeyError) as e:
+                yield f"bad_json:{type(e).__name__}"
+    except zlib.error as e:  # damaged deflate data: gzip lets zlib's own error through, which is no OSError
+        raise gzip.BadGzipFile(f"damaged compressed data ({e})") from None
 
 
 class _ReadFileFn(beam.DoFn):

@@ -346,3 +346,70 @@ def test_language_id_refuses_languages_the_model_does_not_name(lid_model):
     flt = LanguageIDFilter(languages=["__label__en"], model=str(lid_model))
     flt.setup()
     assert flt.languages == ("en",)
+
+
+def _unwritable_folder(tmp_path) -> Path:
+    """A folder the OS refuses to create anything in: a read-only one (chmod), or /sys where chmod does not bind
+    (root): sysfs refuses a new folder even to root."""
+    folder = tmp_path / "read-only-cache"
+    (folder / "downloads").mkdir(parents=True)
+    for sub in (folder / "downloads", folder):
+        sub.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "locks").mkdir()
+        except OSError:
+            return candidate
+        (candidate / "locks").rmdir()
+    for sub in (folder, folder / "downloads"):
+        sub.chmod(0o755)
+    pytest.skip("no folder here refuses writes")
+
+
+def test_a_read_only_cache_is_one_error_line_before_any_download(tmp_path, monkeypatch, server, lid_model):
+    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    monkeypatch.setenv("GRISTMILL_CACHE", str(_unwritable_folder(tmp_path)))
+    try:
+        with pytest.raises(UserError) as e:
+            models.resolve("lid", f"{server.base}/lid.176.ftz")
+    finally:
+        (tmp_path / "read-only-cache").chmod(0o755)
+        (tmp_path / "read-only-cache" / "downloads").chmod(0o755)
+    assert "cannot be written" in str(e.value) and "GRISTMILL_CACHE" in str(e.value) and "\n" not in str(e.value)
+    assert server.hits == {}  # nothing fetched that could not be kept
+
+
+def _big_sparse_model(path: Path, rows: int, dim: int = 100) -> None:
+    """A whole supervised fastText .bin, written field by field as FastText::saveModel does (fastText 0.9.3's
+    args.cc, dictionary.cc, densematrix.cc), whose input matrix is `rows` x `dim` zeros left as a hole."""
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack("<ii", models.FASTTEXT_MAGIC, 12))
+        f.write(struct.pack("<12id", dim, 5, 5, 1, 5, 1, 3, 3, rows - 3, 0, 0, 100, 1e-4))  # softmax, supervised
+        f.write(struct.pack("<iiiqq", 3, 1, 2, 1000, -1))
+        for word, kind in ((b"w", 0), (b"__label__a", 1), (b"__label__b", 1)):
+            f.write(word + b"\0" + struct.pack("<qb", 10, kind))
+        f.write(struct.pack("<?qq", False, rows, dim))
+        f.seek(f.tell() + 4 * rows * dim)
+        f.write(struct.pack("<?qq", False, 2, dim) + bytes(4 * 2 * dim))
+
+
+@pytest.mark.parametrize("where", ["size check", "fastText"])
+def test_a_download_too_big_for_memory_stays_cached_and_is_one_line(empty_cache, where):
+    # A whole model that does not fit under the process's memory limit is no corrupt model: it must not be
+    # deleted from the cache (to be downloaded again, gigabytes, by every later run) nor end in a traceback.
+    path = empty_cache / "downloads" / "0123456789ab-big.bin"
+    path.parent.mkdir(parents=True)
+    _big_sparse_model(path, rows=250_000)  # 100 MB
+    assert models.fasttext_size(path) == path.stat().st_size
+    stub = "models.fasttext_size = lambda p: os.path.getsize(p)\n" if where == "fastText" else ""
+    code = ("import os, resource\nfrom gristmill.filters import models\nfrom gristmill.errors import UserError\n"
+            "import fasttext\n" + stub +
+            "used = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (used + 50 * 2**20, resource.RLIM_INFINITY))\n"
+            f"try:\n    models.load_fasttext('quality', {str(path)!r})\nexcept UserError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "GRISTMILL_CACHE": str(empty_cache)})
+    assert r.returncode == 0 and "does not fit in this process's memory" in r.stdout, (r.stdout, r.stderr[-800:])
+    assert path.is_file()
