@@ -37,8 +37,11 @@ def own_copies(doc) -> int:
 
 def _first(a, b) -> bool:
     """Whether copy `a` is kept before `b`: the smaller id, then (copies under one id, from a WARC that reuses a
-    record id) the smaller text, so the one kept never depends on the order copies arrive in."""
-    return (a.id, a.text) < (b.id, b.text)
+    record id) the smaller text, then (one record read twice, from two copies of its WARC file: only `warc`
+    differs) the smaller serialization, so the one kept never depends on the order copies arrive in."""
+    if (a.id, a.text) != (b.id, b.text):
+        return (a.id, a.text) < (b.id, b.text)
+    return a.to_json() < b.to_json()
 
 
 class _KeepSmallestId(beam.CombineFn):
@@ -196,14 +199,22 @@ class _RebuildFn(beam.DoFn):
 
     def process(self, kv):
         _, grouped = kv
-        # Documents under one key are identical copies (one id, one text; see bloom_doc_key): a unit of theirs is
-        # found duplicate once per copy after the first to hold it, so copy n loses the units found duplicate more
-        # than n times, and one copy of each unit stays. Which copy is which does not matter: they are the same.
+        # Documents under one key are copies with one id and one text (see bloom_doc_key): a unit of theirs is
+        # found duplicate once per copy after the first to hold it, so of k copies, a unit found duplicate m
+        # times is removed from the last m, and one copy of each unit stays. The copies may differ in the rest
+        # (one record read from two copies of its WARC file: `warc` differs), so they are put in the order of
+        # their serialization first: the one that keeps its lines never depends on the order they arrive in.
         dups: dict[int, list[str]] = {}
         for idx, where in grouped["dup"]:
             dups.setdefault(idx, []).append(where)
-        for n, doc in enumerate(grouped["doc"]):
-            removed = {idx: sorted(wheres)[n] for idx, wheres in dups.items() if n < len(wheres)}
+        docs = list(grouped["doc"])
+        if len(docs) > 1:
+            docs.sort(key=lambda d: d.to_json())
+        for wheres in dups.values():
+            wheres.sort()
+        k = len(docs)
+        for n, doc in enumerate(docs):
+            removed = {idx: wheres[n - k + len(wheres)] for idx, wheres in dups.items() if n >= k - len(wheres)}
             if removed:
                 units, sep = bloom_core.split_units(doc.text, self.cfg.unit)
                 self.counters.inc("units_removed", len(removed))

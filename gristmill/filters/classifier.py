@@ -74,9 +74,17 @@ def _train_and_save(data: str, out: str, cfg: TrainConfig) -> None:
     model.save_model(out)
 
 
+def require_label(model, label: str, where: str, path) -> None:
+    """Refuse a label the model never predicts: every score would be 0 and the filter would drop every document."""
+    labels = model.get_labels()
+    if f"__label__{label.removeprefix('__label__')}" not in labels:
+        names = ", ".join(lab.removeprefix("__label__") for lab in labels[:8]) + (", ..." if len(labels) > 8 else "")
+        raise UserError(f"{where}: model {path} has no label {label!r} (its labels: {names}); give one of its labels")
+
+
 def label_probabilities(model, texts: list[str], label: str) -> list[float]:
-    """P(`label`) for each text (batch predict: numpy-2 safe)."""
-    want = f"__label__{label}"
+    """P(`label`) for each text (batch predict: numpy-2 safe); `label` with or without fastText's __label__."""
+    want = f"__label__{label.removeprefix('__label__')}"
     labels, probs = model.predict([classifier_text(t) for t in texts], k=-1)
     out = []
     for labs, ps in zip(labels, probs):
@@ -129,6 +137,7 @@ class ClassifierFilter(Filter):
             return
         path = resolve(self.kind, self.model)
         self._model = load_fasttext(self.kind, path)
+        require_label(self._model, self.label, self.name, path)
         if self.keep_top_fraction is not None:
             side = sidecar(path, ".quantiles.json")
             if not side.is_file():

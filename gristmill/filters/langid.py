@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
 from gristmill.filters.models import load_fasttext
 from gristmill.pipeline.document import Document
@@ -28,16 +29,26 @@ class LanguageIDFilter(Filter):
     def __post_init__(self):
         if isinstance(self.languages, str):
             self.languages = (self.languages,)
-        elif self.languages is not None:
-            self.languages = tuple(self.languages)
+        if self.languages is not None:
+            self.languages = tuple(_label_language(lang) for lang in self.languages)
         self._model = None
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_model"} | {"_model": None}
 
     def setup(self) -> None:
-        if self._model is None:
-            self._model = load_fasttext("lid", self.model)
+        if self._model is not None:
+            return
+        model = load_fasttext("lid", self.model)
+        known = {_label_language(lab) for lab in model.get_labels()}
+        missing = [lang for lang in self.languages or () if lang not in known]
+        if missing:
+            # Otherwise every document would be dropped as another language (lid.176 says "en", GlotLID "eng_Latn").
+            sample = ", ".join(sorted(known)[:5])
+            raise UserError(f"{self.name}: the language ID model {self.model or 'lid.176.ftz (provisioned)'} has no "
+                            f"label {', '.join(missing)} (its labels look like {sample}, ...); give languages as it "
+                            f"names them")
+        self._model = model
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """(language, probability) of the top label for each text."""

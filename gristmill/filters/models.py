@@ -1,14 +1,21 @@
 """Model files: where each lives in the cache, how a path or URL resolves, and loading with one-line errors.
 
 A model argument is None (the provisioned default in the cache), a local path, or an http(s)/file URL (downloaded
-once into the cache). A missing or unreadable file raises UserError naming the command that provides it.
+once into the cache, atomically: a partial download is never used). A missing, truncated or unreadable file raises
+UserError naming the command that provides it.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import http.client
+import mmap
 import os
 import shutil
+import struct
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -62,29 +69,133 @@ def resolve(kind: str, spec: str | os.PathLike | None = None) -> Path:
 
 
 def download(url: str, kind: str) -> Path:
-    """Fetch `url` once into CACHE/downloads/; later calls reuse the file (the name includes the URL's hash)."""
+    """Fetch `url` once into CACHE/downloads/; later calls reuse the file (the name includes the URL's hash).
+
+    Workers that ask for the same URL at once take turns on a lock file (CACHE/locks/), so one downloads and the
+    others reuse its file. The bytes go to a temporary file of this process's own, renamed into place only when
+    the transfer has all the bytes the server announced: a file under the final name is always whole. A cache
+    that cannot be written (read-only) is one UserError line.
+    """
     name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     dest = cache_dir() / "downloads" / f"{digest}-{name}"
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(e, "reason", e)
-        raise UserError(f"cannot download {kind} model from {url} ({reason}); without network, download it elsewhere "
-                        f"and pass its local path") from None
-    tmp.replace(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        locks = cache_dir() / "locks"  # beside downloads/, which then holds only whole files
+        locks.mkdir(exist_ok=True)
+        lock = open(locks / f"{dest.name}.lock", "a")
+    except OSError as e:
+        raise _unwritable(kind, url, e) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed process's files do
+        if not dest.is_file():
+            _fetch(url, kind, dest)
     return dest
 
 
-def _corrupt(kind: str, path: Path) -> UserError:
-    return UserError(f"{kind} model {path} is unreadable or corrupt: re-create it with `{MODELS[kind].command} --force`"
-                     f" or pass another file")
+def _unwritable(kind: str, url: str, e: OSError) -> UserError:
+    return UserError(f"cannot download {kind} model from {url}: the model cache {cache_dir()} cannot be written "
+                     f"({e.strerror or e}); set GRISTMILL_CACHE to a writable folder, or download the model "
+                     f"elsewhere and pass its local path")
+
+
+def _fetch(url: str, kind: str, dest: Path) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise _unwritable(kind, url, e) from None
+    try:
+        with open(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
+            announced = r.headers.get("Content-Length")
+            shutil.copyfileobj(r, f)
+            got = f.tell()
+        # urllib returns a body cut short by a dropped connection as if it were whole; only the length tells.
+        if announced is not None and announced.isdigit() and got != int(announced):
+            raise UserError(f"the download of the {kind} model from {url} stopped after {got:,} of {int(announced):,} "
+                            f"bytes: run again, or download it elsewhere and pass its local path")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+        raise UserError(f"cannot download {kind} model from {url} ({reason}); without network, download it elsewhere "
+                        f"and pass its local path") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _corrupt(kind: str, path: Path, problem: str = "is unreadable or corrupt", fix: str | None = None) -> UserError:
+    if path.parent == cache_dir() / "downloads":
+        # Left in the cache it would be reused by every later run, whatever the server gives now.
+        path.unlink(missing_ok=True)
+        return UserError(f"{kind} model {path} (a download) {problem}: removed it from the cache, so the next run "
+                         f"downloads it again; check that the URL gives the model file itself, or pass another file")
+    return UserError(f"{kind} model {path} {problem}: "
+                     + (fix or f"re-create it with `{MODELS[kind].command} --force` or pass another file"))
+
+
+FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32
+_KSUB = 256  # centroids per sub-quantizer in fastText's product quantizer
+
+
+def fasttext_size(path: Path) -> int | None:
+    """The byte length the headers of a fastText .bin/.ftz file call for, None if it is not one (another magic).
+
+    Walks fastText 0.9's save format (FastText::saveModel): magic and version, Args (12 int32 + a double), the
+    Dictionary (5 counts, NUL-terminated entries with an int64 count and an int8 type, pruned-index pairs), then
+    the input and output matrices, each dense (int64 rows, int64 cols, float32 values) or product-quantized.
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 8:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            size, pos = len(m), 0
+
+            def take(fmt: str) -> tuple:
+                nonlocal pos
+                if pos + struct.calcsize(fmt) > size:
+                    raise EOFError
+                values = struct.unpack_from(fmt, m, pos)
+                pos += struct.calcsize(fmt)
+                return values
+
+            def quantizer() -> None:
+                nonlocal pos
+                dim = take("<iiii")[0]
+                pos += 4 * dim * _KSUB
+
+            def matrix(quantized: bool) -> None:
+                nonlocal pos
+                if quantized:
+                    qnorm, rows, _, codesize = take("<?qqi")
+                    pos += codesize
+                    quantizer()
+                    if qnorm:
+                        pos += rows
+                        quantizer()
+                else:
+                    rows, cols = take("<qq")
+                    pos += 4 * rows * cols
+
+            try:
+                if take("<i")[0] != FASTTEXT_MAGIC:
+                    return None
+                take("<i12id")  # version, Args
+                entries, _, _, _, pruned = take("<iiiqq")
+                for _ in range(entries):
+                    end = m.find(b"\0", pos)
+                    if end < 0:
+                        raise EOFError
+                    pos = end + 1 + 9
+                pos += 8 * max(pruned, 0)  # -1 when the dictionary was never pruned
+                quant_input = take("<?")[0]
+                matrix(quant_input)
+                quant_output = take("<?")[0]
+                matrix(quant_input and quant_output)
+            except EOFError:
+                return size + 1
+            return pos
 
 
 def load_fasttext(kind: str, spec: str | os.PathLike | None = None):
@@ -92,12 +203,32 @@ def load_fasttext(kind: str, spec: str | os.PathLike | None = None):
     import fasttext
 
     path = resolve(kind, spec)
+    size = path.stat().st_size
+    # fastText does not notice a file that ends early: it loops forever in the dictionary, or loads garbage
+    # matrices and crashes the worker at its first prediction. So the sizes are checked first.
+    try:
+        expected = fasttext_size(path)
+    except OSError as e:  # the file is whole as far as anyone knows: it stays in the cache
+        raise _no_memory(kind, path, size, e) if e.errno == errno.ENOMEM else UserError(
+            f"{kind} model {path} cannot be read ({e.strerror or e})") from None
+    if expected is None:
+        raise _corrupt(kind, path, "is not a fastText model, or is corrupt")
+    if size < expected:
+        raise _corrupt(kind, path, f"is truncated ({size:,} bytes, short of what its headers describe)")
     # fastText prints a deprecation warning on every load; it is noise in worker logs.
     fasttext.FastText.eprint = lambda *a, **k: None
     try:
         return fasttext.load_model(str(path))
-    except (ValueError, RuntimeError, MemoryError) as e:
+    except MemoryError as e:  # its sizes were checked: the model is whole, this machine is short of memory
+        raise _no_memory(kind, path, size, e) from None
+    except (ValueError, RuntimeError) as e:
         raise _corrupt(kind, path) from e
+
+
+def _no_memory(kind: str, path: Path, size: int, e: BaseException) -> UserError:
+    return UserError(f"{kind} model {path} ({size:,} bytes) does not fit in this process's memory "
+                     f"({getattr(e, 'strerror', None) or type(e).__name__}; a limit such as `ulimit -v` counts too): "
+                     f"give the workers more memory, or use a smaller (quantized .ftz) model")
 
 
 def load_kenlm(spec: str | os.PathLike | None = None):
@@ -124,8 +255,8 @@ def load_sentencepiece(spec: str | os.PathLike):
     try:
         sp.load(str(path))
     except (OSError, RuntimeError) as e:
-        raise UserError(f"sentencepiece model {path} is unreadable or corrupt: pass the .sp.model file that was "
-                        f"trained with the KenLM model") from e
+        raise _corrupt("sentencepiece", path, fix="pass the .sp.model file that was trained with the KenLM "
+                                                  "model") from e
     return sp
 
 

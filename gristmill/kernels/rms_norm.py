@@ -74,6 +74,7 @@ class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         rows = _as_rows(x)
+        weight = weight.contiguous()  # the kernels read it at W + column (a strided view, w[::2], would not be)
         n_rows, n_cols = rows.shape
         block, warps = row_settings(n_cols)
         y = torch.empty((n_rows, n_cols), dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)

@@ -65,36 +65,54 @@ def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
 
 
 class RoPEFunction(torch.autograd.Function):
-    """Triton RoPE on q and k together; in place (marking q and k dirty) or into new tensors."""
+    """Triton RoPE on q and k together, into new tensors."""
 
     @staticmethod
-    def forward(ctx, q, k, cos, sin, inplace: bool):
+    def forward(ctx, q, k, cos, sin):
         cos, sin = _unit_last_stride(cos), _unit_last_stride(sin)
         outs = []
         for x in (q, k):
-            src = _unit_last_stride(x)
-            if inplace and src is x:
-                _rotate(x, cos, sin, x, transpose=False)
-                outs.append(x)
-            else:
-                out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-                _rotate(src, cos, sin, out, transpose=False)
-                outs.append(x.copy_(out) if inplace else out)
-        if inplace:
-            ctx.mark_dirty(q, k)
+            out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            _rotate(_unit_last_stride(x), cos, sin, out, transpose=False)
+            outs.append(out)
         ctx.save_for_backward(cos, sin)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, dq, dk):
         cos, sin = ctx.saved_tensors
-        grads = []
-        for dy in (dq, dk):
-            dy = _unit_last_stride(dy)
-            dx = torch.empty(dy.shape, dtype=dy.dtype, device=dy.device)
-            _rotate(dy, cos, sin, dx, transpose=True)
-            grads.append(dx)
-        return grads[0], grads[1], None, None, None
+        return _rotate_back(dq, cos, sin), _rotate_back(dk, cos, sin), None, None
+
+
+class RoPEInPlaceFunction(torch.autograd.Function):
+    """Triton RoPE of one tensor in place. One tensor per Function: autograd refuses a Function that returns more
+    than one output when it modifies a view (q and k are views of a projection's output) in place."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        cos, sin = _unit_last_stride(cos), _unit_last_stride(sin)
+        src = _unit_last_stride(x)
+        if src is x:
+            _rotate(x, cos, sin, x, transpose=False)
+        else:
+            out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            _rotate(src, cos, sin, out, transpose=False)
+            x.copy_(out)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(cos, sin)
+        return x
+
+    @staticmethod
+    def backward(ctx, dy):
+        cos, sin = ctx.saved_tensors
+        return _rotate_back(dy, cos, sin), None, None
+
+
+def _rotate_back(dy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    dy = _unit_last_stride(dy)
+    dx = torch.empty(dy.shape, dtype=dy.dtype, device=dy.device)
+    _rotate(dy, cos, sin, dx, transpose=True)
+    return dx
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +135,8 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
                inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k, each (batch, seq, heads, head_dim) with their own head counts, by cos/sin (seq, head_dim).
 
-    With inplace=True, q and k are overwritten and returned; as with any in-place op under autograd they must not
-    be leaves that require grad, nor outputs of split/chunk.
+    With inplace=True, q and k are overwritten and returned; they may be views (of a qkv projection, transposed),
+    but as with any in-place op under autograd not leaves that require grad, nor outputs of split/chunk.
     """
     if q.dim() != 4 or k.dim() != 4:
         raise ValueError(f"q and k must be (batch, seq, heads, head_dim); got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -129,7 +147,9 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
         raise ValueError(f"cos and sin must be (seq, head_dim) = {(seq, head_dim)}; got {tuple(cos.shape)}, "
                          f"{tuple(sin.shape)}")
     if use_triton(q):
-        return RoPEFunction.apply(q, k, cos, sin, inplace)
+        if inplace:
+            return RoPEInPlaceFunction.apply(q, cos, sin), RoPEInPlaceFunction.apply(k, cos, sin)
+        return RoPEFunction.apply(q, k, cos, sin)
     return apply_rope_reference(q, k, cos, sin, inplace)
 
 

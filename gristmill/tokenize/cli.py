@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from gristmill.errors import UserError
@@ -69,8 +70,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.sample_docs < 1:
         raise UserError(f"--sample-docs must be >= 1, not {args.sample_docs}")
-    vocab = args.vocab_size or default_vocab_size(args.multilingual)
+    vocab = default_vocab_size(args.multilingual) if args.vocab_size is None else args.vocab_size
     check_training(vocab, args.min_frequency, ("--vocab-size", "--min-frequency"))
+    fs.check_output_folder(args.output)  # before the documents are read and the tokenizer trained
     texts = select_sample(iter_documents(args.input), args.sample_docs, args.seed)
     if not texts:
         raise UserError(f"no non-empty documents in {args.input}")
@@ -90,6 +92,8 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     if not fs.matching(args.input):
         raise UserError(f"no document files match {args.input}")
+    if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):  # int() of nan or inf raises
+        raise UserError(f"--shard-mb must be a positive number of MiB, not {args.shard_mb}")
     # The settings are checked here; the tokenizer is loaded by the stage's validate, before the run starts.
     stage = Tokenize("Tokenize", seq_len=args.seq_len, shard_bytes=int(args.shard_mb * (1 << 20)),
                      validation_fraction=args.validation_fraction, domain=args.domain, tokenizer=args.tokenizer,
@@ -125,7 +129,7 @@ def register(subparsers) -> None:
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("input", help="document files (JSONL or JSONL.gz glob), e.g. 'out/cc_en/documents/*.jsonl.gz'")
     t.add_argument("--output", required=True, help="folder to write tokenizer.json into (local, gs://, s3://)")
-    t.add_argument("--vocab-size", type=int, default=0,
+    t.add_argument("--vocab-size", type=int, default=None,
                    help="vocabulary size including 256 bytes and 3 specials, 259 to 16777216 (default 32000, "
                         "or 100000 with --multilingual)")
     t.add_argument("--multilingual", action="store_true", help="default to the multilingual vocabulary size")

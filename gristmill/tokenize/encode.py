@@ -9,6 +9,7 @@ them and produce byte-identical shards:
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -67,10 +68,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 BOUNDARY_WINDOW = 64
 # Candidates of one kind refused by the pre-tokenizer before the next kind is tried (bounds the cost).
 MAX_REFUSED = 16
+# Positions tried one by one before a hard cut, where the check is exact anywhere (vocabulary_check).
+HARD_SEARCH = 256
 
 
 def split_text(text: str, chunk_chars: int = CHUNK_CHARS,
-               is_boundary: Callable[[str, int, int], bool] | None = None) -> list[str]:
+               is_boundary: Callable[[str, int, int], bool] | None = None, anywhere: bool = False) -> list[str]:
     """Cut a long text into pieces of at most `chunk_chars` whose encodings concatenate to the text's.
 
     Cut points, tried in this order from the top of the window [chunk_chars / 2, chunk_chars) down: just
@@ -79,9 +82,12 @@ def split_text(text: str, chunk_chars: int = CHUNK_CHARS,
     GPT-2 regex the first two are always pre-token boundaries (a pre-token holds a space only at its start,
     and the regex has no look-behind), so cutting there leaves the tokens unchanged. Other regexes differ:
     Llama 3's and Qwen's keep a newline with the punctuation before it. So `is_boundary(text, piece_start,
-    pos)`, when given, confirms each candidate with the tokenizer's own pre-tokenizer; a refused one is
-    passed over. A piece with no usable point is cut hard; byte-level tokens still decode to exactly the
-    original bytes, and only the tokens at the cut can differ.
+    pos)`, when given, confirms each candidate with the tokenizer's own pre-tokenizer (boundary_check) or,
+    for a tokenizer that takes the whole text as one pre-token, with its vocabulary (vocabulary_check); a
+    refused one is passed over. With `anywhere` (the vocabulary check, which is exact at any position) the
+    last HARD_SEARCH positions of the window are tried one by one before cutting hard. A piece with no
+    usable point is cut hard; byte-level tokens still decode to exactly the original bytes, and only the
+    tokens at the cut can differ.
     """
     if len(text) <= chunk_chars:
         return [text]
@@ -89,14 +95,14 @@ def split_text(text: str, chunk_chars: int = CHUNK_CHARS,
     start = 0
     n = len(text)
     while n - start > chunk_chars:
-        cut = _cut_point(text, start, start + chunk_chars // 2, start + chunk_chars, is_boundary)
+        cut = _cut_point(text, start, start + chunk_chars // 2, start + chunk_chars, is_boundary, anywhere)
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
     return pieces
 
 
-def _cut_point(text: str, start: int, lo: int, hi: int, is_boundary) -> int:
+def _cut_point(text: str, start: int, lo: int, hi: int, is_boundary, anywhere: bool) -> int:
     for sep in (" ", "\n"):
         refused = 0
         pos = text.rfind(sep, lo, hi)
@@ -116,6 +122,10 @@ def _cut_point(text: str, start: int, lo: int, hi: int, is_boundary) -> int:
                     return after
                 refused += 1
             pos = text.rfind("\n", lo, pos)
+        if anywhere:
+            for pos in range(hi, max(lo, hi - HARD_SEARCH), -1):
+                if is_boundary(text, start, pos):
+                    return pos
     return hi
 
 
@@ -123,7 +133,7 @@ def boundary_check(pre_tokenizer) -> Callable[[str, int, int], bool] | None:
     """is_boundary for split_text from a tokenizer's pre-tokenizer: whether a pre-token starts at `pos` when
     the text around it (from the piece start at most BOUNDARY_WINDOW before) is pre-tokenized. None when
     there is no pre-tokenizer, or one that does not split text at spaces (Metaspace with split=False): the
-    whole text is then one pre-token, so no cut is exact and the space and newline points are kept."""
+    whole text is then one pre-token, and vocabulary_check confirms the cuts instead."""
     if pre_tokenizer is None or len(pre_tokenizer.pre_tokenize_str("a b c")) < 2:
         return None
 
@@ -131,6 +141,81 @@ def boundary_check(pre_tokenizer) -> Callable[[str, int, int], bool] | None:
         a = max(start, pos - BOUNDARY_WINDOW)
         window = text[a : pos + BOUNDARY_WINDOW]
         return any(a + s == pos for _, (s, _) in pre_tokenizer.pre_tokenize_str(window))
+
+    return is_boundary
+
+
+def vocabulary_check(tokenizer_json: bytes) -> Callable[[str, int, int], bool] | None:
+    """is_boundary for split_text from a tokenizer that takes the whole text as one pre-token (no
+    pre-tokenizer, as in the older Llama 2 layout, or Metaspace with split=False): whether no token of the
+    vocabulary spans `pos` in the text as the model sees it (normalized, with `▁` for spaces).
+
+    Exact for BPE: a merge only ever forms a vocabulary token, so when none spans the point the merges on
+    either side never meet, and the whole text's tokens are the two pieces' tokens. Exact for Unigram too:
+    every segmentation has a boundary there, so the best one is the best of each side joined. Also refused:
+    a point between two unknown characters (they fuse into one <unk> without byte fallback), one where
+    normalizing the two sides apart differs from normalizing them together, and, with BPE's ignore_merges,
+    one before a last piece short enough to be one vocabulary token. `tokenizer_json` is the tokenizer
+    without its prefix (without_prefix), as the pieces after the first are encoded. None for other models
+    (WordPiece, BPE with dropout or a subword prefix or suffix), whose cuts stay unconfirmed."""
+    spec = json.loads(tokenizer_json)
+    model = spec.get("model") or {}
+    kind = model.get("type")
+    if kind == "BPE":
+        if model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+            return None
+        fuse_unk = bool(model.get("fuse_unk")) and not model.get("byte_fallback")
+    elif kind == "Unigram":
+        fuse_unk = not model.get("byte_fallback")
+    else:
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    vocab = set(tok.get_vocab(with_added_tokens=False))
+    longest = max(map(len, vocab), default=1)
+    reach = longest - 1  # characters a spanning token can take on each side
+    window = max(BOUNDARY_WINDOW, longest)
+    ignore_merges = kind == "BPE" and bool(model.get("ignore_merges"))
+    ordered = sorted(vocab)
+
+    def starts_a_token(s: str) -> bool:
+        k = bisect.bisect_left(ordered, s)
+        return k < len(ordered) and ordered[k].startswith(s)
+
+    def model_text(s: str) -> str | None:
+        if normalizer is not None:
+            s = normalizer.normalize_str(s)
+        if pre_tokenizer is not None:
+            split = pre_tokenizer.pre_tokenize_str(s)
+            if len(split) != 1:
+                return None
+            s = split[0][0]
+        return s
+
+    def is_boundary(text: str, start: int, pos: int) -> bool:
+        if ignore_merges and len(text) - pos <= longest:
+            return False
+        a, b = max(start, pos - window), min(len(text), pos + window)
+        left, right, both = model_text(text[a:pos]), model_text(text[pos:b]), model_text(text[a:b])
+        if left is None or right is None or not left or not right or left + right != both:
+            return False
+        if (len(left) < reach and a > start) or (len(right) < reach and b < len(text)):
+            return False  # a normalizer that drops characters: the window may not hold a spanning token
+        if fuse_unk and left[-1] not in vocab and right[0] not in vocab:
+            return False
+        for i in range(1, min(reach, len(left)) + 1):
+            tail = left[-i:]
+            if not starts_a_token(tail):
+                continue
+            for j in range(1, min(longest - i, len(right)) + 1):
+                spanning = tail + right[:j]
+                if not starts_a_token(spanning):
+                    break
+                if spanning in vocab:
+                    return False
+        return True
 
     return is_boundary
 
@@ -188,18 +273,22 @@ class DocumentEncoder:
         self.byte_lengths = token_byte_lengths(self.tok)
         # encode_batch_fast skips offset tracking, which the shards do not need.
         self._encode_batch = _batch_encoder(self.tok)
-        self._is_boundary = boundary_check(self.tok.pre_tokenizer)
         # A tokenizer that puts a space before each text encodes the later pieces of a cut document without it
         # (loaded when a document is first cut).
         self._rest_json = without_prefix(self.tokenizer_json)
         self._encode_rest = None
+        self._is_boundary = boundary_check(self.tok.pre_tokenizer)
+        self._anywhere = False
+        if self._is_boundary is None:  # the whole text is one pre-token: the vocabulary confirms the cuts
+            self._is_boundary = vocabulary_check(self._rest_json or self.tokenizer_json)
+            self._anywhere = self._is_boundary is not None
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         pieces: list[str] = []
         owner: list[int] = []
         later: list[int] = []  # indices of pieces after a document's first
         for k, text in enumerate(texts):
-            for j, piece in enumerate(split_text(text, self.chunk_chars, self._is_boundary)):
+            for j, piece in enumerate(split_text(text, self.chunk_chars, self._is_boundary, self._anywhere)):
                 if j:
                     later.append(len(pieces))
                 pieces.append(piece)

@@ -230,6 +230,30 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
     return manifest, mpath.parent
 
 
+def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq_len: int) -> pa.RecordBatch:
+    """Record batch k of a shard, checked before any view is taken into it: a damaged file (bytes overwritten
+    in place, so its size still matches the manifest) is one clear error, where Arrow would otherwise raise
+    a dozen kinds of error or read outside the mapping and crash the process. The checks read the batch's
+    metadata, its list offsets and its doc_starts (a few bytes per row), not its input_ids."""
+    try:
+        batch = reader.get_batch(k)
+        batch.validate(full=True)  # buffers within the file and as long as the lengths need, offsets in bounds
+        ids, starts, nbytes = batch.columns
+        if ids.offset or ids.values.offset or starts.offset or nbytes.offset:
+            raise ValueError("a column does not start at offset 0")
+        if len(ids.values) != batch.num_rows * seq_len:
+            raise ValueError(f"{len(ids.values)} input ids for {batch.num_rows} rows of {seq_len}")
+        if any(a.null_count for a in (ids, ids.values, starts, starts.values, nbytes)):
+            raise ValueError("a column has nulls")
+        flat = starts.values.to_numpy(zero_copy_only=True)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= seq_len):
+            raise ValueError(f"doc_starts outside a row of {seq_len}")
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise UserError(f"shard {path} is damaged: record batch {k} is unreadable ({str(e).splitlines()[0][:200]}); "
+                        f"write the token dataset again") from None
+    return batch
+
+
 class TokenDataset:
     """Random access to packed sequences across the shards of one split, memory-mapped, zero copy.
 
@@ -268,7 +292,7 @@ class TokenDataset:
                 raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
             rows = 0
             for k in range(reader.num_record_batches):
-                batch = reader.get_batch(k)
+                batch = _checked_batch(reader, k, path, self.seq_len)
                 ids = batch.column(0).values.to_numpy(zero_copy_only=True)
                 self._ids.append(ids.reshape(-1, self.seq_len))
                 self._starts.append(batch.column(1))

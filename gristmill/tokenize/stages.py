@@ -61,7 +61,7 @@ class TrainTokenizer(Stage):
     def __init__(self, label: str = "TrainTokenizer", vocab_size: int | None = None, multilingual: bool = False,
                  sample_docs: int = 50_000, min_frequency: int = 2):
         self.label = label
-        self.vocab_size = vocab_size or default_vocab_size(multilingual)
+        self.vocab_size = default_vocab_size(multilingual) if vocab_size is None else vocab_size
         self.multilingual = multilingual
         self.sample_docs = sample_docs
         self.min_frequency = min_frequency

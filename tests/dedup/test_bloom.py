@@ -229,3 +229,20 @@ def test_documents_sharing_an_id_are_deduplicated_as_separate_documents(run_dedu
         s = stats["stages"]["BloomDedup"]
         assert s["in"] == 6 and s["kept"] == 5 and s["dropped"] == {"empty_after_dedup": 1}
         assert s["units_removed"] == 2 * 3 + 2  # BOILER's two lines in three of four documents, one twin
+
+
+def test_copies_of_one_record_keep_the_same_one_whatever_the_order(run_dedup):
+    from gristmill.pipeline.document import Document
+
+    # One record read twice (its WARC file copied under another name): one id, one text, another `warc`. The
+    # copy that keeps the lines must not be whichever the join gives last, or the output bytes would change with
+    # bundle order and worker count. The rule: copies in the order of their serialization, the first keeps them.
+    docs = [Document(id="same", url="u", text="line one\nline two", warc={"file": f"crawl-{k}.warc.gz", "offset": k})
+            for k in range(3)]
+    expected = min(docs, key=lambda d: d.to_json())
+    for k, (order, workers) in enumerate(((docs, 1), (docs[::-1], 1), (docs[1:] + docs[:1], 2))):
+        out, stats = run_dedup(order, [BloomDedup(num_shards=2, expected_keys=100, save_to=None)], workers=workers,
+                               name=f"o{k}")
+        assert [d.to_json() for d in out] == [expected.to_json()], k
+        s = stats["stages"]["BloomDedup"]
+        assert s["units_removed"] == 2 * 2 and s["dropped"] == {"empty_after_dedup": 2}

@@ -46,3 +46,14 @@ def test_copies_sharing_an_id_keep_the_same_one_whatever_the_order(run_dedup):
     outs = [run_dedup(order, [ExactDedup()], name=f"o{k}")[0]
             for k, order in enumerate((docs, docs[::-1], docs[1:] + docs[:1]))]
     assert [[(d.text, d.dup_count) for d in out] for out in outs] == [[("Hello world", 3)]] * 3
+
+
+def test_copies_of_one_record_keep_the_same_one_whatever_the_order(run_dedup):
+    from gristmill.pipeline.document import Document
+
+    # One record read twice (its WARC file copied under another name): one id and one text, another `warc`. The
+    # one kept is the smallest serialization, not whichever came first.
+    docs = [Document(id="same", url="u", text="hello world", warc={"file": f"crawl-{k}.warc.gz"}) for k in range(3)]
+    outs = [run_dedup(order, [ExactDedup()], name=f"o{k}")[0]
+            for k, order in enumerate((docs, docs[::-1], docs[1:] + docs[:1]))]
+    assert [[(d.warc["file"], d.dup_count) for d in out] for out in outs] == [[("crawl-0.warc.gz", 3)]] * 3

@@ -34,6 +34,17 @@ def test_strided_inputs(values_and_grads):
         torch.testing.assert_close(grads, ref_grads)
 
 
+def test_strided_weight_and_one_row(values_and_grads):
+    # A weight that is a strided view (every other element of a bigger tensor): the kernels index it by column.
+    gen = torch.Generator().manual_seed(2)
+    w_big = torch.randn(2 * 24, generator=gen)
+    for x in (torch.randn(3, 24, generator=gen), torch.randn(1, 24, generator=gen)):
+        out, grads = values_and_grads(lambda a, b: _triton(a, b[::2]), x, w_big)
+        ref_out, ref_grads = values_and_grads(lambda a, b: rms_norm_reference(a, b[::2]), x, w_big)
+        torch.testing.assert_close(out, ref_out)
+        torch.testing.assert_close(grads, ref_grads)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_reference_is_llama_rms_norm(dtype):
     llama = pytest.importorskip("transformers.models.llama.modeling_llama")

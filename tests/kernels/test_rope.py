@@ -57,6 +57,34 @@ def test_strided_q_and_k(values_and_grads):
     torch.testing.assert_close(grads, ref_grads)
 
 
+def test_in_place_on_views_under_autograd(values_and_grads):
+    # q and k as the model makes them: views of a projection's output, q also transposed from (b, h, s, d) and
+    # k sliced in its last dimension (so rotated through a copy); in place must give what out of place gives.
+    cos, sin = rope_cache(5, 8)
+    gen = torch.Generator().manual_seed(4)
+    q_bhsd, k_wide = torch.randn(2, 3, 5, 8, generator=gen), torch.randn(2, 5, 1, 16, generator=gen)
+
+    def views(q, k):
+        return (q * 1).transpose(1, 2), (k * 1)[..., ::2]
+
+    def in_place(q, k):
+        with use_backend("triton"):
+            q_view, k_view = views(q, k)
+            q_out, k_out = apply_rope(q_view, k_view, cos, sin, inplace=True)
+            assert q_out is q_view and k_out is k_view
+            return q_out, k_out
+
+    def out_of_place(q, k):
+        with use_backend("triton"):
+            return apply_rope(*views(q, k), cos, sin)
+
+    out, grads = values_and_grads(in_place, q_bhsd, k_wide)
+    ref_out, ref_grads = values_and_grads(lambda q, k: apply_rope_reference(*views(q, k), cos, sin), q_bhsd, k_wide)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(grads, ref_grads)
+    assert all(torch.equal(a, b) for a, b in zip(out + grads, sum(values_and_grads(out_of_place, q_bhsd, k_wide), [])))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_matches_transformers_llama(dtype):
     llama = pytest.importorskip("transformers.models.llama.modeling_llama")

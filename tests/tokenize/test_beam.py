@@ -127,6 +127,11 @@ def test_encode_counts_and_skips_documents_with_fields_of_the_wrong_type(docs, t
     (["tokenize", "encode", "/nonexistent/*.jsonl.gz", "--tokenizer", "t.json", "--output", "o"], "no document files"),
     (["tokenize", "train", "/nonexistent/*.jsonl.gz", "--output", "o"], "no document files"),
     (["tokenize", "encode", __file__, "--tokenizer", __file__, "--output", "o", "--buckets", "0"], "buckets"),
+    # int() of these raised ValueError and OverflowError: "error: ValueError: ..." and exit status 1
+    (["tokenize", "encode", __file__, "--tokenizer", __file__, "--output", "o", "--shard-mb", "nan"],
+     "--shard-mb must be a positive number of MiB, not nan"),
+    (["tokenize", "encode", __file__, "--tokenizer", __file__, "--output", "o", "--shard-mb", "inf"],
+     "--shard-mb must be a positive number of MiB, not inf"),
 ])
 def test_command_mistakes_are_one_line_errors(argv, message, capsys):
     from gristmill.pipeline.cli import main
@@ -205,6 +210,8 @@ def test_beam_with_a_given_tokenizer_and_bucket_count_matches_the_driver(docs, t
     (["--vocab-size", "1000000000"], "--vocab-size must be at most 16,777,216"),  # was a Rust abort, rc 134
     (["--vocab-size", str(10**20)], "--vocab-size must be at most"),  # was OverflowError
     (["--vocab-size", "100"], "--vocab-size must be at least 259"),
+    # was taken as "the default", 32000
+    (["--vocab-size", "0"], "--vocab-size must be at least 259 (256 bytes + specials), not 0"),
     (["--min-frequency", "-1"], "--min-frequency must be >= 0"),  # was OverflowError
     (["--min-frequency", str(10**20)], "--min-frequency must be below 2**63"),
 ])
@@ -217,8 +224,20 @@ def test_train_bounds_vocabulary_and_min_frequency(docs, tmp_path, capsys, flags
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_train_into_a_file_is_one_line_before_training(docs, tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    (tmp_path / "d.jsonl").write_text("".join(d.to_json() + "\n" for d in docs[:20]))
+    (tmp_path / "out").write_text("a file")
+    # was "error: FileExistsError: [Errno 17] ..." with exit status 1, after training
+    assert main(["tokenize", "train", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "out" / "tok")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: output {tmp_path / 'out' / 'tok'} cannot be a folder: {tmp_path / 'out'} is a file"]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"vocab_size": 10**9}, "vocab_size must be at most"), ({"vocab_size": 4096.0}, "vocab_size must be a whole"),
+    ({"vocab_size": 0}, r"vocab_size must be at least 259 \(256 bytes \+ specials\), not 0"),  # was the default
     ({"min_frequency": -1}, "min_frequency must be >= 0"), ({"min_frequency": 2**64}, "min_frequency must be below"),
 ])
 def test_train_stage_parameters_are_checked_when_the_recipe_is_built(kwargs, message):

@@ -215,3 +215,57 @@ def test_a_long_document_through_the_driver_with_a_prefixing_tokenizer(tmp_path)
     tok, info = load_tokenizer(str(tmp_path / "out" / "tokenizer.json"))
     ids = np.concatenate([ds[i] for i in range(len(ds))])
     assert tok.decode(ids[(ids != info.pad_id) & (ids != info.eos_id)].tolist()) == text
+    # and the ids are the whole text's (the vocabulary has "▁The▁": the merges run across the spaces)
+    assert ids[(ids != info.pad_id) & (ids != info.eos_id)].tolist() == tok.encode(text, add_special_tokens=False).ids
+
+
+def _whole_text_layouts(tmp_path):
+    """Tokenizers that take the whole text as one pre-token, trained on text where their tokens run across
+    spaces ("▁on▁", "the▁", "élève▁مرحبا▁"), as SentencePiece without split_by_whitespace learns them: Llama 2's
+    older layout (Prepend and Replace normalizer, no pre-tokenizer), Metaspace with split=False, and a Unigram
+    model with no pre-tokenizer."""
+    import random
+
+    from tok_corpus import make_text
+
+    rng = random.Random(5)
+    corpus = [make_text(rng, 2000) for _ in range(5)]
+    prefixing = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                 decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.normalizer, bpe.decoder = prefixing, decoder
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials, show_progress=False))
+    unigram = Tokenizer(models.Unigram())
+    unigram.normalizer, unigram.decoder = prefixing, decoder
+    unigram.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials,
+                                                                unk_token="<unk>", max_piece_length=24,
+                                                                show_progress=False))
+    unsplit = json.loads(bpe.to_str())
+    unsplit["normalizer"] = None
+    unsplit["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first",
+                                "split": False}
+    return {"llama2_like": llama2_like(tmp_path).read_bytes(), "no_pre_tokenizer": bpe.to_str().encode(),
+            "metaspace_unsplit": json.dumps(unsplit).encode(), "unigram": unigram.to_str().encode()}
+
+
+def test_cuts_keep_the_whole_texts_ids_without_a_pre_tokenizer(tmp_path):
+    # With no pre-tokenizer (or one that does not split) the merges run across spaces, and cutting at any space
+    # changed the ids: 95 instead of 41 for llama2_like on "The cat sat on the mat. " * 40 in pieces of 100.
+    # The vocabulary now confirms each cut (no token spans it), so the pieces' ids are the whole text's.
+    import random
+
+    from tok_corpus import make_text
+
+    texts = ["The cat sat on the mat. " * 100, " ".join(TEXTS) * 2]
+    texts += [make_text(random.Random(100 + k), 800) + ("日本語テキスト" * 40 if k % 3 == 0 else "") + " x\n\ny  z"
+              for k in range(6)]
+    for name, data in _whole_text_layouts(tmp_path).items():
+        # the Unigram model's 24-character pieces leave no exact point in the 50-character windows of 100
+        for chunk in (333, 1000) if name == "unigram" else (100, 333, 1000):
+            enc = DocumentEncoder(data, chunk_chars=chunk)
+            for text in texts:
+                whole = enc.tok.encode(text, add_special_tokens=False).ids
+                assert len(text) > 2 * chunk
+                assert enc.encode([text])[0].tolist() == whole, (name, chunk, text[:40])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -190,3 +191,45 @@ def test_a_damaged_shard_is_one_line(tmp_path):
     shard.write_bytes(b"\0" * len(data))  # the right size, but not Arrow
     with pytest.raises(UserError, match="is not a readable Arrow file"):
         shards.TokenDataset(tmp_path)
+
+
+def _body_offset(data: bytes, column: int, buffer: int) -> int:
+    """Where buffer `buffer` of column `column` of the first record batch lies in the file (Arrow's own reader,
+    on the bytes in memory: a zero-copy buffer's address minus the file's)."""
+    whole = pa.py_buffer(data)
+    batch = pa.ipc.open_file(whole).get_batch(0)
+    return batch.column(column).buffers()[buffer].address - whole.address
+
+
+def test_a_shard_damaged_in_place_is_one_line(tmp_path):
+    # Bytes overwritten in place keep the size the manifest records, so only the batches themselves can tell.
+    # Arrow raised OSError (damaged metadata), or the reader took the batch as it was: doc_starts past the row
+    # (an IndexError from attention_segments) or list offsets going backwards, which crashed the process on
+    # the first doc_starts(i). Each is now one line when the dataset is opened.
+    import subprocess
+    import sys
+
+    write_dataset(tmp_path)
+    shard = tmp_path / "train-00000.arrow"
+    data = shard.read_bytes()
+    first_batch = data.index(b"\xff\xff\xff\xff", 9)  # the schema message is first, at 8 after the magic
+    starts_values = _body_offset(data, 1, 3)  # buffers: validity, offsets, then the child's validity, values
+    starts_offsets = _body_offset(data, 1, 1)
+    damaged = {
+        "metadata": (first_batch + 8, b"\xff" * 16),
+        "doc_starts value": (starts_values, np.int32(SEQ * 1000).tobytes()),
+        "list offsets": (starts_offsets + 4 * 5, np.int32(-(10**9)).tobytes()),
+    }
+    for what, (at, patch) in damaged.items():
+        shard.write_bytes(data[:at] + patch + data[at + len(patch):])
+        probe = (f"from gristmill.errors import UserError\nfrom gristmill.tokenize.shards import TokenDataset\n"
+                 f"try:\n    ds = TokenDataset({str(tmp_path)!r})\n"
+                 f"    [(ds.doc_starts(i), ds.attention_segments(i)) for i in range(len(ds))]\n"
+                 f"except UserError as e:\n    print('error:', e)\n")
+        run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).resolve().parents[2])  # this checkout's gristmill
+        assert run.returncode == 0 and run.stdout.startswith(f"error: shard {shard} is damaged: record batch 0"), (
+            what, run.returncode, run.stdout, run.stderr[-300:])
+        assert run.stdout.count("\n") == 1
+    shard.write_bytes(data)
+    assert len(shards.TokenDataset(tmp_path)) == 3200
