@@ -47,7 +47,9 @@ class _WriteShardFn(beam.DoFn):
         with FileSystems.create(FileSystems.join(self.directory, name), mime_type="application/gzip",
                                 compression_type=CompressionTypes.GZIP) as f:
             for line in lines:
-                f.write(line.encode("utf-8"))
+                # A lone surrogate (legal in JSON, read from an input shard) has no UTF-8 form: it is written as
+                # the JSON escape it was read from (`\\ud800`), which reads back as the same string.
+                f.write(line.encode("utf-8", "backslashreplace"))
                 f.write(b"\n")
         self.counters.inc("in", len(lines))
         self.counters.inc("kept", len(lines))
@@ -103,31 +105,119 @@ class WriteDocuments(Stage):
         return docs  # writing is a branch: later stages (tokenize) go on from the same documents
 
 
+GZIP_MAGIC = b"\x1f\x8b\x08"
+BAD_GZIP = "bad_gzip"  # what document_lines yields for a damaged region of a gzip file, in place of its lines
+
+
 def document_lines(path: str):
-    """Binary lines of a JSONL(.gz) file. Local files go through gzip/open, whose C readline costs about a
-    fifth of Beam's CompressedFile (measured); remote paths go through Beam's FileSystems."""
-    if "://" not in path:
-        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-            yield from f
-    else:
-        with FileSystems.open(path) as f:  # compression detected from the extension
-            yield from iter(f.readline, b"")
+    """Binary lines (without their newline) of a JSONL(.gz) file, and BAD_GZIP for a damaged region of a gzip file.
+
+    A file opened as it is now (see fs.open_input): OSError when it is gone, a folder or a FIFO. A .gz file is
+    read member by member: a member that does not decompress (bad deflate data, CRC or length) costs only itself
+    and the line it cuts, and reading goes on at the next member (in a shard of concatenated members, `cat a.gz
+    b.gz`). Damage that no whole member follows (in a single-member shard, as WriteDocuments writes, any damage)
+    raises gzip.BadGzipFile after the lines before it, as a file that is no gzip file does; one cut short raises
+    EOFError, as gzip does."""
+    with fs.open_input(path) as f:
+        if path.endswith(".gz"):
+            yield from _gzip_lines(f)
+        else:
+            for line in f:
+                yield line.rstrip(b"\n")
+
+
+def _gzip_lines(raw, chunk: int = 1 << 20):
+    offset = 0  # where the next member starts in the file
+    tail = b""  # a line begun and not yet ended
+    damage = None  # a damaged region not yet counted: it is once a member after it reads, else it is the file's rest
+    while True:
+        raw.seek(offset)
+        head = raw.read(len(GZIP_MAGIC))
+        if not head or not head.strip(b"\x00") and _only_nuls(raw):  # gzip's padding after the last member
+            break
+        if head == GZIP_MAGIC:
+            raw.seek(offset)
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            start = offset
+            try:
+                while not member.eof:
+                    data = raw.read(chunk)
+                    if not data:
+                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                    todo = data
+                    while not member.eof:
+                        # In small steps, as gzip reads: zlib returns nothing of the step in which it finds damage,
+                        # and the lines before it are read; and output stays bounded (gzip may hold GiBs of text).
+                        out = member.decompress(todo, 1 << 16)
+                        todo = member.unconsumed_tail
+                        if not out:
+                            if not todo:
+                                break  # wants more input
+                            continue
+                        if damage:
+                            yield BAD_GZIP
+                            damage = None
+                        lines = (tail + out).split(b"\n")
+                        tail = lines.pop()
+                        yield from lines
+                    offset += len(data) - len(member.unused_data)
+                if damage:  # the member after it was an empty one
+                    yield BAD_GZIP
+                    damage = None
+                continue
+            except (zlib.error, EOFError) as e:  # EOFError: cut short, or damage that reads on to the end
+                cut, damage, offset = isinstance(e, EOFError), damage or str(e), start
+        elif offset == 0:
+            raise gzip.BadGzipFile(f"not a gzipped file (starts with {head!r})")
+        else:
+            cut, damage = False, damage or f"no gzip member at byte {offset}"
+        tail = b""  # the line the damage cut
+        nxt = _next_member(raw, offset + 1)
+        if nxt is None:
+            if cut:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            raise gzip.BadGzipFile(f"damaged compressed data ({damage})")
+        offset = nxt
+    if tail:
+        yield tail
+
+
+def _only_nuls(raw) -> bool:
+    """Whether nothing but NUL bytes follows (the position after the magic bytes just read)."""
+    while block := raw.read(1 << 16):
+        if block.strip(b"\x00"):
+            return False
+    return True
+
+
+def _next_member(raw, start: int) -> int | None:
+    """Offset of the next gzip member header at or after `start`, or None."""
+    raw.seek(start)
+    carry, pos = b"", start
+    while block := raw.read(1 << 20):
+        buf = carry + block
+        i = buf.find(GZIP_MAGIC)
+        if i >= 0:
+            return pos - len(carry) + i
+        carry, pos = buf[-(len(GZIP_MAGIC) - 1):], pos + len(block)
+    return None
 
 
 def parse_document_file(path: str):
-    """Each non-blank line of a JSONL(.gz) file as a Document, or as "bad_json:<error>" when it is not one.
-    A file that stops being readable (truncated or corrupt gzip) raises OSError or EOFError: callers decide
-    whether that is a counted record (a pipeline) or an error (a command)."""
-    try:
-        for line in document_lines(path):
-            if not line.strip():
-                continue
-            try:
-                yield Document.from_json(line)
-            except (ValueError, TypeError, KeyError) as e:
-                yield f"bad_json:{type(e).__name__}"
-    except zlib.error as e:  # damaged deflate data: gzip lets zlib's own error through, which is no OSError
-        raise gzip.BadGzipFile(f"damaged compressed data ({e})") from None
+    """Each non-blank line of a JSONL(.gz) file as a Document, or as "bad_json:<error>" when it is not one, or
+    "bad_gzip" for a damaged region of a gzip file (see document_lines). A file that cannot be read from the
+    start, or stops being readable (cut short), raises OSError or EOFError: callers decide whether that is a
+    counted record (a pipeline) or an error (a command)."""
+    for line in document_lines(path):
+        if line is BAD_GZIP:
+            yield BAD_GZIP
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield Document.from_json(line)
+        except (ValueError, TypeError, KeyError, RecursionError) as e:  # RecursionError: JSON nested too deep
+            yield f"bad_json:{type(e).__name__}"
 
 
 class _ReadFileFn(beam.DoFn):

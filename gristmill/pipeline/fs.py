@@ -6,7 +6,9 @@ nothing to make. Globs go through Beam's FileSystems for both, so a pattern mean
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from gristmill.errors import UserError
@@ -97,6 +99,32 @@ def read_bytes(path: str) -> bytes:
     FileSystems, CompressionTypes = _beam()
     with FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
+
+
+class NotARegularFile(OSError):
+    """An input path that names something other than a file (a FIFO, a socket, a device)."""
+
+
+def open_input(path: str):
+    """An input file opened for binary reading, as it is now (a listed file may since have gone, or become a
+    folder or a FIFO): OSError when it cannot be read. A local path is opened without blocking, so a FIFO with no
+    writer raises NotARegularFile instead of hanging the reader; other paths go through Beam's FileSystems."""
+    if is_remote(path):
+        FileSystems, CompressionTypes = _beam()
+        return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise NotARegularFile(errno.EINVAL, f"{what}, not a file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:

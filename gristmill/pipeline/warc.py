@@ -12,12 +12,13 @@ import logging
 import os
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import DecompressingBufferedReader
 
 from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
@@ -26,6 +27,33 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 WARC_MAGIC = b"WARC/1."
+
+
+class _MemberReader(DecompressingBufferedReader):
+    """warcio's reader of a WARC's gzip members, that remembers a member it cannot decompress (bad deflate data,
+    CRC or length) where warcio writes the zlib error to stderr and reads on as if the member ended there."""
+
+    damaged = False
+
+    def _decompress(self, data):
+        if not (self.decompressor and data and self.num_block_read):
+            return super()._decompress(data)  # a member's first block: warcio may take it for plain data
+        try:
+            return self.decompressor.decompress(data)
+        except zlib.error:
+            self.damaged = True
+            return b""
+
+
+class _ArchiveIterator(ArchiveIterator):
+    """warcio's ArchiveIterator with nothing written to stderr: a record not followed by its blank lines (a wrong
+    Content-Length), on which warcio writes a warning and adds to err_count, is counted by iter_warc instead."""
+
+    INC_RECORD = ""  # the warning's text: empty, so warcio's sys.stderr.write writes nothing
+
+    def __init__(self, fileobj, **kwargs):
+        super().__init__(fileobj, **kwargs)
+        self.reader = _MemberReader(self.fh, block_size=self.reader.block_size)
 
 
 @dataclass
@@ -198,7 +226,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         last_end = base
         last_offset = None  # of the last record read (in a gzip file: its member's)
         last_read = False  # whether that record was read whole
-        it = ArchiveIterator(stream, check_digests=False)
+        it = _ArchiveIterator(stream, check_digests=False)
         resync_from = None
         try:
             for record in it:
@@ -209,11 +237,18 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = it.get_record_offset()
                     yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
                     break
+                warned = it.err_count
                 outcome = None if _is_padding_record(record) else _outcome(record, file, max_bytes)
                 # warcio knows a record's offset only once it has been read to the end.
                 offset = it.get_record_offset()  # absolute: the iterator starts at stream.tell()
                 length = it.get_record_length()
                 last_end, last_offset, last_read = offset + length, offset, False
+                if gz and it.reader.damaged:
+                    # Its gzip member does not decompress (bad deflate data, CRC or length): warcio has stopped
+                    # inside it. Count the record, then resynchronise at the next member.
+                    resync_from = offset
+                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:bad_gzip")
+                    break
                 if outcome is None:
                     continue
                 if not gz and not _plain_record_ends_cleanly(stream, last_end, record):
@@ -225,6 +260,11 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     break
                 if gz and _cut_short(record):  # its gzip member ends inside its block: a truncated file
                     yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
+                    continue
+                if gz and it.err_count > warned:
+                    # Its gzip member goes on after the block with more than the blank lines that end a record:
+                    # Content-Length is short of the record, whose payload warcio has cut at that length.
+                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
                     continue
                 if outcome.page is not None:
                     outcome.page.offset = offset
@@ -248,7 +288,9 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 return
             if _only_padding(stream, last_end):  # e.g. NULs after the last gzip member
                 return
-            yield ReadOutcome("unknown", reason=f"bad:{_short(e)}")
+            # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
+            damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
+            yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
         nxt = _find_resync(stream, last_end + 1, magics)
         if nxt is None:
             return
@@ -256,6 +298,23 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             stream.seek(nxt)
             magics = (GZIP_MAGIC,) if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC else (WARC_MAGIC,)
         base = nxt
+
+
+def _damaged_member(stream: BinaryIO, start: int) -> bool:
+    """Whether a gzip member starts at `start` whose data zlib rejects (bad deflate data, CRC or length)."""
+    stream.seek(start)
+    if stream.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+        return False
+    stream.seek(start)
+    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        while not member.eof and (chunk := stream.read(1 << 16)):
+            member.decompress(chunk, 1 << 16)  # the output is not kept: bound it
+            while member.unconsumed_tail and not member.eof:
+                member.decompress(member.unconsumed_tail, 1 << 16)
+    except zlib.error:
+        return True
+    return False
 
 
 def _cut_short(record) -> bool:
@@ -291,7 +350,7 @@ def _iter_gzip_stream(stream: BinaryIO, start: int, file: str, max_bytes: int) -
     from `start` (a record inside one gzip stream has no offset to seek to in the file)."""
     stream.seek(start)
     gz = _CutTolerantGzip(stream)
-    it = ArchiveIterator(gz, check_digests=False)
+    it = _ArchiveIterator(gz, check_digests=False)
     first = True
     try:
         for record in it:
@@ -303,11 +362,15 @@ def _iter_gzip_stream(stream: BinaryIO, start: int, file: str, max_bytes: int) -
             if _merged_headers(record):
                 yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
                 continue
+            warned = it.err_count
             outcome = _outcome(record, file, max_bytes)
             offset = it.get_record_offset()
             if _cut_short(record):  # the cut (or the damage) lies inside this record
                 yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
                 return
+            if it.err_count > warned:  # not followed by its blank lines: a wrong Content-Length
+                yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
+                continue
             if outcome.page is not None:
                 outcome.page.offset = offset
             yield outcome
@@ -405,16 +468,31 @@ class _ReadWarcFn(beam.DoFn):
 
     def process(self, path: str):
         name = os.path.basename(path)
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            for outcome in iter_warc(f, name, self.max_bytes):
-                self.counters.inc("in")
-                self.counters.inc(f"type/{outcome.warc_type}")
-                self.progress.tick()
-                if outcome.page is not None:
-                    self.counters.inc("kept")
-                    yield outcome.page
-                else:
-                    self.counters.inc(f"dropped/{outcome.reason}")
+        try:
+            with fs.open_input(path) as f:
+                for outcome in iter_warc(f, name, self.max_bytes):
+                    self.count(outcome.warc_type)
+                    if outcome.page is not None:
+                        self.counters.inc("kept")
+                        yield outcome.page
+                    else:
+                        self.counters.inc(f"dropped/{outcome.reason}")
+        except OSError as e:
+            # Listed when the run started, but gone, a folder or a FIFO now, or failing as it is read: what it
+            # still holds is one record, counted.
+            self.count("none")
+            self.counters.inc(f"dropped/{UNREADABLE}")
+            line = f"warning: cannot read {path} ({type(e).__name__}: {e.strerror or e}); counted as {UNREADABLE}\n"
+            sys.stderr.flush()
+            os.write(2, line.encode())
+
+    def count(self, warc_type: str) -> None:
+        self.counters.inc("in")
+        self.counters.inc(f"type/{warc_type}")
+        self.progress.tick()
+
+
+UNREADABLE = "bad:unreadable_file"
 
 
 class ReadWarc(Stage):

@@ -25,25 +25,28 @@ Any flag not listed here is a Beam pipeline option (--runner, --direct_num_worke
 
 
 def iter_documents(glob: str):
-    """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines are skipped
-    and reported on stderr."""
-    from gristmill.pipeline.docio import parse_document_file
+    """Documents from JSONL(.gz) files matching `glob`, files in name order; unparsable lines and damaged gzip
+    members are skipped and reported on stderr, a file that cannot be read (gone, cut short) is an error."""
+    from gristmill.pipeline.docio import BAD_GZIP, parse_document_file
 
     paths = fs.matching(glob)
     if not paths:
         raise UserError(f"no document files match {glob}")
-    bad = 0
+    bad = damaged = 0
     for path in paths:
         try:
             for item in parse_document_file(path):
-                if isinstance(item, str):
+                if item is BAD_GZIP:
+                    damaged += 1
+                elif isinstance(item, str):
                     bad += 1
                 else:
                     yield item
-        except (OSError, EOFError) as e:  # truncated or corrupt gzip
+        except (OSError, EOFError) as e:  # gone, not a file, truncated gzip
             raise UserError(f"cannot read {path}: {e}") from None
-    if bad:
-        print(f"warning: skipped {bad} unparsable line(s) in {glob}", file=sys.stderr)
+    if bad or damaged:
+        regions = f" and {damaged} damaged gzip region(s)" if damaged else ""
+        print(f"warning: skipped {bad} unparsable line(s){regions} in {glob}", file=sys.stderr)
 
 
 def recipe_hash_of(glob: str) -> str:

@@ -127,6 +127,19 @@ def test_model_commands_describe_themselves(capsys):
     assert "default quality" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["fetch-lid", "train-kenlm", "train-quality", "train-toxicity", "fetch-url-lists"])
+def test_an_out_path_no_file_can_be_written_at_is_one_line(tmp_path, capsys, command):
+    # /dev/null is a device, not a folder: no file can be made under it (mkdir says "File exists").
+    assert beam_main(["model", command, "--out", "/dev/null/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write /dev/null/x") and err.endswith("/dev/null is not a folder"), err
+    assert "\n" not in err
+    if command != "fetch-url-lists":  # its --out is a folder
+        assert beam_main(["model", command, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: output {tmp_path} is a folder: give the path of the file to write"
+
+
 # --- published models by path or URL: truncated files, wrong kinds, downloads (loopback server only) ---
 
 import http.server  # noqa: E402

@@ -3,6 +3,7 @@ and two runs (and different worker counts) give byte-identical outputs, for the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,12 @@ def run(crawl, out, *extra, recipe=READ_EXTRACT):
 
 
 def reference_texts(crawl):
+    return reference_texts_of(sorted(crawl.glob("*.warc.gz")))
+
+
+def reference_texts_of(files):
     texts = {}
-    for f in sorted(crawl.glob("*.warc.gz")):
+    for f in files:
         with open(f, "rb") as fh:
             for o in iter_warc(fh, f.name):
                 if o.page is not None:
@@ -146,3 +151,41 @@ def test_progress_pace_and_opt_out(monkeypatch):
         monkeypatch.setenv("GRISTMILL_PROGRESS", mode)
         p = _Progress("Read")
         assert (p.enabled, p.every) == (enabled, every)
+
+
+def _release_fifo(path: Path) -> None:
+    """Let a reader blocked opening the FIFO at `path` go (it reads an empty file), if one is waiting."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def test_input_files_that_go_bad_during_the_run_are_counted_and_the_rest_is_read(tmp_path):
+    # Files listed by the input glob that are gone, a folder or a FIFO by the time a worker opens them.
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for k in range(5):
+        write_warc(crawl / f"c{k}.warc.gz", n=4, start=10 * k)
+    keep = [crawl / "c0.warc.gz", crawl / "c4.warc.gz"]
+    expected = reference_texts_of(keep)
+    bad = {crawl / "c1.warc.gz": "gone", crawl / "c2.warc.gz": "folder", crawl / "c3.warc.gz": "fifo"}
+    env = {**os.environ, "GRISTMILL_TEST_VANISH": ",".join(f"{p}={how}" for p, how in bad.items())}
+    out = tmp_path / "out"
+    try:
+        r = subprocess.run([BEAM, "run", str(Path(__file__).with_name("recipe_vanish.py")), "--input",
+                            str(crawl / "*.warc.gz"), "--output", str(out), "--direct_num_workers=2"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    finally:
+        _release_fifo(crawl / "c3.warc.gz")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    for p in bad:
+        assert f"warning: cannot read {p} (" in r.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    read = stats["stages"]["Read"]
+    assert stats["balanced"] and read["in"] == read["kept"] + read["dropped_total"]
+    assert read["dropped"]["bad:unreadable_file"] == 3 and read["type"]["none"] == 3
+    assert read["kept"] == len(expected) == 8
+    docs = read_documents(str(out / "documents"))
+    assert {d.url: d.text for d in docs} == expected
+

@@ -1,16 +1,21 @@
 """The WARC reader counts every record, skips bad ones, and keeps reading after damage."""
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import random
+import re
+import zlib
 from collections import Counter
+
+import pytest
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
 from gristmill.pipeline.warc import iter_warc
-from warc_factory import response, write_warc
+from warc_factory import page, response, write_warc
 
 
 def outcomes(path):
@@ -202,3 +207,114 @@ def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
     last_page = chunks[4]
     pages, reasons = _pages_and_reasons(b"".join(chunks[:4]) + last_page[: len(last_page) * 3 // 4])
     assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
+
+
+def _big_page(i: int) -> bytes:
+    """An HTML page whose gzip member spans several of warcio's 16 KiB reads (random words barely compress)."""
+    rnd = random.Random(i)
+    words = " ".join(f"w{rnd.randrange(10**6)}" for _ in range(30000)).encode()
+    return b"<html><body><p>" + words + b"</p></body></html>"
+
+
+def _members(n: int, big: set[int]) -> list[bytes]:
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        w = WARCWriter(buf, gzip=True)
+        w.write_record(response(w, f"http://example.com/{i}", _big_page(i) if i in big else page(i)))
+        out.append(buf.getvalue())
+    return out
+
+
+def _damage(member: bytes, how: str) -> bytes:
+    m = bytearray(member)
+    if how == "crc":  # the CRC-32 in the member's 8-byte trailer (RFC 1952)
+        m[-8] ^= 0xFF
+    elif how == "isize":  # the length in the trailer
+        m[-2] ^= 0xFF
+    else:  # deflate data flipped at a fraction of the member
+        at = int(len(m) * float(how))
+        for i in range(at, at + 8):
+            m[i] ^= 0x55
+    return bytes(m)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small-member", "member-over-16KiB"])
+@pytest.mark.parametrize("how", ["0.1", "0.5", "0.9", "crc", "isize"])
+def test_a_damaged_gzip_member_mid_file_costs_only_its_record(capfd, big, how):
+    chunks = _members(8, {4} if big else set())
+    assert zlib_fails(_damage(chunks[4], how))  # the damage is real: zlib refuses the member
+    # Reference: warcio itself on the file without that member.
+    with io.BytesIO(b"".join(chunks[:4] + chunks[5:])) as f:
+        reference = [r.rec_headers.get_header("WARC-Target-URI") for r in ArchiveIterator(f)]
+    pages, reasons = _pages_and_reasons(b"".join(chunks[:4]) + _damage(chunks[4], how) + b"".join(chunks[5:]))
+    assert [url for url, _ in pages] == reference
+    assert reasons == Counter({"bad:bad_gzip": 1})
+    assert capfd.readouterr().err == ""  # warcio's own "Error -3 while decompressing" is not printed
+
+
+def zlib_fails(member: bytes) -> bool:
+    try:
+        zlib.decompress(member, 16 + zlib.MAX_WBITS)
+    except zlib.error:
+        return True
+    return False
+
+
+def test_a_wrong_content_length_is_counted_not_printed_and_not_kept_cut(capfd):
+    # A gzip member whose record declares 10 bytes fewer than its block holds: warcio cuts the payload at the
+    # declared length and prints a warning; the record is counted as bad:payload_length, as in a plain file.
+    chunks = write_warc_bytes(6)
+    raw = gzip.decompress(chunks[2])
+    declared = int(re.search(rb"Content-Length: (\d+)", raw).group(1))
+    short = raw.replace(b"Content-Length: %d" % declared, b"Content-Length: %d" % (declared - 10), 1)
+    pages, reasons = _pages_and_reasons(b"".join(chunks[:2]) + gzip.compress(short, mtime=0) + b"".join(chunks[3:]))
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    assert pages == good_pages[:2] + good_pages[3:]
+    assert reasons == good_reasons + Counter({"bad:payload_length": 1})
+    # A plain file written with bare LF line ends: every Content-Length is wrong; each record is counted once.
+    plain = b"".join(write_warc_bytes(4, gz=False)).replace(b"\r\n", b"\n")
+    outs = list(iter_warc(io.BytesIO(plain), "lf.warc"))
+    assert Counter((o.warc_type, o.reason) for o in outs) == Counter(
+        {("response", "bad:payload_length"): 5, ("request", "bad:payload_length"): 1})
+    assert capfd.readouterr().err == ""  # no "WARNING: Record not followed by newline" from warcio
+
+
+def write_warc_bytes(n: int, gz: bool = True) -> list[bytes]:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        return write_warc(Path(d) / "x.warc", n=n, gz=gz)
+
+
+class _FailingStream(io.BytesIO):
+    """A file whose reads fail with EIO past `after` bytes, as a failing disk or a dropped mount does."""
+
+    def __init__(self, data: bytes, after: int):
+        super().__init__(data)
+        self.after = after
+
+    def read(self, size=-1):
+        left = self.after - self.tell()
+        if left <= 0:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().read(left if size is None or size < 0 else min(size, left))
+
+
+def test_a_file_that_fails_as_it_is_read_counts_its_rest_as_one_record(monkeypatch, capfd):
+    from gristmill.pipeline import fs
+    from gristmill.pipeline import warc as warc_module
+
+    chunks = write_warc_bytes(6)
+    data = b"".join(chunks)
+    monkeypatch.setattr(fs, "open_input", lambda path: _FailingStream(data, len(b"".join(chunks[:3])) + 10))
+    fn = warc_module._ReadWarcFn("Read", 2 << 20)
+    fn.setup()
+    counts = Counter()
+    fn.counters = type("C", (), {"inc": lambda self, k, n=1: counts.update({k: n})})()
+    pages = list(fn.process("/crawl/x.warc.gz"))
+    assert [p.url for p in pages] == [f"http://example.com/{i}" for i in range(len(pages))] and len(pages) >= 2
+    assert counts["dropped/bad:unreadable_file"] == 1
+    assert counts["in"] == counts["kept"] + sum(n for k, n in counts.items() if k.startswith("dropped/"))
+    assert "cannot read /crawl/x.warc.gz (OSError: Input/output error)" in capfd.readouterr().err
