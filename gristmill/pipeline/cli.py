@@ -16,6 +16,7 @@ RUN_EPILOG = """\
 examples:
   beam run recipes/cc_en.py                                 # bundled sample crawl, local runner, all cores
   beam run recipes/cc_en.py --input 'crawl/*.warc.gz' --output out/cc_en -p language=fr
+  beam run recipes/cc_en.py --input 'arc/*.arc.gz'           # pre-2013 ARC files, read as WARC files are
   beam run recipes/cc_en.py --direct_num_workers=1           # any Beam pipeline option passes through
   beam run recipes/cc_en.py --runner=DataflowRunner --project=P --region=us-central1 \\
       --temp_location=gs://B/tmp --sdk_container_image=IMAGE_WITH_GRISTMILL \\
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "--project, --flink_job_server_jar, ...).",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("recipe", help="recipe file, e.g. recipes/cc_en.py")
-    run.add_argument("--input", help="input glob (local, gs://, s3://); default: the bundled sample crawl")
+    run.add_argument("--input", help="input glob (local, gs://, s3://) of WARC, WET or ARC files (*.warc.gz, "
+                                      "*.warc.wet.gz, *.arc.gz); default: the bundled sample crawl")
     run.add_argument("--output", help="output directory (default: out/<recipe name>)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe parameter (repeatable), e.g. -p language=fr")

@@ -1,17 +1,25 @@
-"""Streaming WARC reading with warcio: every record is counted by type, bad records are counted and skipped.
+"""Streaming WARC (and ARC) reading with warcio: every record is counted by type, bad records are counted and skipped.
 
 A damaged region (truncated gzip, garbage bytes, a broken record, a damaged first byte) costs only itself:
 the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
 file. Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A
 whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
+
+ARC files (ARC v1, the Internet Archive's and Common Crawl's format before WARC: `.arc.gz`, or plain `.arc`) are
+read the same way. Their records are named as warcio's ARC-to-WARC conversion names them (the `filedesc://`
+record is a `warcinfo`, the others `response`s; the URL is WARC-Target-URI, Archive-date the WARC-Date). An ARC
+record has no record id, so it is given a uuid5 of the file name and the record's offset: the same file gives
+the same ids on every run, and no two records share one. A plain ARC re-synchronises at the next ARC header line.
 """
 from __future__ import annotations
 
 import gzip
 import logging
 import os
+import re
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -19,6 +27,7 @@ from typing import BinaryIO, Iterator
 import apache_beam as beam
 from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import DecompressingBufferedReader
+from warcio.timeutils import timestamp_to_iso_date
 
 from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
@@ -27,6 +36,11 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 WARC_MAGIC = b"WARC/1."
+ARC_MAGIC = b"filedesc://"  # an ARC file's first record
+# An ARC record's header line: URL IP-address Archive-date Content-type Archive-length (ARC v1; the URL may hold
+# spaces), or ARC v2's, with Result-code Checksum Location Offset Filename before the length.
+ARC_LINE = re.compile(rb"\S[^\r\n]* \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n")
+ARC_DATE = re.compile(r"\d{14}")  # YYYYMMDDhhmmss
 
 
 class _MemberReader(DecompressingBufferedReader):
@@ -123,14 +137,32 @@ def _conversion(record, file: str, max_bytes: int) -> ReadOutcome:
         file=file, offset=-1, content_type=TEXT_TYPE, charset="utf-8", status=None, payload=payload))
 
 
+def _record_type(record) -> str:
+    if record.format == "arc":
+        return "warcinfo" if record.rec_type == "arc_header" else "response"  # as warcio's arc2warc names them
+    return record.rec_type or "unknown"
+
+
+def _url_and_date(record) -> tuple[str, str]:
+    """A record's WARC-Target-URI and WARC-Date; an ARC record's URL and Archive-date (as ISO 8601, as in WARC)."""
+    headers = record.rec_headers
+    if record.format != "arc":
+        return headers.get_header("WARC-Target-URI") or "", headers.get_header("WARC-Date") or ""
+    return headers.get_header("uri") or "", timestamp_to_iso_date(headers.get_header("archive-date"))
+
+
 def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
-    wtype = record.rec_type or "unknown"
+    wtype = _record_type(record)
     if wtype == "conversion":
         return _conversion(record, file, max_bytes)
     if wtype != "response":
         record.content_stream().read()  # drain so the iterator can move on
         return ReadOutcome(wtype, reason=f"type:{wtype}")
-    url = record.rec_headers.get_header("WARC-Target-URI") or ""
+    if record.format == "arc" and not ARC_DATE.fullmatch(record.rec_headers.get_header("archive-date") or ""):
+        # Not ARC v1's five fields (an ARC v2 file's ten, say): warcio's reading of the line is not its URL and date.
+        record.content_stream().read()
+        return ReadOutcome(wtype, reason="bad:arc_header")
+    url, date = _url_and_date(record)
     http = record.http_headers
     if http is None:
         return ReadOutcome(wtype, reason="bad:no_http_headers")
@@ -148,8 +180,8 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
         return ReadOutcome(wtype, reason="oversized")
     page = RawPage(
         url=url,
-        record_id=record.rec_headers.get_header("WARC-Record-ID") or "",
-        date=record.rec_headers.get_header("WARC-Date") or "",
+        record_id=record.rec_headers.get_header("WARC-Record-ID") or "",  # an ARC record's: see _place
+        date=date,
         file=file,
         offset=-1,
         content_type=mime,
@@ -158,6 +190,16 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
         payload=payload,
     )
     return ReadOutcome(wtype, page=page)
+
+
+def _place(outcome: ReadOutcome, record, offset: int) -> None:
+    """Set a page's offset, known once warcio has read its record to the end, and an ARC record's id, made of the
+    file name and that offset (warcio's ARC-to-WARC conversion makes a random one)."""
+    if outcome.page is None:
+        return
+    outcome.page.offset = offset
+    if record.format == "arc":
+        outcome.page.record_id = f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'arc:{outcome.page.file}:{offset}')}>"
 
 
 def _find_resync(stream: BinaryIO, start: int, magics: tuple[bytes, ...]) -> int | None:
@@ -201,13 +243,13 @@ def _outcome(record, file: str, max_bytes: int) -> ReadOutcome:
     try:
         return _classify(record, file, max_bytes)
     except Exception as e:  # a broken HTTP block or payload: this record only
-        return ReadOutcome(record.rec_type or "unknown", reason=f"bad:{_short(e)}")
+        return ReadOutcome(_record_type(record), reason=f"bad:{_short(e)}")
 
 
 def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator[ReadOutcome]:
     """Yield one ReadOutcome per record in a seekable WARC stream: gzip members (one record each, as WARC files
-    are written), plain, or one gzip stream around a whole plain file (`gzip crawl.warc`)."""
-    head = stream.read(len(WARC_MAGIC))
+    are written), plain, or one gzip stream around a whole plain file (`gzip crawl.warc`); ARC files likewise."""
+    head = stream.read(len(ARC_MAGIC))
     stream.seek(0)
     if not head:
         yield ReadOutcome("none", reason="bad:empty_file")
@@ -216,6 +258,8 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         magics: tuple[bytes, ...] = (GZIP_MAGIC,)
     elif head.startswith(WARC_MAGIC):
         magics = (WARC_MAGIC,)
+    elif head.startswith(ARC_MAGIC):  # a plain ARC file: its records start with a header line, no magic
+        magics = ()
     else:  # a damaged first byte or leading junk: the first record found after it says which the file is
         magics = (GZIP_MAGIC, WARC_MAGIC)
     base = 0
@@ -235,7 +279,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # record's headers, and would return the two as one. Count it, then resynchronise from
                     # just after its start, which finds the next record's own `WARC/1.` line.
                     resync_from = it.get_record_offset()
-                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
+                    yield ReadOutcome(_record_type(record), reason="bad:warc_headers")
                     break
                 warned = it.err_count
                 outcome = None if _is_padding_record(record) else _outcome(record, file, max_bytes)
@@ -247,7 +291,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # Its gzip member does not decompress (bad deflate data, CRC or length): warcio has stopped
                     # inside it. Count the record, then resynchronise at the next member.
                     resync_from = offset
-                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:bad_gzip")
+                    yield ReadOutcome(_record_type(record), reason="bad:bad_gzip")
                     break
                 if outcome is None:
                     continue
@@ -256,18 +300,17 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # has read on into the next record(s) and returned them as this record's payload.
                     # Count it once, then resynchronise from just after its start, as for cut headers.
                     resync_from = offset
-                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
+                    yield ReadOutcome(_record_type(record), reason="bad:payload_length")
                     break
                 if gz and _cut_short(record):  # its gzip member ends inside its block: a truncated file
-                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
+                    yield ReadOutcome(_record_type(record), reason="bad:truncated")
                     continue
                 if gz and it.err_count > warned:
                     # Its gzip member goes on after the block with more than the blank lines that end a record:
                     # Content-Length is short of the record, whose payload warcio has cut at that length.
-                    yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
+                    yield ReadOutcome(_record_type(record), reason="bad:payload_length")
                     continue
-                if outcome.page is not None:
-                    outcome.page.offset = offset
+                _place(outcome, record, offset)
                 last_read = True
                 yield outcome
                 if gz and length < 0:
@@ -291,13 +334,24 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
-        nxt = _find_resync(stream, last_end + 1, magics)
+        nxt = _find_resync(stream, last_end + 1, magics) if magics else _find_arc_line(stream, last_end + 1)
         if nxt is None:
             return
         if len(magics) > 1:
             stream.seek(nxt)
             magics = (GZIP_MAGIC,) if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC else (WARC_MAGIC,)
         base = nxt
+
+
+def _find_arc_line(stream: BinaryIO, start: int) -> int | None:
+    """Offset of the first line after `start` (not the line `start` is in) that is an ARC record's header line."""
+    stream.seek(max(start, 0))
+    at_line_start = False
+    while line := stream.readline(1 << 16):  # bounded: a long line is read in pieces, none at a line start
+        if at_line_start and ARC_LINE.fullmatch(line):
+            return stream.tell() - len(line)
+        at_line_start = line.endswith(b"\n")
+    return None
 
 
 def _damaged_member(stream: BinaryIO, start: int) -> bool:
@@ -360,19 +414,18 @@ def _iter_gzip_stream(stream: BinaryIO, start: int, file: str, max_bytes: int) -
             if _is_padding_record(record):
                 continue
             if _merged_headers(record):
-                yield ReadOutcome(record.rec_type or "unknown", reason="bad:warc_headers")
+                yield ReadOutcome(_record_type(record), reason="bad:warc_headers")
                 continue
             warned = it.err_count
             outcome = _outcome(record, file, max_bytes)
             offset = it.get_record_offset()
             if _cut_short(record):  # the cut (or the damage) lies inside this record
-                yield ReadOutcome(record.rec_type or "unknown", reason="bad:truncated")
+                yield ReadOutcome(_record_type(record), reason="bad:truncated")
                 return
             if it.err_count > warned:  # not followed by its blank lines: a wrong Content-Length
-                yield ReadOutcome(record.rec_type or "unknown", reason="bad:payload_length")
+                yield ReadOutcome(_record_type(record), reason="bad:payload_length")
                 continue
-            if outcome.page is not None:
-                outcome.page.offset = offset
+            _place(outcome, record, offset)
             yield outcome
     except Exception as e:  # a corrupt gzip stream, or a record warcio cannot parse
         yield ReadOutcome("unknown", reason=f"bad:{_short(e)}")
@@ -390,6 +443,8 @@ def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
     is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files only: gzip
     members frame their own records, and the gzip path does no extra seeks.
     """
+    if record.format == "arc":
+        return _plain_arc_record_ends_cleanly(stream, end, record)
     pos = stream.tell()
     try:
         stream.seek(end)
@@ -404,6 +459,24 @@ def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
             rest = (rest + chunk).lstrip(b"\r\n\x00 ")  # blank lines, or padding before EOF
             if len(rest) >= len(WARC_MAGIC) or not chunk:
                 return rest == b"" or rest.startswith(WARC_MAGIC)
+    finally:
+        stream.seek(pos)
+
+
+def _plain_arc_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
+    """As _plain_record_ends_cleanly, for an ARC record: its block is followed by a newline, then (after any
+    padding) the next record's header line or EOF."""
+    pos = stream.tell()
+    try:
+        stream.seek(end)
+        term = stream.read(1)
+        if not term:
+            return getattr(record.raw_stream, "limit", 1) == 0
+        if term != b"\n":
+            return False
+        while (line := stream.readline(1 << 16)) and not line.strip(PADDING):
+            pass
+        return not line or bool(ARC_LINE.fullmatch(line))
     finally:
         stream.seek(pos)
 
@@ -497,7 +570,8 @@ UNREADABLE = "bad:unreadable_file"
 
 class ReadWarc(Stage):
     """Reads WARC files (the run's --input glob) and emits HTTP 200 HTML responses as RawPage, and WET files'
-    text/plain conversion records (Common Crawl's extracted text), which ExtractText takes as they are.
+    text/plain conversion records (Common Crawl's extracted text), which ExtractText takes as they are. ARC v1
+    files (`*.arc.gz`) are read as WARC files are (see the module docstring).
 
     A file is the unit of parallelism, as Common Crawl's many WARC files are: one worker reads a file and
     the following stages fuse with the read, so page bytes never cross workers. With few, large files

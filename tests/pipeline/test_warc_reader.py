@@ -15,7 +15,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
 from gristmill.pipeline.warc import iter_warc
-from warc_factory import page, response, write_warc
+from warc_factory import page, response, write_arc, write_warc
 
 
 def outcomes(path):
@@ -318,3 +318,107 @@ def test_a_file_that_fails_as_it_is_read_counts_its_rest_as_one_record(monkeypat
     assert counts["dropped/bad:unreadable_file"] == 1
     assert counts["in"] == counts["kept"] + sum(n for k, n in counts.items() if k.startswith("dropped/"))
     assert "cannot read /crawl/x.warc.gz (OSError: Input/output error)" in capfd.readouterr().err
+
+
+# ARC files (ARC v1, the format before WARC), written by hand from the spec; the reference is warcio's own
+# ARC-to-WARC reading of them.
+
+def _warcio_arc(data: bytes) -> tuple[list[tuple], Counter]:
+    """warcio's ArchiveIterator(arc2warc=True): (url, date, payload) of each HTTP 200 HTML response, and the
+    records' types."""
+    pages, types = [], Counter()
+    for r in ArchiveIterator(io.BytesIO(data), arc2warc=True):
+        types[r.rec_type] += 1
+        http = r.http_headers
+        if r.rec_type == "response" and http.get_statuscode() == "200" and \
+                http.get_header("Content-Type").startswith("text/html"):
+            pages.append((r.rec_headers.get_header("WARC-Target-URI"), r.rec_headers.get_header("WARC-Date"),
+                          r.content_stream().read()))
+    return pages, types
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["arc.gz", "arc"])
+def test_arc_records_read_as_warcio_converts_them(tmp_path, gz):
+    p = tmp_path / ("crawl.arc.gz" if gz else "crawl.arc")
+    write_arc(p, n=6, gz=gz)
+    data = p.read_bytes()
+    want_pages, want_types = _warcio_arc(data)
+    outs = outcomes(p)
+    pages = [o.page for o in outs if o.page]
+    assert [(pg.url, pg.date, pg.payload) for pg in pages] == want_pages
+    assert [pg.url for pg in pages] == [f"http://example.com/{i}" for i in range(6)]
+    assert pages[0].date == "2008-01-01T12:00:00Z"  # Archive-date 20080101120000, as ISO 8601
+    assert Counter(o.warc_type for o in outs) == want_types  # warcinfo (filedesc) 1, response 8
+    assert summary(outs)[1] == Counter({"type:warcinfo": 1, "not_html:image/png": 1, "status:404": 1})
+    ids = [pg.record_id for pg in pages]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"<urn:uuid:[0-9a-f-]{36}>", i) for i in ids)
+    assert [pg.record_id for pg in summary(outcomes(p))[0]] == ids  # no random ids: a second read agrees
+    for pg in pages:  # the offsets point at the records
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]), arc2warc=True)))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+    whole = gzip.compress(b"".join(write_arc(tmp_path / "x.arc", gz=False)), mtime=0)  # `gzip crawl.arc`
+    assert [(pg.url, pg.payload) for pg in summary(list(iter_warc(io.BytesIO(whole), "x.arc.gz")))[0]] == \
+        [(u, b) for u, _, b in want_pages]
+
+
+def test_arc_pages_become_documents_with_distinct_ids(tmp_path):
+    # Before ARC records were read for what they are, every page of an .arc.gz had an empty URL and record id,
+    # hence one document id for all, and deduplication took them for copies of one another.
+    from gristmill.pipeline.docio import WriteDocuments, read_documents
+    from gristmill.pipeline.document import stable_id
+    from gristmill.pipeline.extract import ExtractText
+    from gristmill.pipeline.runner import run_stages
+    from gristmill.pipeline.stages import RunContext
+    from gristmill.pipeline.warc import ReadWarc
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    write_arc(crawl / "old.arc.gz", n=5, host="example.org")
+    write_warc(crawl / "new.warc.gz", n=5)  # the same pages under other URLs, in a WARC: the reference text
+    stages = [ReadWarc("Read"), ExtractText("Extract"), WriteDocuments("Write", shards=1)]
+    stats = run_stages(stages, RunContext(input=str(crawl / "*.gz"), output=str(tmp_path / "out")),
+                       ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    assert stats["balanced"], stats["unbalanced_stages"]
+    docs = {d.url: d for d in read_documents(str(tmp_path / "out" / "documents"))}
+    arc = [docs[f"http://example.org/{i}"] for i in range(5)]
+    assert [d.text for d in arc] == [docs[f"http://example.com/{i}"].text for i in range(5)]
+    assert len({d.id for d in docs.values()}) == len(docs) == 10
+    assert all(d.id == stable_id(d.warc["record_id"], d.url) for d in arc)
+    assert [d.warc["date"] for d in arc] == [f"2008-01-01T12:00:0{i}Z" for i in range(5)]
+    assert stats["stages"]["Read"]["type"]["warcinfo"] == 1
+
+
+def test_damaged_arc_files_cost_only_the_damaged_records(tmp_path):
+    records = write_arc(tmp_path / "a.arc", n=6, gz=False)
+    members = [gzip.compress(r, mtime=0) for r in records]
+    good_pages = [(u, b) for u, _, b in _warcio_arc(b"".join(records))[0]]
+
+    def read(data, name):
+        pages, reasons = _pages_and_reasons(data, name)
+        return pages, Counter({r: n for r, n in reasons.items() if r.startswith("bad:")})
+
+    # A gzip member that does not decompress (record 3, the page example.com/2).
+    bad = bytearray(members[3])
+    for i in range(30, len(bad) - 30):
+        bad[i] ^= 0x5A
+    gz = b"".join(members[:3]) + bytes(bad) + b"".join(members[4:])
+    assert read(gz, "a.arc.gz") == (good_pages[:2] + good_pages[3:], Counter({"bad:bad_gzip": 1}))
+    # A file cut inside its last page's member.
+    cut = b"".join(members[:6]) + members[6][: len(members[6]) // 2]
+    assert read(cut, "a.arc.gz") == (good_pages[:5], Counter({"bad:truncated": 1}))
+    # A plain ARC record whose Archive-length runs 20 bytes past its block: warcio reads on into the next record.
+    line, block = records[3].split(b"\n", 1)
+    head, length = line.rsplit(b" ", 1)
+    long = b"".join(records[:3]) + head + b" %d\n" % (int(length) + 20) + block + b"".join(records[4:])
+    pages, bad = read(long, "a.arc")
+    assert (pages, bad) == (good_pages[:2] + good_pages[3:], Counter({"bad:payload_length": 1}))
+    for o in iter_warc(io.BytesIO(long), "a.arc"):  # the offsets after the resync still point at the records
+        if o.page:
+            rec = next(iter(ArchiveIterator(io.BytesIO(long[o.page.offset:]), arc2warc=True)))
+            assert rec.rec_headers.get_header("WARC-Target-URI") == o.page.url
+    # ARC v2 header lines (ten fields) are not read as v1's five: each such record is counted, not made a page.
+    http = block[:-1]  # the record's block, without the newline that ends the record
+    v2 = b"http://example.com/v2 192.0.2.1 20080101120000 text/html 200 SHA1 - 0 a.arc %d\n" % len(http) + http + b"\n"
+    for data, name in ((b"".join(records[:2]) + v2 + b"".join(records[2:]), "a.arc"),
+                       (b"".join(members[:2]) + gzip.compress(v2, mtime=0) + b"".join(members[2:]), "a.arc.gz")):
+        assert read(data, name) == (good_pages, Counter({"bad:arc_header": 1}))

@@ -1,6 +1,7 @@
-"""Small hand-built WARC files for reader and pipeline tests."""
+"""Small hand-built WARC (and ARC) files for reader and pipeline tests."""
 from __future__ import annotations
 
+import gzip
 import io
 import sys
 from pathlib import Path
@@ -45,3 +46,38 @@ def write_warc(path: Path, n: int = 20, gz: bool = True, start: int = 0) -> list
     return chunks
 
 
+
+
+def arc_record(url: str, date: str, block: bytes, content_type: str = "text/html", ip: str = "192.0.2.1") -> bytes:
+    """One ARC v1 record written by hand, as the Internet Archive's ARC spec lays it out: the header line
+    `URL IP-address Archive-date Content-type Archive-length`, Archive-length bytes (the HTTP response), a newline."""
+    return f"{url} {ip} {date} {content_type} {len(block)}\n".encode() + block + b"\n"
+
+
+def arc_filedesc(name: str, date: str = "20080101000000") -> bytes:
+    """An ARC v1 file's first record: its version line and the field names of the records' header lines."""
+    block = b"1 0 gristmill-test\nURL IP-address Archive-date Content-type Archive-length\n"
+    return arc_record(f"filedesc://{name}", date, block, "text/plain", "0.0.0.0")
+
+
+def http_response(body: bytes, content_type: str = "text/html; charset=utf-8", status: str = "200 OK") -> bytes:
+    return (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body)
+
+
+def write_arc(path: Path, n: int = 6, gz: bool = True, host: str = "example.com") -> list[bytes]:
+    """An ARC v1 file of n HTML pages plus one image and one 404, gzipped one member per record (`.arc.gz`, as the
+    Internet Archive and Common Crawl wrote them) or plain; returns each record's bytes in order (uncompressed)."""
+    records = [arc_filedesc(path.name)]
+    for i in range(n):
+        records.append(arc_record(f"http://{host}/{i}", f"2008010112{i // 60:02d}{i % 60:02d}",
+                                  http_response(page(i))))
+    records.append(arc_record(f"http://{host}/logo.png", "20080101130000",
+                              http_response(b"\x89PNG\r\n\x1a\n", "image/png"), "image/png"))
+    records.append(arc_record(f"http://{host}/missing", "20080101130001",
+                              http_response(b"not found", "text/html", "404 Not Found")))
+    if gz:
+        path.write_bytes(b"".join(gzip.compress(r, mtime=0) for r in records))
+    else:
+        path.write_bytes(b"".join(records))
+    return records
