@@ -2,9 +2,10 @@
 
 The published rules count "words" and "sentences". The reference implementation (datatrove) uses spaCy's blank
 English tokenizer and sentencizer; this module re-implements spaCy's algorithm (split on whitespace, peel
-prefixes and suffixes, split infixes) with a subset of its English rules: punctuation split off as its own token,
-"don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters split, "e.g.", "U.S.", "Mr." and URLs kept
-whole. Chunks are memoized, so repeated words cost one dictionary lookup.
+prefixes and suffixes, split infixes) with a subset of its English rules (spaCy 3.8's character classes):
+punctuation split off as its own token, "don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters of any
+script split, icons (emoji, "°") split off anywhere, "e.g.", "U.S.", "Mr." and URLs kept whole. Chunks are
+memoized, so repeated words cost one dictionary lookup.
 """
 from __future__ import annotations
 
