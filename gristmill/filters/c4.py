@@ -48,7 +48,8 @@ class C4QualityFilter(Filter):
             if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
                 removed["no_terminal_punct"] += 1
                 continue
-            if self.min_words_per_line is not None and len(words) < self.min_words_per_line:
+            # C4 counts the words of the line as kept, without its citation marks (c4_utils re-splits the line)
+            if self.min_words_per_line is not None and len(line.split()) < self.min_words_per_line:
                 removed["too_few_words"] += 1
                 continue
             lower = line.lower()

@@ -100,12 +100,23 @@ def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent n-gram (its space-joined length times its count); 0 if none."""
-    grams = Counter(_ngrams(words, n))
-    if not grams:
+    """Characters covered by the occurrences of the most frequent n-gram (words and the spaces between them), each
+    character once: occurrences that overlap ("ha ha" in "ha ha ha") share characters. 0 if there is no n-gram."""
+    grams = _ngrams(words, n)
+    counts = Counter(grams)
+    if not counts:
         return 0
-    gram, count = grams.most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
+    gram, count = counts.most_common(1)[0]
+    starts = [i for i, g in enumerate(grams) if g == gram]
+    if all(b - a >= n for a, b in zip(starts, starts[1:])):  # no two occurrences overlap: the common case
+        return (sum(map(len, gram)) + n - 1) * count
+    covered = 0
+    end = -1  # one past the last word covered so far
+    for i in starts:
+        first = max(i, end)  # words before `end` are counted already, and so is the space before `end`
+        covered += sum(len(w) for w in words[first:i + n]) + (i + n - 1 - first) + (end > i)
+        end = i + n
+    return covered
 
 
 def duplicate_ngram_chars(words: list[str], n: int) -> int:

@@ -2,9 +2,10 @@
 
 The published rules count "words" and "sentences". The reference implementation (datatrove) uses spaCy's blank
 English tokenizer and sentencizer; this module re-implements spaCy's algorithm (split on whitespace, peel
-prefixes and suffixes, split infixes) with a subset of its English rules: punctuation split off as its own token,
-"don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters split, "e.g.", "U.S.", "Mr." and URLs kept
-whole. Chunks are memoized, so repeated words cost one dictionary lookup.
+prefixes and suffixes, split infixes) with a subset of its English rules (spaCy 3.8's character classes):
+punctuation split off as its own token, "don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters of any
+script split, icons (emoji, "°") split off anywhere, "e.g.", "U.S.", "Mr." and URLs kept whole. Chunks are
+memoized, so repeated words cost one dictionary lookup.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ _BARE_CONTRACTIONS = {
 }
 _SPECIAL = _BARE_CONTRACTIONS | {k.capitalize(): (v[0].capitalize(),) + v[1:] for k, v in _BARE_CONTRACTIONS.items()}
 _SPECIAL["and/or"] = ("and/or",)
+_SPECIAL["''"] = ("''",)
 # spaCy's English emoticon exceptions: pieces split off by the affix rules are merged back ("(see x):" -> "):").
 _EMOTICONS = frozenset(r"""
 (*_*) (-: (-; (-_-) (._.) (: (; (= (>_<) (^_^) (¬_¬) )-: ): -_- -__- ._. 8) 8-) :'( :') :'-( :'-) :( :(( :(((
@@ -80,32 +82,82 @@ _EMOTICONS = frozenset(r"""
 :p :x :| :} :’( :’) :’-( :’-) ;) ;-) ;_; <.< =( =) =/ =[ =] =| >.< >.> >:( ><(((*> @_@ XD [-: [: [= ]= ^_^
 ^__^ ^___^ xD <3
 """.split())
+# spaCy 3.8's char_classes.ALPHA as code point ranges: the letters its affix rules look at (Latin, Cyrillic,
+# Greek, Hebrew, Arabic, Indic, Hangul, Kana, CJK, ...). Lower and upper add the uncased scripts to both, as there.
+_ALPHA_RANGES = (
+    (0x41, 0x5A), (0x61, 0x7A), (0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x1BF), (0x1C4, 0x2AF), (0x386, 0x386),
+    (0x388, 0x38A), (0x38C, 0x38C), (0x38E, 0x38F), (0x391, 0x3A9), (0x3AC, 0x3AF), (0x3B1, 0x3C9), (0x3CC, 0x3CE),
+    (0x400, 0x401), (0x403, 0x40A), (0x40C, 0x40D), (0x410, 0x451), (0x453, 0x45A), (0x45C, 0x45D), (0x490, 0x491),
+    (0x496, 0x497), (0x4A2, 0x4A3), (0x4AE, 0x4AF), (0x4BA, 0x4BB), (0x4D8, 0x4D9), (0x4E8, 0x4E9), (0x591, 0x5F4),
+    (0x620, 0x64A), (0x66E, 0x6D5), (0x6E5, 0x6FF), (0x750, 0x77F), (0x8A0, 0x8BD), (0x900, 0x9FF), (0xB80, 0xCFF),
+    (0xD80, 0xDFF), (0x1100, 0x137F), (0x1D00, 0x1D25), (0x1D6B, 0x1D77), (0x1D79, 0x1D9A), (0x1E00, 0x1EFF),
+    (0x2C60, 0x2C7B), (0x2C7E, 0x2C7F), (0x2E80, 0x2FDF), (0x2FF0, 0x30FF), (0x31C0, 0x31EF), (0x3200, 0x4DBF),
+    (0x4E00, 0x9FFF), (0xA722, 0xA76F), (0xA771, 0xA787), (0xA78B, 0xA78E), (0xA790, 0xA7B9), (0xA7FA, 0xA7FA),
+    (0xAB30, 0xAB5A), (0xAB60, 0xAB64), (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFB1D, 0xFBB1), (0xFBD3, 0xFD3D),
+    (0xFD50, 0xFDC7), (0xFDF0, 0xFDFB), (0xFE30, 0xFE4F), (0xFE70, 0xFEFC), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A),
+    (0x1EE00, 0x1EEBB), (0x1F200, 0x1F2FF), (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF), (0x2F800, 0x2FA1F),
+)
+
+
+def _char_class(ranges) -> str:
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+def _alpha_class(keep=None) -> str:
+    """A regex class of the ALPHA code points (those `keep` accepts)."""
+    if keep is None:
+        return _char_class(_ALPHA_RANGES)
+    out: list[list[int]] = []
+    for a, b in _ALPHA_RANGES:
+        for cp in range(a, b + 1):
+            if keep(chr(cp)):
+                if out and out[-1][1] == cp - 1:
+                    out[-1][1] = cp
+                else:
+                    out.append([cp, cp])
+    return _char_class(out)
+
+
 _QUOTES = "'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧"
 _PUNCT = "…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪"
 _CURRENCY = "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿"
 _PREFIX_CHARS = frozenset(_QUOTES + _PUNCT + _CURRENCY + "§%=—–")
 _SUFFIX_CHARS = frozenset(_QUOTES + _PUNCT + "—–")
-_UNITS = ("km|m|cm|mm|nm|ha|yd|in|ft|kg|g|mg|t|lb|oz|mph|kmh|mb|MB|kb|KB|gb|GB|tb|TB|am|pm|"
-          "°[CFK]|[$£€¥₹%]")
+# spaCy 3.8's units (its list runs "тб" and "كم" together, so neither is a unit alone), currencies, and am/pm
+# (English exceptions such as "5pm"); a suffix after a digit.
+_UNITS = ("km|km²|km³|m|m²|m³|dm|dm²|dm³|cm|cm²|cm³|mm|mm²|mm³|ha|µm|nm|yd|in|ft|kg|g|mg|µg|t|lb|oz|m/s|km/h|kmh|"
+          "mph|hPa|Pa|mbar|mb|MB|kb|KB|gb|GB|tb|TB|T|G|M|K|%|км|км²|км³|м|м²|м³|дм|дм²|дм³|см|см²|см³|мм|мм²|мм³|нм|"
+          "кг|г|мг|м/с|км/ч|кПа|Па|мбар|Кб|КБ|кб|Мб|МБ|мб|Гб|ГБ|гб|Тб|ТБ|тбكم|كم²|كم³|م|م²|م³|سم|سم²|سم³|مم|مم²|مم³|كم|"
+          r"غرام|جرام|جم|كغ|ملغ|كوب|اكواب|US\$|C\$|A\$|[$£€¥฿₽﷼₴₠-₿]|am|pm")
 _UNIT_SUFFIX = re.compile(rf"(?<=[0-9])(?:{_UNITS})$")
 _CLITIC_SUFFIX = re.compile(r"(?:(?<=[^\W_])[nN]['’][tT]|['’](?:s|S|m|M|d|D|ll|LL|re|RE|ve|VE))$")
 _PERIOD_AFTER = frozenset("%²-+'\"”“`‘´’…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪")
 _URL = re.compile(r"^(?:https?://|ftp://|www\.)\S+?(?=[.,;:!?)\]}'\"’”]*$)")
-_INFIX = re.compile(
-    r"\.\.+|…"
-    r"|(?<=[0-9])[+\-*^](?=[0-9-])"
-    r"|(?<=[a-zß-ÿ'\"”“`‘´’])\.(?=[A-ZÀ-Þ'\"”“`‘´’])"
-    r"|(?<=[A-Za-zÀ-ÿ]),(?=[A-Za-zÀ-ÿ])"
-    r"|(?<=[A-Za-zÀ-ÿ0-9])(?:---|--|——|-|–|—|~)(?=[A-Za-zÀ-ÿ])"
-    r"|(?<=[A-Za-zÀ-ÿ0-9])[:<>=/](?=[A-Za-zÀ-ÿ])"
-)
+
+
+@lru_cache(maxsize=None)
+def _infix_pattern() -> re.Pattern:
+    """spaCy's English infixes (icons apart). Built on first use: the case classes take ~0.1 s to derive."""
+    a, q = _alpha_class(), re.escape(_QUOTES)
+    lower, upper = _alpha_class(lambda c: not c.isupper()), _alpha_class(lambda c: not c.islower())
+    return re.compile(
+        r"\.\.+|…"
+        r"|(?<=[0-9])[+\-*^](?=[0-9-])"
+        rf"|(?<=[{lower}{q}])\.(?=[{upper}{q}])"
+        rf"|(?<=[{a}]),(?=[{a}])"
+        rf"|(?<=[{a}0-9])(?:---|--|——|-|–|—|~)(?=[{a}])"
+        rf"|(?<=[{a}0-9])[:<>=/](?=[{a}])"
+    )
+
+
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.){2,}|[a-zA-Z]\.")
 _ELLIPSIS_PREFIX = re.compile(r"^(?:\.\.+|…)")
 _ELLIPSIS_SUFFIX = re.compile(r"(?:\.\.+|…)$")
 
 
 def _is_icon(c: str) -> bool:
-    return unicodedata.category(c) == "So" and c != "°"
+    """spaCy's icons (emoji, dingbats, '°', '©'): Unicode's other symbols, split off wherever they stand."""
+    return unicodedata.category(c) == "So"
 
 
 def _period_suffix(chunk: str) -> bool:
@@ -115,7 +167,7 @@ def _period_suffix(chunk: str) -> bool:
         return False
     prev = chunk[-2]
     return ((prev.isalpha() and not prev.isupper()) or prev.isdigit() or prev in _PERIOD_AFTER
-            or (len(chunk) > 2 and prev.isupper() and chunk[-3].isupper()))
+            or (len(chunk) > 2 and (prev.isupper() and chunk[-3].isupper() or chunk[-3] == "°" and prev in "FfCcKk")))
 
 
 def _split_chunk(chunk: str, out: list[str]) -> None:
@@ -174,8 +226,20 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
             continue
         break
     if chunk:
+        start = 0
+        for i, c in enumerate(chunk):  # icons are infixes too; no other infix rule looks across one
+            if _is_icon(c):
+                _split_infixes(chunk[start:i], out)
+                out.append(c)
+                start = i + 1
+        _split_infixes(chunk[start:], out)
+    out.extend(reversed(suffixes))
+
+
+def _split_infixes(chunk: str, out: list[str]) -> None:
+    if chunk:
         pos = 0
-        for m in _INFIX.finditer(chunk):
+        for m in _infix_pattern().finditer(chunk):
             if m.start() > pos:
                 out.append(chunk[pos:m.start()])
             if m.end() > m.start():
@@ -183,7 +247,6 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
             pos = m.end()
         if pos < len(chunk):
             out.append(chunk[pos:])
-    out.extend(reversed(suffixes))
 
 
 @lru_cache(maxsize=1 << 17)
@@ -196,8 +259,9 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     i = 0
     while i < len(out):
         # spaCy's special cases include every ASCII letter with a period ("m."), and its matcher re-merges one
-        # split off inside a chunk: "im." -> "i" "m.", "a-b." -> "a" "-" "b.".
-        if i + 1 < len(out) and out[i + 1] == "." and len(out[i]) == 1 and out[i].isascii() and out[i].isalpha():
+        # split off inside a chunk: "im." -> "i" "m.", "a-b." -> "a" "-" "b."; its "°C." case keeps "C" "." apart.
+        if (i + 1 < len(out) and out[i + 1] == "." and len(out[i]) == 1 and out[i].isascii() and out[i].isalpha()
+                and not (i and out[i - 1] == "°" and out[i] in "FfCcKk")):
             merged.append(out[i] + ".")
             i += 2
             continue

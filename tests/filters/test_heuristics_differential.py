@@ -278,3 +278,25 @@ def test_default_thresholds_are_the_published_ones(ours, reference):
             assert expected is None and set(value) == set(STOP_WORDS)
         else:
             assert value == expected or (value is None and expected == -1), (name, value, expected)
+
+
+# Chunks of real web text where the two tokenizers once differed: hyphens, commas and periods between letters of
+# other scripts, emoji and other icons glued to words, the degree sign, spaCy 3.8's units, a lone "''".
+HARD_CHUNKS = """
+кто-то что-нибудь по-русски Санкт-Петербург Привет,мир. аб.Вд καλη-μέρα Αθήνα-Πάτρα 東京-大阪 東京,大阪 한국-어
+ab.Вд 3-ж ж/з ж:з great😀 love😀😀 😀great great😀! great👍🏽 x©y a™b ★★★★★ 25° 25°C 25°C. 90°. (25°) °F
+5km 5km/h 5m² 10кг 0000م 0000г. 10US$ 10€ 10% 100MB 5K '' ''x x'' don't it's people's Mr. e.g. U.S. 3.14 well-known
+""".split()
+
+
+def test_tokenizer_matches_spacy_on_hard_chunks():
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    from gristmill.filters.text import split_words
+
+    spacy_en = load_word_tokenizer("en")
+    differ = [(c, spacy_en.word_tokenize(c), split_words(c)) for c in HARD_CHUNKS
+              if spacy_en.word_tokenize(c) != split_words(c)]
+    assert not differ, differ
+    text = " ".join(HARD_CHUNKS)
+    assert spacy_en.word_tokenize(text) == split_words(text)

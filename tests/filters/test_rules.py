@@ -106,3 +106,53 @@ def test_fineweb_threshold_none_switches_its_rule_off():
     assert reasons == ["fineweb:line_punct_ratio", "fineweb:short_line_ratio", "fineweb:char_dup_ratio",
                        "fineweb:list_ratio"]
     assert FineWebQualityFilter(**off).check(text).keep
+
+
+def _covered_chars_reference(words: list[str], gram: tuple[str, ...]) -> int:
+    """The text laid out with one space between words; every character inside an occurrence of `gram`, once."""
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    n, covered = len(gram), set()
+    for i in range(len(words) - n + 1):
+        if tuple(words[i:i + n]) == gram:
+            covered.update(range(starts[i], starts[i + n - 1] + len(words[i + n - 1])))
+    return len(covered)
+
+
+def test_top_ngram_fraction_counts_each_character_once():
+    # Gopher (Rae et al. 2021, A1): "the fraction of characters contained within the most frequently-occurring
+    # n-gram". Occurrences that overlap ("ha ha" at every word of a laugh) share their characters.
+    import random
+    from collections import Counter
+
+    rng = random.Random(3)
+    for _ in range(3000):
+        words = [rng.choice(("ha", "a", "bcd")) for _ in range(rng.randint(2, 14))]
+        n = rng.randint(2, 4)
+        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        if not grams:
+            continue
+        assert top_ngram_chars(words, n) == _covered_chars_reference(words, grams.most_common(1)[0][0]), (words, n)
+    laugh = "ha " * 20
+    v = GopherRepetitionFilter().check(doc(laugh.strip()))
+    for n in (2, 3, 4):  # the whole text is the top n-gram: exactly 1, where counting overlaps gave 1.6, 2.4, 3.2
+        assert v.scores[f"gopher_repetition.top_{n}_gram_frac"] == 1.0
+    # a laugh in prose: 30 "ha" cover 89 of 542 characters (0.16 <= 0.2); the 29 overlapping "ha ha" counted
+    # 5 characters each made 145 (0.27 > 0.2), and datatrove drops this page as top_2_gram
+    text = PROSE.strip() + " " + "ha " * 29 + "ha"
+    only_top2 = GopherRepetitionFilter(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
+                                       dup_para_char_frac=None, top_n_grams=((2, 0.2),), dup_n_grams=())
+    v = only_top2.check(doc(text))
+    assert len(text) == 542 and v.keep and v.scores["gopher_repetition.top_2_gram_frac"] == 89 / 542
+
+
+def test_c4_counts_words_of_the_line_without_its_citations():
+    # C4's c4_utils.clean_page strips citation marks, then requires len(line.split()) >= 3 of what is left
+    # (the paper: "only retained lines that contained at least 3 words").
+    sentences = "One is here. Two is here. Three is here. Four is here. Five is here."
+    v = C4QualityFilter().check(doc(sentences + "\nSee [1] here.\nHe [2] won it.\nBorn in 1950.[3]"))
+    assert v.keep and v.text == sentences + "\nHe  won it.\nBorn in 1950."
+    assert C4QualityFilter(remove_citations=False).check(doc(sentences + "\nSee [1] here.")).text == \
+        sentences + "\nSee [1] here."
