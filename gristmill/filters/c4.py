@@ -68,7 +68,10 @@ class C4QualityFilter(Filter):
         scores = self._scores(lines, kept, n_sentences)
         if self.min_num_sentences is not None and n_sentences < self.min_num_sentences:
             return Verdict(False, f"{self.name}:min_num_sentences", scores)
-        return Verdict(True, None, scores, text="\n".join(kept).strip())
+        # Lines removed from a kept page, per rule, as datatrove's C4 filter counts them (in annotate mode: the
+        # lines drop mode removes).
+        counts = {f"lines_removed/{rule}": n for rule, n in removed.items() if n}
+        return Verdict(True, None, scores, text="\n".join(kept).strip(), counts=counts)
 
     def _scores(self, lines: list[str], kept: list[str], n_sentences: int) -> dict[str, float]:
         return {f"{self.name}.sentences": float(n_sentences),

@@ -74,6 +74,8 @@ def test_c4_line_rules_and_document_rules():
     v = C4QualityFilter().check(doc(text))
     assert v.keep and v.scores["c4.sentences"] == 6
     assert v.text == "One. Two sentences here.\nThree is here. And four. Five is last.\nBad cite  ends well."
+    # The five removed lines, each under its rule (Home, the unpunctuated line and the ellipsis; cookies; javascript)
+    assert v.counts == {"lines_removed/no_terminal_punct": 3, "lines_removed/policy": 1, "lines_removed/javascript": 1}
     assert C4QualityFilter().check(doc(text.replace("Home", "Lorem ipsum dolor sit amet."))).reason == \
         "c4:lorem_ipsum"
     assert C4QualityFilter().check(doc(text + "\nCode { x } is here.")).reason == "c4:curly_bracket"
