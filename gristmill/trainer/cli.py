@@ -35,6 +35,7 @@ docs/trainer.md, Evaluation). Sets are picked as `trainer ablate` picks them."""
 PLAN_EXAMPLES = """examples:
   trainer plan run.yaml --gpus 8
   trainer plan --params 7.5B --gpus 64          # the ZeRO paper's example: 120 / 31.4 / 16.6 / 1.9 GB
+  trainer plan --params 7.5B --gpus 64 --precision fp32   # fp32 Adam: 4+4+8 bytes/param, no master copy
   trainer plan --preset 1b --gpus 8 --micro-batch 4 --seq-len 2048 --bytes trainer"""
 
 
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="estimate memory per GPU under DDP and ZeRO-1/2/3", epilog=PLAN_EXAMPLES,
                         formatter_class=fmt, description="Memory per GPU for parameters, gradients, optimizer "
-                        "states and activations, by the ZeRO paper's accounting.")
+                        "states and activations, by the ZeRO paper's accounting for the run's precision, or by "
+                        "this trainer's own layout (--bytes trainer).")
     pl.add_argument("config", nargs="?", help="training config (model, micro_batch_size, seq_len from data)")
     pl.add_argument("--gpus", type=int, required=True, help="data-parallel GPUs")
     pl.add_argument("--params", help="parameter count instead of a model (e.g. 7.5B)")
@@ -85,8 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--micro-batch", type=int, help="sequences per GPU per forward (default: config's)")
     pl.add_argument("--seq-len", type=int, help="sequence length (default: config's data)")
     pl.add_argument("--checkpointing", action="store_true", help="activation checkpointing (default: config's)")
+    pl.add_argument("--precision", choices=("bf16", "fp32"),
+                    help="the run's precision (default: config's, else bf16): zero-paper counts 2+2+12 bytes/param "
+                    "for bf16 (mixed precision), 4+4+8 for fp32; activations are 16- or 32-bit")
+    pl.add_argument("--accumulation", type=int, metavar="N",
+                    help="micro-batches per step (default: config's batch_size / (micro_batch_size x GPUs), else 1); "
+                    "trainer only: above 1, zero2/zero3 keep unsharded fp32 gradients")
     pl.add_argument("--bytes", choices=("zero-paper", "trainer"), default="zero-paper",
-                    help="zero-paper: 2+2+12 bytes/param; trainer: 4+4+8 (fp32 weights with bf16 autocast)")
+                    help="zero-paper: the ZeRO paper's accounting; trainer: what this trainer's modes keep, term by "
+                    "term (fp32 shards, gathered copies, DDP buckets; see docs/trainer.md; needs a model)")
 
     ex = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers model folder",
                         epilog=EXPORT_EXAMPLES, formatter_class=fmt,
@@ -157,17 +166,23 @@ def _plan(args) -> int:
     from gristmill.trainer import plan as planner
     from gristmill.trainer.model import model_config
 
-    for flag, value in (("--gpus", args.gpus), ("--micro-batch", args.micro_batch), ("--seq-len", args.seq_len)):
+    for flag, value in (("--gpus", args.gpus), ("--micro-batch", args.micro_batch), ("--seq-len", args.seq_len),
+                        ("--accumulation", args.accumulation)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, not {value}")
     if sum(x is not None for x in (args.config, args.params, args.preset)) != 1:
         raise UserError("give exactly one of CONFIG, --params or --preset")
-    micro, seq, ckpt = args.micro_batch, args.seq_len, args.checkpointing
+    if args.bytes == "trainer" and args.params is not None:
+        raise UserError("--bytes trainer needs the model's blocks (FSDP2 gathers one at a time): give a config or "
+                        "--preset, not --params")
+    micro, seq, ckpt, precision, accum = args.micro_batch, args.seq_len, args.checkpointing, args.precision, 1
     if args.params is not None:
         psi, mcfg = _count(args.params), None
         name = f"{psi / 1e9:g}B parameters"
     else:
         if args.config:
+            from dataclasses import replace
+
             from gristmill.trainer.config import load_config
 
             cfg = load_config(args.config)
@@ -175,20 +190,27 @@ def _plan(args) -> int:
             seq = seq or data_seq
             micro = micro or cfg.micro_batch_size
             ckpt = ckpt or cfg.activation_checkpointing
+            precision = precision or cfg.precision
+            if args.bytes == "trainer" and args.accumulation is None:  # as train splits the batch over the GPUs
+                accum = replace(cfg, micro_batch_size=micro).accumulation_steps(args.gpus)
             mcfg = model_config(cfg.model, vocab_size=vocab)  # the vocabulary comes from the data, as in train
         else:
             mcfg = model_config(args.preset)
         psi = mcfg.num_params()
         name = f"{psi / 1e6:.1f}M parameters (d_model {mcfg.d_model}, {mcfg.n_layers} layers)"
+    precision = precision or "bf16"
+    accum = args.accumulation or accum
     act = 0.0
     if mcfg is not None and micro and seq:
         act = planner.activation_bytes(n_layers=mcfg.n_layers, d_model=mcfg.d_model, vocab_size=mcfg.vocab_size,
-                                       seq_len=seq, micro_batch=micro, checkpointing=ckpt)
-    b = planner.BYTES[args.bytes]
-    header = (f"{name} on {args.gpus} GPUs, {b[0]}+{b[1]}+{b[2]} bytes/param ({args.bytes}); activations: "
-              + (f"micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}" if act else "not estimated"
-                 " (give a config, or --micro-batch and --seq-len with --preset)"))
-    print(planner.format_plan(planner.plan(psi, args.gpus, activations=act, accounting=args.bytes), header))
+                                       seq_len=seq, micro_batch=micro, checkpointing=ckpt, precision=precision)
+    header = (f"{name} on {args.gpus} GPUs, {planner.accounting_note(args.bytes, precision, args.gpus, accum)}; "
+              "activations: " + (f"{precision}, micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}"
+                                 if act else "not estimated (give a config, or --micro-batch and --seq-len with "
+                                 "--preset)"))
+    layout = planner.Layout.of(mcfg) if mcfg is not None else None
+    print(planner.format_plan(planner.plan(psi, args.gpus, activations=act, accounting=args.bytes, precision=precision,
+                                           layout=layout, accumulation=accum), header))
     return 0
 
 

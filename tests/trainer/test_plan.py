@@ -1,10 +1,19 @@
-"""`trainer plan`: the ZeRO paper's memory accounting, reproduced on its own worked example."""
+"""`trainer plan`: the ZeRO paper's memory accounting, reproduced on its own worked example, for the run's
+precision; and the trainer's own layout, checked against the tensors each rank of each mode really holds."""
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from gristmill.trainer.cli import main
-from gristmill.trainer.plan import activation_bytes, model_states, plan
+from gristmill.trainer.plan import Layout, activation_bytes, model_states, plan, trainer_states
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_zero_paper_example_7_5b_on_64_gpus():
@@ -26,6 +35,9 @@ def test_activations_follow_korthikanti_without_the_attention_matrix():
     ckpt = activation_bytes(n_layers=12, d_model=768, vocab_size=50304, seq_len=1024, micro_batch=8,
                             checkpointing=True, fused_cross_entropy=False)
     assert ckpt == (12 * 2 + 34) * 1024 * 8 * 768 + 4 * 1024 * 8 * 50304
+    fp32 = activation_bytes(n_layers=12, d_model=768, vocab_size=50304, seq_len=1024, micro_batch=8,
+                            checkpointing=True, precision="fp32")
+    assert fp32 == (12 * 4 + 68) * 1024 * 8 * 768  # 32-bit values: twice the 16-bit counts
 
 
 def test_plan_command(capsys, tmp_path):
@@ -77,3 +89,129 @@ def test_plan_reads_parameter_counts_in_the_usual_forms(capsys, text, psi):
     assert _count(text) == pytest.approx(psi)
     assert main(["plan", "--params", text, "--gpus", "1"]) == 0
     assert capsys.readouterr().out.startswith(f"{psi / 1e9:g}B parameters")
+
+
+def _rows(text: str) -> dict[str, list[float]]:
+    """The table of `trainer plan`: {mode: [params, grads, optimizer, activ., total]} in GB."""
+    return {line.split()[0]: [float(x) for x in line.split()[-5:]] for line in text.splitlines()
+            if line.startswith(("ddp", "zero"))}
+
+
+def test_fp32_adam_is_4_4_8_bytes_without_a_master_copy(capsys):
+    # fp32 Adam: weights 4, gradients 4, momentum and variance 8 bytes/param; DDP still 16 Psi
+    assert main(["plan", "--params", "7.5B", "--gpus", "64", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "4+4+8 bytes/param (zero-paper, fp32" in out.splitlines()[0]
+    psi, n = 7.5e9, 64
+    want = [16 * psi, 8 * psi + 8 * psi / n, 4 * psi + 12 * psi / n, 16 * psi / n]
+    assert [r[-1] for r in _rows(out).values()] == [round(w / 1e9, 2) for w in want]  # 120 / 60.94 / 31.41 / 1.88
+
+
+def test_plan_takes_the_configs_precision(capsys, tmp_path):
+    """precision: fp32 in a config: 4+4+8 bytes/param and 32-bit activations, twice the bf16 run's 34 s b h."""
+    from gristmill.trainer.model import model_config
+
+    texts = {}
+    for precision in ("bf16", "fp32"):
+        cfg = tmp_path / f"{precision}.yaml"
+        cfg.write_text(f"model: 125m\nmicro_batch_size: 4\nbatch_size: 32\nprecision: {precision}\n"
+                       "data: {synthetic: {vocab_size: 32768, seq_len: 2048}}\n")
+        assert main(["plan", str(cfg), "--gpus", "8"]) == 0
+        texts[precision] = capsys.readouterr().out
+    psi, n = model_config("125m", vocab_size=32768).num_params(), 8
+    assert "2+2+12 bytes/param (zero-paper, mixed precision" in texts["bf16"]
+    assert "4+4+8 bytes/param (zero-paper, fp32" in texts["fp32"]
+    act16 = 10 * 34 * 2048 * 4 * 1024  # 10 layers of 34 s b h bytes
+    for precision, (p, g, k), act in (("bf16", (2, 2, 12), act16), ("fp32", (4, 4, 8), 2 * act16)):
+        zero2 = _rows(texts[precision])["zero2"]
+        assert zero2 == [round(x / 1e9, 2) for x in (p * psi, g * psi / n, k * psi / n, act,
+                                                      p * psi + (g + k) * psi / n + act)]
+    assert main(["plan", str(tmp_path / "fp32.yaml"), "--gpus", "8", "--precision", "bf16"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == texts["bf16"].splitlines()[1:]  # the flag wins
+
+
+def test_layout_counts_the_models_blocks_and_root():
+    import torch
+
+    from gristmill.trainer.model import Transformer, model_config
+
+    for cfg in (model_config("tiny", n_layers=3), model_config("tiny", tie_embeddings=True, qk_norm=True)):
+        model = Transformer(cfg)
+        numel = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        block = numel(model.layers[0])
+        assert Layout.of(cfg) == Layout(params=numel(model), root=numel(model) - cfg.n_layers * block, block=block)
+        assert all(numel(b) == block for b in model.layers) and isinstance(model.layers, torch.nn.ModuleList)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict:
+    """plan_worker.py under torchrun with two gloo processes: {"precision/mode": [per-rank bytes]}."""
+    out = tmp_path_factory.mktemp("plan") / "measured.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).with_name("plan_worker.py")), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("mode", ["ddp", "zero1", "zero2", "zero3"])
+def test_trainer_layout_is_what_each_rank_holds(measured, mode, precision):
+    """Term by term, against the tensors the ranks of a real two-process run hold (plan_worker.py)."""
+    from gristmill.trainer.model import model_config
+
+    cfg = model_config("tiny", n_layers=3, max_seq_len=16)
+    layout = Layout.of(cfg)
+    one = trainer_states(layout, 2, mode, precision=precision, accumulation=1)
+    accumulating = trainer_states(layout, 2, mode, precision=precision, accumulation=2)
+    for rank in measured[f"{precision}/{mode}"]:
+        assert rank["gathered"] == one.gathered
+        assert rank["grads"] == one.grads  # one micro-batch per step: what the step's backward leaves
+        assert rank["accumulated"] == accumulating.grads  # held between micro-batches
+        assert rank["grad_buckets"] == one.grad_buckets
+        if mode != "zero1":
+            assert (rank["shards"], rank["optimizer"]) == (one.shards, one.optimizer)
+    if mode == "zero1":  # whole tensors per rank: the states add up to 8 Psi, each rank within a tensor of 8 Psi / N
+        states = [r["optimizer"] for r in measured[f"{precision}/{mode}"]]
+        assert sum(states) == 2 * one.optimizer == 8 * layout.params
+        assert all(abs(s - one.optimizer) <= 8 * cfg.vocab_size * cfg.d_model for s in states)
+
+
+def test_trainer_layout_on_the_command_line(capsys, tmp_path):
+    from gristmill.trainer.model import model_config
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: 125m\nmicro_batch_size: 4\nbatch_size: 32\n"
+                   "data: {synthetic: {vocab_size: 32768, seq_len: 2048}}\n")
+    layout = Layout.of(model_config("125m", vocab_size=32768))
+    for gpus, accum in ((8, 1), (2, 4)):  # batch 32 = micro 4 x gpus x accumulation, as train splits it
+        assert main(["plan", str(cfg), "--gpus", str(gpus), "--bytes", "trainer"]) == 0
+        out = capsys.readouterr().out
+        assert "trainer layout (bf16" in out and f"accumulation {accum})" in out
+        rows = _rows(out)
+        for mode in ("ddp", "zero1", "zero2", "zero3"):
+            s = trainer_states(layout, gpus, mode, accumulation=accum)
+            assert rows[mode][:3] == [round(x / 1e9, 2) for x in (s.params, s.grads + s.grad_buckets, s.optimizer)]
+    assert main(["plan", str(cfg), "--gpus", "8", "--bytes", "trainer"]) == 0
+    zero2 = _rows(capsys.readouterr().out)["zero2"]
+    # FSDP2 keeps the fp32 shard and, from forward to backward, a bf16 copy of the whole model (+ one block)
+    assert zero2[0] == round((4 * layout.params / 8 + 2 * (layout.params + layout.block)) / 1e9, 2)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["plan", "--params", "7.5B", "--gpus", "8", "--bytes", "trainer"], "--bytes trainer needs the model's blocks"),
+    (["plan", "--preset", "1b", "--gpus", "8", "--accumulation", "0"], "--accumulation must be >= 1, not 0"),
+])
+def test_trainer_layout_errors_are_one_line(capsys, argv, msg):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and msg in err and err.count("\n") == 1
+
+
+def test_one_gpu_trains_the_plain_model_in_every_mode():
+    layout = Layout(params=1000, root=200, block=100)
+    for mode in ("ddp", "zero1", "zero2", "zero3"):
+        s = trainer_states(layout, 1, mode, accumulation=4)
+        assert (s.params, s.grads, s.grad_buckets, s.optimizer) == (4000, 4000, 0, 8000)
