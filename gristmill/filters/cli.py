@@ -352,7 +352,8 @@ def register(subparsers) -> None:
     p.add_argument("--kind", choices=("quality", "toxicity"), default="quality",
                    help="which classifier --model is, and the provisioned one used without it (default quality)")
     p.add_argument("--model", help="model path or URL (default: the provisioned one)")
-    p.add_argument("--label", help="label whose probability is the score (default: hq for quality, toxic for toxicity)")
+    p.add_argument("--label", help="label whose probability is the score, one the model has, with or without "
+                   "__label__ (default: hq for quality, toxic for toxicity)")
     p.add_argument("--sample", nargs="+", required=True, help="crawl documents (.txt or .jsonl(.gz))")
     p.add_argument("--force", action="store_true", help="replace an existing MODEL.quantiles.json")
     p.set_defaults(func=_cmd_calibrate_classifier)

@@ -252,7 +252,8 @@ def register(subparsers) -> None:
                     "filters score everything and drop nothing) without rerunning extraction or models. A document is "
                     "kept when every --where condition holds; FIELD is scores.<name>, decisions.<stage label>, or "
                     f"one of {', '.join(FIELDS)}. Drops are counted as select:<field> and "
-                    "select:missing:<field> in OUTPUT/stats.json.", epilog=EPILOG,
+                    "select:missing:<field> in OUTPUT/stats.json; a field that no document of the input has (a "
+                    "misspelt name) is an error before anything is written.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="document files of an earlier run, e.g. 'out/annot/documents/*.jsonl.gz'")
     p.add_argument("--output", required=True, help="run folder to write documents/ and stats.json into (not the "
