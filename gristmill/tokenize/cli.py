@@ -29,7 +29,7 @@ def iter_documents(glob: str):
     members are skipped and reported on stderr, a file that cannot be read (gone, cut short) is an error."""
     from gristmill.pipeline.docio import BAD_GZIP, parse_document_file
 
-    paths = fs.matching(glob)
+    paths = fs.input_files(glob, "*.jsonl.gz")
     if not paths:
         raise UserError(f"no document files match {glob}")
     bad = damaged = 0
@@ -90,7 +90,7 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     from gristmill.pipeline.stages import RunContext
     from gristmill.tokenize.stages import Tokenize
 
-    if not fs.matching(args.input):
+    if not fs.input_files(args.input, "*.jsonl.gz"):
         raise UserError(f"no document files match {args.input}")
     if not (math.isfinite(args.shard_mb) and args.shard_mb > 0):  # int() of nan or inf raises
         raise UserError(f"--shard-mb must be a positive number of MiB, not {args.shard_mb}")

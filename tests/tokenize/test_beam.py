@@ -247,3 +247,17 @@ def test_train_stage_parameters_are_checked_when_the_recipe_is_built(kwargs, mes
         TrainTokenizer(**kwargs)
     with pytest.raises(UserError, match=message):
         train_tokenizer(["some text"], **{"vocab_size": 300, **kwargs})
+
+
+@pytest.mark.parametrize("command", ["encode", "train"])
+def test_an_input_naming_a_folder_is_one_line_suggesting_a_glob(tmp_path, capsys, command):
+    from gristmill.pipeline.cli import main
+
+    # encode exited 0 with an empty dataset (the folder counted as one unreadable file); train said
+    # "cannot read DIR: Is a directory" without saying what to give
+    (tmp_path / "docs").mkdir()
+    extra = ["--tokenizer", str(tmp_path / "t.json")] if command == "encode" else []
+    assert main(["tokenize", command, str(tmp_path / "docs"), *extra, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and f"'{tmp_path / 'docs' / '*.jsonl.gz'}'" in err[0], err
+    assert not (tmp_path / "out").exists()
