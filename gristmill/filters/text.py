@@ -5,7 +5,8 @@ English tokenizer and sentencizer; this module re-implements spaCy's algorithm (
 prefixes and suffixes, split infixes) with a subset of its English rules (spaCy 3.8's character classes):
 punctuation split off as its own token, "don't" -> "do" "n't", "it's" -> "it" "'s", hyphens between letters of any
 script split, icons (emoji, "°") split off anywhere, "e.g.", "U.S.", "Mr." and URLs kept whole. Chunks are
-memoized, so repeated words cost one dictionary lookup.
+memoized, so repeated words cost one dictionary lookup, and so are the token lists of the latest documents, which
+each filter of a chain asks for in turn.
 """
 from __future__ import annotations
 
@@ -276,8 +277,25 @@ def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     return tuple(merged)
 
 
+# The filters of a chain tokenize the same document in turn (Gopher's two, FineWeb), a batch or two apart: the token
+# lists of the latest 1,024 texts are kept. Texts over 32k characters are left out, to bound the memory held.
+_TEXT_CACHE_SIZE = 1024
+_TEXT_CACHE_MAX_CHARS = 1 << 15
+
+
 def split_words(text: str) -> list[str]:
     """Word and punctuation tokens of `text` (whitespace dropped)."""
+    if len(text) <= _TEXT_CACHE_MAX_CHARS:
+        return list(_text_tokens(text))
+    return _split_words(text)
+
+
+@lru_cache(maxsize=_TEXT_CACHE_SIZE)
+def _text_tokens(text: str) -> tuple[str, ...]:
+    return tuple(_split_words(text))
+
+
+def _split_words(text: str) -> list[str]:
     out: list[str] = []
     for chunk in text.split():
         if chunk.isalpha() and chunk not in _SPECIAL:  # no affix or infix rule can apply
@@ -292,16 +310,18 @@ def is_punct(token: str) -> bool:
     return all(unicodedata.category(c)[0] == "P" for c in token)
 
 
+_is_punct = lru_cache(maxsize=1 << 16)(is_punct)
+
+
 def count_sentences(text: str) -> int:
     """Sentences in `text`: a new one starts at the first non-punctuation token after a sentence terminal."""
-    tokens = split_words(text)
-    if not tokens:
-        return 0
+    if SENTENCE_TERMINALS.isdisjoint(text):  # no terminal token is possible; every chunk gives a token
+        return 0 if not text or text.isspace() else 1
     n, seen_terminal = 1, False
-    for tok in tokens:
+    for tok in _split_words(text):  # C4 counts line by line: lines would crowd the documents out of the cache
         if tok in SENTENCE_TERMINALS:
             seen_terminal = True
-        elif seen_terminal and not is_punct(tok):
+        elif seen_terminal and not _is_punct(tok):
             n += 1
             seen_terminal = False
     return n

@@ -300,3 +300,27 @@ def test_tokenizer_matches_spacy_on_hard_chunks():
     assert not differ, differ
     text = " ".join(HARD_CHUNKS)
     assert spacy_en.word_tokenize(text) == split_words(text)
+
+
+def test_tokenizer_cache_gives_spacy_tokens_and_fresh_lists():
+    """A chain's filters tokenize each document in turn: the second call is a cache hit, with spaCy's tokens, in
+    a list of its own; texts over the cache's length limit are tokenized afresh, with the same tokens."""
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    from gristmill.filters import text
+
+    spacy_en = load_word_tokenizer("en")
+    doc = " ".join(HARD_CHUNKS) + " a second line.\nand a third"
+    expected = spacy_en.word_tokenize(doc)
+    first = text.split_words(doc)
+    first.append("mutated")
+    hits = text._text_tokens.cache_info().hits
+    assert text.split_words(doc) == expected
+    assert text._text_tokens.cache_info().hits == hits + 1
+    long_doc = "\n".join([doc] * (text._TEXT_CACHE_MAX_CHARS // len(doc) + 1))
+    assert len(long_doc) > text._TEXT_CACHE_MAX_CHARS
+    before = text._text_tokens.cache_info()
+    assert text.split_words(long_doc) == spacy_en.word_tokenize(long_doc)
+    assert text._text_tokens.cache_info() == before
+    for line in ["", "   ", "no terminal here", "• menu × item", doc, "Hi. there", "(a) . b"]:
+        assert text.count_sentences(line) == len(spacy_en.sent_tokenize(line)) or not line.strip(), line
