@@ -107,8 +107,12 @@ def top_ngram_chars(words: list[str], n: int) -> int:
     if not counts:
         return 0
     gram, count = counts.most_common(1)[0]
+    # Occurrences s < n words apart overlap only if the gram's last n - s words are its first n - s: without such
+    # a self-overlap (the common case: "of the"), none overlap and the occurrences need not be found.
+    if count == 1 or not any(gram[s:] == gram[:n - s] for s in range(1, n)):
+        return (sum(map(len, gram)) + n - 1) * count
     starts = [i for i, g in enumerate(grams) if g == gram]
-    if all(b - a >= n for a, b in zip(starts, starts[1:])):  # no two occurrences overlap: the common case
+    if all(b - a >= n for a, b in zip(starts, starts[1:])):  # no two occurrences overlap
         return (sum(map(len, gram)) + n - 1) * count
     covered = 0
     end = -1  # one past the last word covered so far
