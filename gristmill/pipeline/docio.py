@@ -105,7 +105,6 @@ class WriteDocuments(Stage):
         return docs  # writing is a branch: later stages (tokenize) go on from the same documents
 
 
-GZIP_MAGIC = b"\x1f\x8b\x08"
 BAD_GZIP = "bad_gzip"  # what document_lines yields for a damaged region of a gzip file, in place of its lines
 
 
@@ -132,10 +131,10 @@ def _gzip_lines(raw, chunk: int = 1 << 20):
     damage = None  # a damaged region not yet counted: it is once a member after it reads, else it is the file's rest
     while True:
         raw.seek(offset)
-        head = raw.read(len(GZIP_MAGIC))
-        if not head or not head.strip(b"\x00") and _only_nuls(raw):  # gzip's padding after the last member
+        head = raw.read(len(fs.GZIP_MAGIC))
+        if not head or not head.strip(b"\x00") and fs.only_padding(raw, offset, b"\x00"):  # gzip's padding
             break
-        if head == GZIP_MAGIC:
+        if head == fs.GZIP_MAGIC:
             raw.seek(offset)
             member = zlib.decompressobj(16 + zlib.MAX_WBITS)
             start = offset
@@ -172,7 +171,7 @@ def _gzip_lines(raw, chunk: int = 1 << 20):
         else:
             cut, damage = False, damage or f"no gzip member at byte {offset}"
         tail = b""  # the line the damage cut
-        nxt = _next_member(raw, offset + 1)
+        nxt = fs.find_first(raw, offset + 1, (fs.GZIP_MAGIC,))
         if nxt is None:
             if cut:
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
@@ -180,27 +179,6 @@ def _gzip_lines(raw, chunk: int = 1 << 20):
         offset = nxt
     if tail:
         yield tail
-
-
-def _only_nuls(raw) -> bool:
-    """Whether nothing but NUL bytes follows (the position after the magic bytes just read)."""
-    while block := raw.read(1 << 16):
-        if block.strip(b"\x00"):
-            return False
-    return True
-
-
-def _next_member(raw, start: int) -> int | None:
-    """Offset of the next gzip member header at or after `start`, or None."""
-    raw.seek(start)
-    carry, pos = b"", start
-    while block := raw.read(1 << 20):
-        buf = carry + block
-        i = buf.find(GZIP_MAGIC)
-        if i >= 0:
-            return pos - len(carry) + i
-        carry, pos = buf[-(len(GZIP_MAGIC) - 1):], pos + len(block)
-    return None
 
 
 def parse_document_file(path: str):

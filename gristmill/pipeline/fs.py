@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from gristmill.errors import UserError
 
@@ -125,6 +126,38 @@ def open_input(path: str):
     except BaseException:
         os.close(fd)
         raise
+
+
+GZIP_MAGIC = b"\x1f\x8b\x08"  # a gzip member's first bytes (deflate)
+
+
+def find_first(stream: BinaryIO, start: int, needles: tuple[bytes, ...]) -> int | None:
+    """Offset of the earliest of `needles` (a record's or a gzip member's start) at or after `start`, or None."""
+    start = max(start, 0)
+    stream.seek(start)
+    keep = max(len(m) for m in needles) - 1  # a longer needle may begin in the last `keep` bytes of a read
+    carry = b""
+    pos = start
+    while True:
+        chunk = stream.read(1 << 20)
+        buf = carry + chunk
+        hits = [i for i in (buf.find(m) for m in needles) if i >= 0]
+        # A hit in the carried tail is found again in the next read, after any longer needle that starts before it.
+        if hits and (not chunk or min(hits) < len(buf) - keep):
+            return pos - len(carry) + min(hits)
+        if not chunk:
+            return None
+        carry = buf[-keep:]
+        pos += len(chunk)
+
+
+def only_padding(stream: BinaryIO, start: int, padding: bytes) -> bool:
+    """True when nothing but bytes of `padding` lies between `start` and the end of the stream."""
+    stream.seek(max(start, 0))
+    while chunk := stream.read(1 << 16):
+        if chunk.strip(padding):
+            return False
+    return True
 
 
 def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:

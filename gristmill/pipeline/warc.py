@@ -34,7 +34,7 @@ from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
 log = logging.getLogger(__name__)
 
-GZIP_MAGIC = b"\x1f\x8b\x08"
+GZIP_MAGIC = fs.GZIP_MAGIC
 WARC_MAGIC = b"WARC/1."
 ARC_MAGIC = b"filedesc://"  # an ARC file's first record
 # An ARC record's header line: URL IP-address Archive-date Content-type Archive-length (ARC v1; the URL may hold
@@ -202,36 +202,7 @@ def _place(outcome: ReadOutcome, record, offset: int) -> None:
         outcome.page.record_id = f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'arc:{outcome.page.file}:{offset}')}>"
 
 
-def _find_resync(stream: BinaryIO, start: int, magics: tuple[bytes, ...]) -> int | None:
-    """Offset of the earliest of `magics` (a record's start) at or after `start`, or None."""
-    start = max(start, 0)
-    stream.seek(start)
-    keep = max(len(m) for m in magics) - 1  # a longer magic may begin in the last `keep` bytes of a read
-    carry = b""
-    pos = start
-    while True:
-        chunk = stream.read(1 << 20)
-        buf = carry + chunk
-        hits = [i for i in (buf.find(m) for m in magics) if i >= 0]
-        # A hit in the carried tail is found again in the next read, after any longer magic that starts before it.
-        if hits and (not chunk or min(hits) < len(buf) - keep):
-            return pos - len(carry) + min(hits)
-        if not chunk:
-            return None
-        carry = buf[-keep:]
-        pos += len(chunk)
-
-
 PADDING = b"\r\n\x00 "  # what may follow the last record, or fill a gzip member, without being a record
-
-
-def _only_padding(stream: BinaryIO, start: int) -> bool:
-    """True when nothing but padding (NULs, blank lines, spaces) lies between `start` and the end of the file."""
-    stream.seek(max(start, 0))
-    while chunk := stream.read(1 << 16):
-        if chunk.strip(PADDING):
-            return False
-    return True
 
 
 def _is_padding_record(record) -> bool:
@@ -322,19 +293,19 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 last_end = resync_from
             else:
                 # warcio stops quietly at a truncated last member; bytes left over are a damaged record.
-                if _only_padding(stream, last_end):
+                if fs.only_padding(stream, last_end, PADDING):
                     return
                 yield ReadOutcome("unknown", reason="bad:truncated")
         except Exception as e:  # the stream itself is damaged here: count it, then re-synchronise
             if gz and last_read and last_offset >= 0 and "non-chunked gzip" in str(e):  # as for length < 0 above
                 yield from _iter_gzip_stream(stream, last_offset, file, max_bytes)
                 return
-            if _only_padding(stream, last_end):  # e.g. NULs after the last gzip member
+            if fs.only_padding(stream, last_end, PADDING):  # e.g. NULs after the last gzip member
                 return
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
-        nxt = _find_resync(stream, last_end + 1, magics) if magics else _find_arc_line(stream, last_end + 1)
+        nxt = fs.find_first(stream, last_end + 1, magics) if magics else _find_arc_line(stream, last_end + 1)
         if nxt is None:
             return
         if len(magics) > 1:
@@ -438,45 +409,32 @@ def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
     """True when a plain record's declared block ends where the next record (or the file) starts.
 
     That is, the bytes at `end` are the CRLF CRLF terminator, then (after any further blank lines or
-    padding) `WARC/1.` or EOF. A record that ends exactly at EOF without its terminator is accepted only if
+    padding) `WARC/1.` or EOF; for an ARC record, a newline, then (after any padding lines) the next record's
+    header line or EOF. A record that ends exactly at EOF without its terminator is accepted only if
     warcio read its whole Content-Length (a file cut after the block, not inside it). The stream position
     is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files only: gzip
     members frame their own records, and the gzip path does no extra seeks.
     """
-    if record.format == "arc":
-        return _plain_arc_record_ends_cleanly(stream, end, record)
+    arc = record.format == "arc"
+    terminator = b"\n" if arc else b"\r\n\r\n"
     pos = stream.tell()
     try:
         stream.seek(end)
-        term = stream.read(4)
+        term = stream.read(len(terminator))
         if not term:
             return getattr(record.raw_stream, "limit", 1) == 0
-        if term != b"\r\n\r\n":
+        if term != terminator:
             return False
+        if arc:
+            while (line := stream.readline(1 << 16)) and not line.strip(PADDING):
+                pass
+            return not line or bool(ARC_LINE.fullmatch(line))
         rest = b""
         while True:
             chunk = stream.read(256)
             rest = (rest + chunk).lstrip(b"\r\n\x00 ")  # blank lines, or padding before EOF
             if len(rest) >= len(WARC_MAGIC) or not chunk:
                 return rest == b"" or rest.startswith(WARC_MAGIC)
-    finally:
-        stream.seek(pos)
-
-
-def _plain_arc_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
-    """As _plain_record_ends_cleanly, for an ARC record: its block is followed by a newline, then (after any
-    padding) the next record's header line or EOF."""
-    pos = stream.tell()
-    try:
-        stream.seek(end)
-        term = stream.read(1)
-        if not term:
-            return getattr(record.raw_stream, "limit", 1) == 0
-        if term != b"\n":
-            return False
-        while (line := stream.readline(1 << 16)) and not line.strip(PADDING):
-            pass
-        return not line or bool(ARC_LINE.fullmatch(line))
     finally:
         stream.seek(pos)
 
