@@ -152,51 +152,51 @@ def decision_order(files: list[str]) -> tuple[str, ...] | None:
     return orders.pop() if len(orders) == 1 else None
 
 
+def _items(files: list[str]):
+    """What parse_document_file gives for each of `files` in turn (Documents, and bad-line reasons); a file's
+    unreadable rest is passed over, as the run counts it as one dropped record."""
+    from gristmill.pipeline.docio import parse_document_file
+
+    for path in files:
+        try:
+            yield from parse_document_file(path)
+        except (OSError, EOFError):
+            continue
+
+
+def _add_names(doc: Document, scores: set[str], decisions: set[str]) -> None:
+    scores.update(doc.scores if isinstance(doc.scores, dict) else ())
+    decisions.update(doc.decisions if isinstance(doc.decisions, dict) else ())
+
+
 def fields_no_document_has(files: list[str], conditions: tuple[Condition, ...]) -> tuple[list[str], list[str], list[str]]:
     """The --where fields that no document of `files` has (a misspelt score or stage label, most often), with the
     score and decision names the documents do have, for the error message. Read before the run, so that such a
     field leaves no output behind: reading stops once every field has been seen (in the first documents, when
     the names are right), and reads the whole input only when one has not. No field is reported when `files`
     hold no document at all (an empty input selects nothing, but is no mistake)."""
-    from gristmill.pipeline.docio import parse_document_file
-
     pending = {c.field: c for c in conditions}  # whether lookup finds a field depends on the field alone
     scores, decisions, seen = set(), set(), 0
-    for path in files:
+    for doc in _items(files):
         if not pending:
             break
-        try:
-            for doc in parse_document_file(path):
-                if not isinstance(doc, Document):
-                    continue
-                seen += 1
-                scores.update(doc.scores if isinstance(doc.scores, dict) else ())
-                decisions.update(doc.decisions if isinstance(doc.decisions, dict) else ())
-                for field in [f for f, c in pending.items() if c.lookup(doc) is not _MISSING]:
-                    del pending[field]
-                if not pending:
-                    break
-        except (OSError, EOFError):  # the run counts a file's unreadable rest as one dropped record
+        if not isinstance(doc, Document):
             continue
+        seen += 1
+        _add_names(doc, scores, decisions)
+        for field in [f for f, c in pending.items() if c.lookup(doc) is not _MISSING]:
+            del pending[field]
     return (list(pending) if seen else []), sorted(scores), sorted(decisions)
 
 
 def recorded_names(files: list[str], limit: int = 10_000) -> tuple[list[str], list[str]]:
     """The score and decision names found in (up to `limit` documents of) `files`, for an error message."""
-    from gristmill.pipeline.docio import parse_document_file
-
-    scores, decisions, seen = set(), set(), 0
-    for path in files:
-        try:
-            for doc in parse_document_file(path):
-                if isinstance(doc, Document):
-                    scores.update(doc.scores if isinstance(doc.scores, dict) else ())
-                    decisions.update(doc.decisions if isinstance(doc.decisions, dict) else ())
-                seen += 1
-                if seen >= limit:
-                    return sorted(scores), sorted(decisions)
-        except (OSError, EOFError):
-            continue
+    scores, decisions = set(), set()
+    for seen, doc in enumerate(_items(files), 1):
+        if isinstance(doc, Document):
+            _add_names(doc, scores, decisions)
+        if seen >= limit:
+            break
     return sorted(scores), sorted(decisions)
 
 
