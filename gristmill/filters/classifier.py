@@ -12,7 +12,7 @@ from typing import Iterable
 
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
-from gristmill.filters.models import load_fasttext, resolve, sidecar
+from gristmill.filters.models import LABEL_PREFIX, label_name, load_fasttext, resolve, sidecar
 from gristmill.pipeline.document import Document
 
 _WS = re.compile(r"\s+")
@@ -46,7 +46,7 @@ def train_classifier(examples: Iterable[tuple[str, str]], out: Path, cfg: TrainC
             for label, text in examples:
                 t = classifier_text(text)
                 if t:
-                    f.write(f"__label__{label} {t}\n")
+                    f.write(f"{LABEL_PREFIX}{label} {t}\n")
                     n += 1
                     labels.add(label)
         if len(labels) < 2:
@@ -77,14 +77,14 @@ def _train_and_save(data: str, out: str, cfg: TrainConfig) -> None:
 def require_label(model, label: str, where: str, path) -> None:
     """Refuse a label the model never predicts: every score would be 0 and the filter would drop every document."""
     labels = model.get_labels()
-    if f"__label__{label.removeprefix('__label__')}" not in labels:
-        names = ", ".join(lab.removeprefix("__label__") for lab in labels[:8]) + (", ..." if len(labels) > 8 else "")
+    if LABEL_PREFIX + label_name(label) not in labels:
+        names = ", ".join(label_name(lab) for lab in labels[:8]) + (", ..." if len(labels) > 8 else "")
         raise UserError(f"{where}: model {path} has no label {label!r} (its labels: {names}); give one of its labels")
 
 
 def label_probabilities(model, texts: list[str], label: str) -> list[float]:
     """P(`label`) for each text (batch predict: numpy-2 safe); `label` with or without fastText's __label__."""
-    want = f"__label__{label.removeprefix('__label__')}"
+    want = LABEL_PREFIX + label_name(label)
     labels, probs = model.predict([classifier_text(t) for t in texts], k=-1)
     out = []
     for labs, ps in zip(labels, probs):

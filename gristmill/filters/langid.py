@@ -5,13 +5,8 @@ from dataclasses import dataclass
 
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
-from gristmill.filters.models import load_fasttext
+from gristmill.filters.models import label_name, load_fasttext
 from gristmill.pipeline.document import Document
-
-
-def _label_language(label: str) -> str:
-    # lid.176 labels are "__label__en"; GlotLID's are "__label__eng_Latn".
-    return label.removeprefix("__label__")
 
 
 @dataclass
@@ -30,7 +25,7 @@ class LanguageIDFilter(Filter):
         if isinstance(self.languages, str):
             self.languages = (self.languages,)
         if self.languages is not None:
-            self.languages = tuple(_label_language(lang) for lang in self.languages)
+            self.languages = tuple(label_name(lang) for lang in self.languages)
         self._model = None
 
     def __getstate__(self):
@@ -40,7 +35,7 @@ class LanguageIDFilter(Filter):
         if self._model is not None:
             return
         model = load_fasttext("lid", self.model)
-        known = {_label_language(lab) for lab in model.get_labels()}
+        known = {label_name(lab) for lab in model.get_labels()}
         missing = [lang for lang in self.languages or () if lang not in known]
         if missing:
             # Otherwise every document would be dropped as another language (lid.176 says "en", GlotLID "eng_Latn").
@@ -55,7 +50,7 @@ class LanguageIDFilter(Filter):
         self.setup()
         # fastText predicts one line: newlines would end the input early. Batch predict is numpy-2 safe.
         labels, probs = self._model.predict([t.replace("\n", " ") for t in texts], k=1)
-        return [(_label_language(lab[0]) if len(lab) else "und", float(min(1.0, p[0])) if len(p) else 0.0)
+        return [(label_name(lab[0]) if len(lab) else "und", float(min(1.0, p[0])) if len(p) else 0.0)
                 for lab, p in zip(labels, probs)]
 
     def check_batch(self, docs: list[Document]) -> list[Verdict]:

@@ -135,6 +135,14 @@ def _corrupt(kind: str, path: Path, problem: str = "is unreadable or corrupt", f
                      + (fix or f"re-create it with `{MODELS[kind].command} --force` or pass another file"))
 
 
+LABEL_PREFIX = "__label__"  # fastText's, before every label of a supervised model
+
+
+def label_name(label: str) -> str:
+    """A fastText label without its prefix ("__label__en" -> "en"); a bare name stays as it is."""
+    return label.removeprefix(LABEL_PREFIX)
+
+
 FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32
 _KSUB = 256  # centroids per sub-quantizer in fastText's product quantizer
 
