@@ -204,10 +204,10 @@ def _plan(args) -> int:
     if mcfg is not None and micro and seq:
         act = planner.activation_bytes(n_layers=mcfg.n_layers, d_model=mcfg.d_model, vocab_size=mcfg.vocab_size,
                                        seq_len=seq, micro_batch=micro, checkpointing=ckpt, precision=precision)
-    header = (f"{name} on {args.gpus} GPU{'' if args.gpus == 1 else 's'}, {planner.accounting_note(args.bytes, precision, args.gpus, accum)}; "
-              "activations: " + (f"{precision}, micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}"
-                                 if act else "not estimated (give a config, or --micro-batch and --seq-len with "
-                                 "--preset)"))
+    gpus = f"{args.gpus} GPU{'' if args.gpus == 1 else 's'}"
+    shape = (f"{precision}, micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}" if act else
+             "not estimated (give a config, or --micro-batch and --seq-len with --preset)")
+    header = f"{name} on {gpus}, {planner.accounting_note(args.bytes, precision, args.gpus, accum)}; activations: {shape}"
     layout = planner.Layout.of(mcfg) if mcfg is not None else None
     print(planner.format_plan(planner.plan(psi, args.gpus, activations=act, accounting=args.bytes, precision=precision,
                                            layout=layout, accumulation=accum), header))

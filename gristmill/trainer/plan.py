@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 # The ZeRO paper's (params, grads, optimizer) bytes per parameter, by the run's precision.
 PAPER_BYTES = {"bf16": (2, 2, 12), "fp32": (4, 4, 8)}
-ACCOUNTINGS = ("zero-paper", "trainer")
 STAGES = (("ddp", 0), ("zero1", 1), ("zero2", 2), ("zero3", 3))
 
 
@@ -145,8 +144,7 @@ def accounting_note(accounting: str, precision: str, gpus: int = 2, accumulation
         return f"{p}+{g}+{k} bytes/param (zero-paper, {what})"
     if gpus == 1:
         return "trainer layout, one GPU: the plain model in every mode, 4+4+8 bytes/param"
-    gather = "bf16" if precision == "bf16" else "fp32"
-    return (f"trainer layout ({precision}: fp32 weights, {gather} copies gathered by zero2/zero3, DDP buckets; "
+    return (f"trainer layout ({precision}: fp32 weights, {precision} copies gathered by zero2/zero3, DDP buckets; "
             f"accumulation {accumulation})")
 
 
