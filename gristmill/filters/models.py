@@ -7,7 +7,6 @@ UserError naming the command that provides it.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import http.client
 import mmap
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from gristmill.errors import UserError
 from gristmill.paths import cache_dir
+from gristmill.pipeline import fs
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,10 @@ def download(url: str, kind: str) -> Path:
     """Fetch `url` once into CACHE/downloads/; later calls reuse the file (the name includes the URL's hash).
 
     Workers that ask for the same URL at once take turns on a lock file (CACHE/locks/), so one downloads and the
-    others reuse its file. The bytes go to a temporary file of this process's own, renamed into place only when
-    the transfer has all the bytes the server announced: a file under the final name is always whole. A cache
-    that cannot be written (read-only) is one UserError line.
+    others reuse its file (where the filesystem keeps no locks, each goes on unlocked after one warning). The
+    bytes go to a temporary file of this process's own, renamed into place only when the transfer has all the
+    bytes the server announced: a file under the final name is always whole. A cache that cannot be written
+    (read-only) is one UserError line.
     """
     name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
@@ -88,8 +89,7 @@ def download(url: str, kind: str) -> Path:
         lock = open(locks / f"{dest.name}.lock", "a")
     except OSError as e:
         raise _unwritable(kind, url, e) from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed process's files do
+    with lock, fs.exclusive_lock(lock):  # a killed process's lock goes with its files
         if not dest.is_file():
             _fetch(url, kind, dest)
     return dest

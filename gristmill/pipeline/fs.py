@@ -6,13 +6,18 @@ nothing to make. Globs go through Beam's FileSystems for both, so a pattern mean
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
 from gristmill.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def _beam():
@@ -236,3 +241,31 @@ def copy_to_local(src: str, dst: str | os.PathLike, chunk: int = 16 << 20) -> in
 def resolve(base: str | os.PathLike, ref: str) -> Path | str:
     """`ref` named relative to the folder `base`, made absolute; a URL (gs://, s3://) stays as it is."""
     return ref if is_remote(ref) else (Path(base) / ref).resolve()
+
+
+# What flock raises where the filesystem keeps no locks: some NFS mounts (ENOLCK), FUSE and object-store mounts
+# (EOPNOTSUPP, ENOTSUP, EINVAL).
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+
+@contextlib.contextmanager
+def exclusive_lock(f):
+    """Hold an exclusive flock on the open file `f` for the block, waiting for other holders.
+
+    On a filesystem without locks this logs one warning naming the file and runs the block unlocked: callers
+    write to temporary files of their own and rename them into place, so the worst case is work done twice.
+    Any other OSError is raised.
+    """
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno not in _NO_LOCKS:
+            raise
+        log.warning("cannot lock %s (%s): this filesystem keeps no file locks; continuing without the lock, "
+                    "so another process may fetch the same file too", f.name, e.strerror or e)
+        yield
+        return
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)

@@ -7,12 +7,11 @@ of the manifest's URL and its sha256, so a dataset written again gets a new fold
 manifest path. Each file is copied under a temporary name and renamed once its size (and, for the tokenizer,
 its sha256) matches the manifest, so a cut-short copy is never taken for a whole one and the next call
 resumes. Processes on one machine (torchrun's ranks) take a file lock: one copies, the others wait and then
-reuse the copy.
+reuse the copy (on a filesystem without locks, each copies for itself after one warning).
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -60,12 +59,8 @@ def local_folder(url: str, raw: bytes) -> Path:
 
 @contextlib.contextmanager
 def _locked(folder: Path):
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with open(folder / ".lock", "a") as f, fs.exclusive_lock(f):
+        yield
 
 
 def _sha256(path: Path) -> str:

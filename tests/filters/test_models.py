@@ -142,7 +142,11 @@ def test_an_out_path_no_file_can_be_written_at_is_one_line(tmp_path, capsys, com
 
 # --- published models by path or URL: truncated files, wrong kinds, downloads (loopback server only) ---
 
+import errno  # noqa: E402
+import fcntl  # noqa: E402
 import http.server  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -288,6 +292,34 @@ def test_concurrent_workers_fetch_one_url_once(empty_cache, server, lid_model):
         t.join()
     assert results == [True] * 4 and server.hits == {"/slow/lid.176.ftz": 1}
     assert len(list((empty_cache / "downloads").iterdir())) == 1  # the model, and no temporary file
+
+
+def _flock_raising(err: int):
+    def flock(f, op):
+        raise OSError(err, os.strerror(err))
+    return flock
+
+
+@pytest.mark.parametrize("err", [errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL], ids=errno.errorcode.get)
+def test_a_cache_on_a_filesystem_without_locks_downloads_unlocked_with_one_warning(empty_cache, server, lid_model,
+                                                                                   monkeypatch, caplog, err):
+    # Some NFS and FUSE mounts refuse flock; the download is atomic without it, so it goes on, and says so.
+    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    monkeypatch.setattr(fcntl, "flock", _flock_raising(err))
+    with caplog.at_level(logging.WARNING):
+        path = models.resolve("lid", f"{server.base}/lid.176.ftz")
+    assert path.read_bytes() == lid_model.read_bytes()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(empty_cache / "locks" / f"{path.name}.lock") in warnings[0].getMessage()
+
+
+def test_other_lock_errors_still_raise(empty_cache, server, lid_model, monkeypatch):
+    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    monkeypatch.setattr(fcntl, "flock", _flock_raising(errno.EBADF))
+    with pytest.raises(OSError) as e:
+        models.resolve("lid", f"{server.base}/lid.176.ftz")
+    assert e.value.errno == errno.EBADF and server.hits == {}
 
 
 def test_a_corrupt_download_leaves_the_cache(empty_cache, server, lid_model):

@@ -7,7 +7,10 @@ the output path would write a stray `gmtest:` folder in the working directory, o
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import posixpath
 import re
@@ -201,6 +204,31 @@ def test_remote_dataset_reads_as_its_local_copy(remote_dataset, tmp_path, capsys
     # A second reader reuses the copy: nothing is staged again.
     TokenDataset(url + "/manifest.json", "train")
     assert "staging" not in capsys.readouterr().err
+
+
+def test_remote_dataset_stages_unlocked_where_the_cache_keeps_no_locks(remote_dataset, tmp_path, monkeypatch,
+                                                                       caplog):
+    # flock on some NFS and FUSE mounts fails with ENOLCK; each copy is renamed into place, so staging goes on.
+    from gristmill.tokenize.shards import TokenDataset
+
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    local, url = remote_dataset
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING):
+        assert _rows(TokenDataset(url, "train")) == _rows(TokenDataset(local, "train"))
+    (staged,) = (tmp_path / "cache" / "datasets").iterdir()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(staged / ".lock") in warnings[0]
+
+    def bad_fd(f, op):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(fcntl, "flock", bad_fd)
+    with pytest.raises(OSError) as e:
+        TokenDataset(url, "validation")
+    assert e.value.errno == errno.EBADF
 
 
 def test_remote_dataset_stages_only_the_split_it_reads(remote_dataset, tmp_path):
