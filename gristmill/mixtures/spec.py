@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gristmill.counts import human_count
 from gristmill.errors import UserError
 from gristmill.pipeline import fs
 
 METHODS = ("explicit", "temperature", "unimax")
-_SUFFIX = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,13 @@ def parse_count(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise UserError(f"{what} must be a whole number, not {value!r}")
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMBGTkmbgt]?)\s*", value)
-        if not m:
-            raise UserError(f"{what} must be a whole number like 1000000 or 1.4T, not {value!r}")
-        value = float(m.group(1)) * _SUFFIX.get(m.group(2).upper(), 1)
+        try:
+            exact = human_count(value)
+        except ValueError:
+            raise UserError(f"{what} must be a whole number like 1000000 or 1.4T, not {value!r}") from None
+        if exact != exact.to_integral_value() or not math.isfinite(float(exact)):
+            raise UserError(f"{what} must be a whole number, not {float(exact)!r}")
+        return int(exact)
     if isinstance(value, float):
         if not math.isfinite(value) or value != round(value):
             raise UserError(f"{what} must be a whole number, not {value!r}")

@@ -3,9 +3,9 @@ mixtures, evaluate a checkpoint, export a model to Hugging Face transformers."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
+from gristmill.counts import human_count
 from gristmill.errors import UserError
 
 TRAIN_EXAMPLES = """examples:
@@ -39,14 +39,12 @@ PLAN_EXAMPLES = """examples:
   trainer plan --preset 1b --gpus 8 --micro-batch 4 --seq-len 2048 --bytes trainer"""
 
 
-# A decimal number (7.5, .5, 1e9, 1E+9, 2.5e-3) and an optional K/M/B/T suffix.
-_COUNT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([KMBT]?)\s*", re.IGNORECASE)
-
-
 def _count(text: str) -> float:
-    """A parameter count: a decimal number (7.5, 1e9, 1E+9) with an optional K/M/B/T suffix (7.5B, 350M)."""
-    m = _COUNT.fullmatch(text)
-    value = float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()] if m else 0
+    """A parameter count: a decimal number (7.5, 1e9, 1E+9) with an optional K/M/B/G/T suffix (7.5B, 350M)."""
+    try:
+        value = float(human_count(text))
+    except ValueError:
+        value = 0.0
     if not (0 < value < float("inf")):
         raise UserError(f"--params: not a parameter count: {text!r} (try 7.5B, 125M or 1e9)")
     return value

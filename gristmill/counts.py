@@ -1,0 +1,20 @@
+"""Counts as people write them: 7.5B, 125M, 20k, .5T, 1e9, 1.4e3K; read exactly, with no float rounding."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+# A decimal number (7, 7., 7.5, .5, 1e9, 1E+9, 2.5e-3) and an optional suffix, in any case; G is B (giga).
+_COUNT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([KMBGT]?)\s*", re.IGNORECASE)
+_POWER = {"": 0, "K": 3, "M": 6, "B": 9, "G": 9, "T": 12}
+
+
+def human_count(text: str) -> Decimal:
+    """The exact value of a count like '7.5B' (a decimal number and an optional K/M/B/G/T suffix); ValueError
+    for anything else. Exact, so '2.01M' is the whole number 2010000 (2.01 * 1e6 in floats is not)."""
+    m = _COUNT.fullmatch(text)
+    if not m:
+        raise ValueError(f"not a count: {text!r}")
+    number = Decimal(m.group(1)).as_tuple()
+    # Shifting the exponent scales by the suffix without rounding, at any size (Decimal arithmetic would round).
+    return Decimal(number._replace(exponent=number.exponent + _POWER[m.group(2).upper()]))

@@ -1,0 +1,47 @@
+"""The one reader of written counts (7.5B, 125M, 1e9) behind `trainer plan --params` and the mixture spec's
+budget_tokens, max_tokens and validation.max_sequences."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gristmill.counts import human_count
+from gristmill.errors import UserError
+from gristmill.mixtures.spec import parse_count
+from gristmill.trainer.cli import _count
+
+
+@pytest.mark.parametrize("text,exact", [
+    ("7.5B", 7_500_000_000), ("125M", 125_000_000), ("1e9", 10**9), ("1E+9", 10**9), ("2.5e+9", 2_500_000_000),
+    (".5T", 500_000_000_000), ("1.4T", 1_400_000_000_000), ("20k", 20_000), ("500K", 500_000), ("350m", 350_000_000),
+    ("1G", 10**9), ("1g", 10**9), ("1.4e3K", 1_400_000), ("7.", 7), ("1.e9", 10**9), ("0", 0), ("007", 7),
+    (" 20 M\t", 20_000_000), ("2.5e-3", Decimal("0.0025")), ("1.5", Decimal("1.5")),
+    # Exact where floats are not: 2.01 * 1e6 == 2009999.9999999998, 1.07 * 1e9 == 1070000000.0000001.
+    ("2.01M", 2_010_000), ("1.07B", 1_070_000_000), ("99999999999999999", 99_999_999_999_999_999),
+])
+def test_counts_read_exactly(text, exact):
+    assert human_count(text) == exact
+
+
+@pytest.mark.parametrize("text", ["", " ", "M", ".", "1.2.3", "-1", "+1", "1KB", "1 K B", "1e", "1e9e9", "e9", "7.5X",
+                                  "inf", "nan", "1_000", "0x10", "1/2", "1,000", "\uff11", "1\u0663"])
+def test_anything_else_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        human_count(text)
+
+
+def test_both_callers_read_the_union_of_their_old_forms_with_their_own_words():
+    # plan --params gained G (the spec had it); the spec gained a trailing dot (plan had it).
+    assert _count("7G") == 7e9 and parse_count("7.", "b") == 7 and parse_count("1.e9", "b") == 10**9
+    assert _count("2.01M") == 2_010_000.0 and parse_count("2.01M", "b") == 2_010_000
+    with pytest.raises(UserError, match=r"^--params: not a parameter count: '7\.5X' \(try 7\.5B, 125M or 1e9\)$"):
+        _count("7.5X")
+    with pytest.raises(UserError, match=r"^b must be a whole number like 1000000 or 1\.4T, not '7\.5X'$"):
+        parse_count("7.5X", "b")
+    with pytest.raises(UserError, match=r"^b must be a whole number, not 1\.5$"):
+        parse_count("1.5", "b")
+    with pytest.raises(UserError, match=r"^b must be a whole number, not inf$"):
+        parse_count("1e400", "b")
+    with pytest.raises(UserError, match="not a parameter count"):
+        _count("1e400")
