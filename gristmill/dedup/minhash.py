@@ -10,7 +10,7 @@ import re
 import struct
 import unicodedata
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 import xxhash
@@ -135,35 +135,41 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
-def bucket_pairs(ids: Iterable[str], max_bucket_size: int) -> tuple[list[tuple[str, str]], bool]:
-    """Candidate pairs (a < b) from one LSH bucket, and whether the bucket was oversized.
+def bucket_pairs(nodes: Iterable[Hashable], max_bucket_size: int) -> tuple[list[tuple], bool]:
+    """Candidate pairs (a < b) of the nodes (document ids, or doc_keys) in one LSH bucket, and whether the
+    bucket was oversized.
 
     An oversized bucket (typically a template repeated thousands of times) would give a quadratic number of
-    pairs; it gives a star from its smallest id instead, which keeps the bucket connected in one cluster.
+    pairs; it gives a star from its smallest node instead, which keeps the bucket connected in one cluster.
     """
-    ids = sorted(set(ids))
-    if len(ids) <= max_bucket_size:
-        return [(ids[i], ids[j]) for i in range(len(ids)) for j in range(i + 1, len(ids))], False
-    return [(ids[0], x) for x in ids[1:]], True
+    nodes = sorted(set(nodes))
+    if len(nodes) <= max_bucket_size:
+        return [(nodes[i], nodes[j]) for i in range(len(nodes)) for j in range(i + 1, len(nodes))], False
+    return [(nodes[0], x) for x in nodes[1:]], True
 
 
-def near_duplicate_pairs(ids: Sequence[str], texts: Sequence[str], cfg: MinHashConfig) -> dict[tuple[str, str], float]:
+def near_duplicate_pairs(nodes: Sequence[Hashable], texts: Sequence[str], cfg: MinHashConfig) -> dict[tuple, float]:
     """In-memory version of what MinHashDedup does in Beam: (a, b) -> estimated Jaccard for every reported pair.
 
-    For tests, benchmarks and corpora that fit one machine.
+    `nodes` name the texts: document ids when they are unique, else (id, text hash) as MinHashDedup keys them
+    (stages.doc_key). A node given twice is one text (its copies); one given with two texts is an error, not
+    one signature silently replacing the other. For tests, benchmarks and corpora that fit one machine.
     """
     bands, rows = cfg.banding()
     sets = [shingles(t, cfg.ngram) for t in texts]
     sigs = signatures(sets, cfg)
-    buckets: dict[bytes, list[str]] = {}
-    index = {}
-    for doc_id, ss, sig in zip(ids, sets, sigs):
-        if not ss:
+    buckets: dict[bytes, list] = {}
+    index, text_of = {}, {}
+    for node, text, ss, sig in zip(nodes, texts, sets, sigs):
+        if text_of.setdefault(node, text) != text:
+            raise ValueError(f"near_duplicate_pairs: node {node!r} is given two different texts; "
+                             "name documents that share an id by (id, text hash)")
+        if not ss or node in index:
             continue
-        index[doc_id] = sig
+        index[node] = sig
         for key in band_keys(sig, bands, rows):
-            buckets.setdefault(key, []).append(doc_id)
-    pairs: dict[tuple[str, str], float] = {}
+            buckets.setdefault(key, []).append(node)
+    pairs: dict[tuple, float] = {}
     for members in buckets.values():
         if len(members) > 1:
             for a, b in bucket_pairs(members, cfg.max_bucket_size)[0]:

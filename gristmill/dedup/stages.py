@@ -2,8 +2,9 @@
 
 Thin wrappers over the pure cores in this package. Every stage counts `<label>/in`, `kept`, `dropped/<reason>`
 and whitespace tokens `tokens_in` / `tokens_out` (for LogCountResample, tokens_out counts tokens x repeats).
-Nothing depends on bundle order or worker count: representatives are the smallest document id, Bloom shards
-are visited in id order, and stochastic rounding is seeded from (run seed, document id).
+Nothing depends on bundle order or worker count: representatives are the smallest document id (then the smallest
+text hash, then serialization, for documents sharing an id: see doc_key), Bloom shards are visited in id order,
+and stochastic rounding is seeded from (run seed, document id).
 """
 from __future__ import annotations
 
@@ -23,6 +24,24 @@ from gristmill.dedup.minhash import MinHashConfig, band_keys, bucket_pairs, esti
 from gristmill.dedup.resample import ResampleConfig, cluster_weight, stochastic_round
 from gristmill.errors import UserError
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
+
+# ---------------------------------------------------------------- document keys
+
+
+def doc_key(doc) -> tuple[str, str]:
+    """What BloomDedup and MinHashDedup tell documents apart by: the id, then a hash of the text. Ids are unique
+    but for a WARC that reuses a record id (or two records without one, from one URL): such documents are then
+    still each deduplicated as itself (Bloom), and each its own node of the near-duplicate graph (MinHash),
+    instead of one page's lines or cluster being given to all of them. Ordered as the id alone when ids are
+    unique, so the copy of a line kept, and a cluster's representative, are still the smallest id's."""
+    return doc.id, hashlib.blake2b(doc.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def by_serialization(docs: list) -> list:
+    """Copies under one doc_key (one record read from two copies of its WARC file: only `warc` differs) in the
+    order of their serialization, so the copy kept never depends on the order they arrive in."""
+    return sorted(docs, key=lambda d: d.to_json()) if len(docs) > 1 else docs
+
 
 # ---------------------------------------------------------------- exact
 
@@ -124,16 +143,8 @@ class ExactDedup(Stage):
 # ---------------------------------------------------------------- bloom
 
 
-def bloom_doc_key(doc) -> tuple[str, str]:
-    """What BloomDedup tells documents apart by: the id, then a hash of the text. Ids are unique but for a WARC
-    that reuses a record id (or two records without one, from one URL): such documents are then still deduplicated
-    each as itself, instead of every line one of them repeats being removed from all of them. Ordered as the
-    id alone when ids are unique, so the copy of a line kept is still the one in the smallest id."""
-    return doc.id, hashlib.blake2b(doc.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
 class _UnitKeysFn(beam.DoFn):
-    """Documents -> (shard, [(key, bloom_doc_key, unit_index), ...]), buffered per shard: one element per shard
+    """Documents -> (shard, [(key, doc_key, unit_index), ...]), buffered per shard: one element per shard
     and buffer instead of one per line keeps Beam's per-element cost off the hot path."""
 
     FLUSH_AT = 50_000
@@ -152,11 +163,11 @@ class _UnitKeysFn(beam.DoFn):
         self.counters.inc("tokens_in", word_count(doc.text))
         units, _ = bloom_core.split_units(doc.text, self.cfg.unit)
         self.counters.inc("units_in", len(units))
-        doc_key = bloom_doc_key(doc)
+        this_doc = doc_key(doc)
         for idx, u in enumerate(units):
             key = bloom_core.unit_key(u)
             if key is not None:
-                self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, doc_key, idx))
+                self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, this_doc, idx))
                 self.buffered += 1
         if self.buffered >= self.FLUSH_AT:
             yield from self._flush()
@@ -186,8 +197,8 @@ class _ShardDedupFn(beam.DoFn):
         if self.save_to is not None:
             saved = current if previous is None else previous
             bloom_core.save_filter(bloom_core.shard_path(self.save_to, shard, n), saved, shard, n, self.cfg.unit)
-        for doc_key, idx, where in dups:
-            yield doc_key, (idx, where)
+        for key, idx, where in dups:
+            yield key, (idx, where)
 
 
 class _RebuildFn(beam.DoFn):
@@ -199,17 +210,15 @@ class _RebuildFn(beam.DoFn):
 
     def process(self, kv):
         _, grouped = kv
-        # Documents under one key are copies with one id and one text (see bloom_doc_key): a unit of theirs is
+        # Documents under one key are copies with one id and one text (see doc_key): a unit of theirs is
         # found duplicate once per copy after the first to hold it, so of k copies, a unit found duplicate m
         # times is removed from the last m, and one copy of each unit stays. The copies may differ in the rest
         # (one record read from two copies of its WARC file: `warc` differs), so they are put in the order of
-        # their serialization first: the one that keeps its lines never depends on the order they arrive in.
+        # their serialization first (by_serialization).
         dups: dict[int, list[str]] = {}
         for idx, where in grouped["dup"]:
             dups.setdefault(idx, []).append(where)
-        docs = list(grouped["doc"])
-        if len(docs) > 1:
-            docs.sort(key=lambda d: d.to_json())
+        docs = by_serialization(list(grouped["doc"]))
         for wheres in dups.values():
             wheres.sort()
         k = len(docs)
@@ -269,7 +278,7 @@ class BloomDedup(Stage):
             | f"{label}/GroupShards" >> beam.GroupByKey()
             | f"{label}/Filter" >> beam.ParDo(_ShardDedupFn(label, cfg, capacity, rate, save_to))
         )
-        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (bloom_doc_key(d), d))
+        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (doc_key(d), d))
         return (
             {"doc": by_id, "dup": dups}
             | f"{label}/Join" >> beam.CoGroupByKey()
@@ -307,8 +316,20 @@ class _EarlierClusterCopies(beam.CombineFn):
         return max(acc)
 
 
+def node_copies(docs) -> int:
+    """Copies the documents of one node (copies under one doc_key) stand for when the node is in no cluster:
+    counted as for a cluster's members (see _EarlierClusterCopies), so one document stands for own_copies."""
+    earlier: dict = {}
+    for doc in docs:
+        cluster, dup_count, rep_size = earlier_cluster_copies(doc)
+        total, rep = earlier.get(cluster, (0, 0))
+        earlier[cluster] = total + dup_count, max(rep, rep_size)
+    return sum(max(v) for v in earlier.values())
+
+
 class _SignatureFn(beam.DoFn):
-    """A batch of documents -> band keys, signatures (for verification) and copy counts."""
+    """A batch of documents -> band keys, signatures (for verification) and copy counts, all by node: the
+    doc_key, so different pages under one id are different nodes, and copies of one page are one."""
 
     def __init__(self, label: str, cfg: MinHashConfig):
         self.label, self.cfg = label, cfg
@@ -323,15 +344,16 @@ class _SignatureFn(beam.DoFn):
         for doc, ss, sig in zip(docs, sets, sigs):
             self.counters.inc("in")
             self.counters.inc("tokens_in", word_count(doc.text))
-            yield beam.pvalue.TaggedOutput("docs", (doc.id, doc))
+            node = doc_key(doc)
+            yield beam.pvalue.TaggedOutput("docs", (node, doc))
             if not ss:
                 self.counters.inc("no_shingles")
                 continue
-            yield beam.pvalue.TaggedOutput("copies", (doc.id, earlier_cluster_copies(doc)))
+            yield beam.pvalue.TaggedOutput("copies", (node, earlier_cluster_copies(doc)))
             if self.cfg.verify:
-                yield beam.pvalue.TaggedOutput("sigs", (doc.id, sig.tobytes()))
+                yield beam.pvalue.TaggedOutput("sigs", (node, sig.tobytes()))
             for key in band_keys(sig, self.bands, self.rows):
-                yield beam.pvalue.TaggedOutput("bands", (key, doc.id))
+                yield beam.pvalue.TaggedOutput("bands", (key, node))
 
 
 class _BucketPairsFn(beam.DoFn):
@@ -407,15 +429,16 @@ class _AssignFn(beam.DoFn):
         self.counters = StageCounters(self.label)
 
     def process(self, kv):
-        doc_id, grouped = kv
+        node, grouped = kv
         cluster = list(grouped["cluster"])
-        for doc in grouped["doc"]:
+        # Copies of one page under one id are one node: as near-duplicates of each other (which copies under two
+        # ids are), one of them, the first by_serialization, stands for the node.
+        docs = by_serialization(list(grouped["doc"]))
+        cluster_node, size = cluster[0] if cluster else (node, node_copies(docs))
+        for n, doc in enumerate(docs):
             doc = copy.copy(doc)
-            if cluster:
-                doc.cluster_id, doc.cluster_size = cluster[0]
-            else:
-                doc.cluster_id, doc.cluster_size = doc.id, own_copies(doc)
-            if self.keep == "representative" and doc.cluster_id != doc.id:
+            doc.cluster_id, doc.cluster_size = cluster_node[0], size
+            if self.keep == "representative" and (cluster_node != node or n > 0):
                 self.counters.inc("dropped/near_duplicate")
                 continue
             if doc.cluster_size > 1:
@@ -430,8 +453,10 @@ class MinHashDedup(Stage):
 
     cluster_size counts copies (the sum of dup_count over the cluster), so it is the same whether or not
     ExactDedup ran first. Run again over its own output, it keeps the earlier sizes: a representative of
-    an earlier cluster stands for that cluster's size (see earlier_cluster_copies). keep="representative"
-    drops every document but the cluster id's own; keep="all" only annotates.
+    an earlier cluster stands for that cluster's size (see earlier_cluster_copies). The graph's nodes are
+    doc_keys: pages that share an id are clustered only when they are near-duplicates, and copies of one page
+    under one id are one node. keep="representative" keeps one document per cluster, of its smallest node (the
+    smallest id), the first by_serialization; keep="all" only annotates.
     """
 
     def __init__(self, label: str = "MinHashDedup", config: MinHashConfig | None = None, keep: str = "representative",

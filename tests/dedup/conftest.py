@@ -1,6 +1,8 @@
 """Shared helpers for dedup tests: run stages on in-memory documents and read the result back."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from gristmill.pipeline.docio import CreateDocuments, WriteDocuments, read_documents
@@ -33,3 +35,31 @@ def run_dedup(tmp_path):
         return sorted(read_documents(str(out / "documents")), key=lambda d: d.id), stats
 
     return run
+
+
+@pytest.fixture
+def pages_sharing_ids():
+    """Pages that share ids, {id: [(text, warc), ...]}, whose clusters are clear enough to work out by hand.
+
+    Each page is 200 random words; a near copy changes one word (Jaccard of 5-gram shingles about 0.95), and
+    unrelated pages share no shingle, so every pair is far from the threshold on either side."""
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(5000)]
+
+    def page():
+        return rng.choices(words, k=200)
+
+    def edit(p, k):
+        p = list(p)
+        p[50 + k] = f"edit{k}"
+        return " ".join(p)
+
+    p1, p2, p3, p4, p5 = page(), page(), page(), page(), page()
+    return {
+        "b": [(" ".join(p1), {}), (" ".join(p2), {})],  # two different pages under one id
+        "a": [(edit(p1, 1), {})],  # a near copy of b's first page, with a smaller id
+        "c": [(edit(p2, 2), {})],  # a near copy of b's second page, with a larger id
+        "d": [(" ".join(p3), {}), (edit(p3, 3), {})],  # one page fetched twice under one id: near copies
+        "e": [(" ".join(p4), {"file": f"crawl-{k}.warc.gz"}) for k in (1, 0)],  # one record read twice
+        "f": [(" ".join(p5), {})],
+    }

@@ -140,3 +140,40 @@ def test_representatives_of_two_runs_add_up(run_dedup, make_docs):
         both, _ = run_dedup(run1 + run2, [ExactDedup(), MinHashDedup(), LogCountResample()], name=f"both{ord(prefix)}")
         assert [(d.dup_count, d.cluster_size) for d in both] == [(5, 14)]
         assert both[0].weight == pytest.approx(1 + math.log10(14))
+
+
+def test_pages_sharing_an_id_are_clustered_only_with_their_near_copies(run_dedup, pages_sharing_ids):
+    from gristmill.dedup.stages import doc_key
+    from gristmill.pipeline.document import Document
+
+    # Keyed by id, b's two pages were one node: b's second page was dropped as a near copy of a (it is not),
+    # and a's cluster counted 3 copies. Each page is its own node, (id, text hash); copies of one page under
+    # one id are one node, of which the first serialization is kept.
+    pages = pages_sharing_ids
+    docs = [Document(id=i, url=f"http://example.com/{i}", text=t, warc=w) for i, ps in pages.items() for t, w in ps]
+    text = {i: [t for t, _ in ps] for i, ps in pages.items()}
+    d_first = min((d for d in docs if d.id == "d"), key=doc_key).text  # d's two versions: the smaller text hash is the cluster's node
+    expected_all = sorted([
+        ("a", text["a"][0], "a", 2), ("b", text["b"][0], "a", 2), ("b", text["b"][1], "b", 2),
+        ("c", text["c"][0], "b", 2), ("d", text["d"][0], "d", 2), ("d", text["d"][1], "d", 2),
+        ("e", text["e"][0], "e", 2), ("e", text["e"][1], "e", 2), ("f", text["f"][0], "f", 1),
+    ])
+    expected_kept = [("a", text["a"][0], 2), ("b", text["b"][1], 2), ("d", d_first, 2), ("e", text["e"][0], 2),
+                     ("f", text["f"][0], 1)]
+    # The in-memory reference agrees: pairs between (id, text hash) nodes, and the same clusters.
+    comp = star_components(near_duplicate_pairs([doc_key(d) for d in docs], [d.text for d in docs], MinHashConfig()))
+    assert sorted((d.id, d.text, comp.get(doc_key(d), doc_key(d))[0]) for d in docs) == [e[:3] for e in expected_all]
+
+    runs = []
+    for k, (order, workers) in enumerate(((docs, 1), (docs[::-1], 1), (docs[3:] + docs[:3], 2))):
+        out, stats = run_dedup(order, [MinHashDedup(keep="all")], workers=workers, name=f"all{k}")
+        assert sorted((d.id, d.text, d.cluster_id, d.cluster_size) for d in out) == expected_all
+        kept, stats = run_dedup(order, [MinHashDedup(), LogCountResample()], workers=workers, name=f"kept{k}")
+        assert [(d.id, d.text, d.cluster_size) for d in kept] == expected_kept
+        assert [d.weight for d in kept] == [1 + math.log10(2)] * 4 + [1.0]
+        assert kept[3].warc == {"file": "crawl-0.warc.gz"}  # the first serialization of e's two copies
+        s = stats["stages"]["MinHashDedup"]
+        assert (s["in"], s["kept"], s["dropped"]) == (9, 5, {"near_duplicate": 4})
+        assert s["verified_pairs"] == 3  # a~b, b~c, d~d: e's copies are one node, not a pair
+        runs.append((sorted(d.to_json() for d in out), [d.to_json() for d in kept]))
+    assert runs[0] == runs[1] == runs[2]
