@@ -41,8 +41,10 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, item):
         i, docs = item
-        # Bundles arrive in any order; sorting by id makes the shard bytes independent of the runner.
-        lines = sorted(d.to_json() for d in docs if d is not None)
+        # Bundles arrive in any order; sorting by id makes the shard bytes independent of the runner. The id goes
+        # first: the JSON's keys are sorted, so its own order puts cluster_id and decisions before the id. The
+        # whole line breaks ties between copies under one id (a WARC read twice, or one that reuses a record id).
+        lines = [line for _, line in sorted((d.id, d.to_json()) for d in docs if d is not None)]
         name = shard_name(i, self.shards)
         with FileSystems.create(FileSystems.join(self.directory, name), mime_type="application/gzip",
                                 compression_type=CompressionTypes.GZIP) as f:

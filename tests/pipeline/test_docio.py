@@ -53,6 +53,15 @@ def _write_run(tmp_path, docs, shards):
     return tmp_path / "run" / "documents"
 
 
+def test_shards_are_sorted_by_id_whatever_fields_sort_before_it(tmp_path):
+    # Annotate mode without dedup: cluster_id is null and decisions vary, and both come before "id" in the JSON.
+    docs = [Document(id=f"d{i:03d}", url=f"https://example.org/{i}", text=f"text {i}",
+                     decisions={"C4": f"c4:rule_{19 - i:02d}"}) for i in range(20)]
+    folder = _write_run(tmp_path, docs[::-1], shards=1)
+    lines = gzip.decompress((folder / "part-00000-of-00001.jsonl.gz").read_bytes()).decode().splitlines()
+    assert [Document.from_json(line) for line in lines] == docs
+
+
 def test_a_run_that_would_read_its_own_output_folder_is_refused(tmp_path):
     docs = [Document(id=f"d{i}", url=f"u{i}", text="t") for i in range(6)]
     folder = _write_run(tmp_path, docs, shards=2)
