@@ -2,14 +2,16 @@
 
 A damaged region (truncated gzip, garbage bytes, a broken record, a damaged first byte) costs only itself:
 the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
-file. Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A
-whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
+file. Garbage between records (after a whole record, plain or gzipped) is one record of its own, `bad:not_warc`.
+Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A whole plain
+WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
 
 ARC files (ARC v1, the Internet Archive's and Common Crawl's format before WARC: `.arc.gz`, or plain `.arc`) are
 read the same way. Their records are named as warcio's ARC-to-WARC conversion names them (the `filedesc://`
 record is a `warcinfo`, the others `response`s; the URL is WARC-Target-URI, Archive-date the WARC-Date). An ARC
 record has no record id, so it is given a uuid5 of the file name and the record's offset: the same file gives
-the same ids on every run, and no two records share one. A plain ARC re-synchronises at the next ARC header line.
+the same ids on every run, and no two records share one. A plain ARC re-synchronises at the next ARC header line;
+a plain ARC record cut inside its header line (which then runs on into the next record's) costs only itself.
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ ARC_MAGIC = b"filedesc://"  # an ARC file's first record
 # spaces), or ARC v2's, with Result-code Checksum Location Offset Filename before the length.
 ARC_LINE = re.compile(rb"\S[^\r\n]* \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n")
 ARC_DATE = re.compile(r"\d{14}")  # YYYYMMDDhhmmss
+# Where a plain ARC record's header line is cut short, the next record's header line carries on from the cut, and
+# the two read as one line. The seam (group "next") is a URL's scheme right after a letter, digit, dot, dash,
+# underscore or space, or right after a bare scheme (`http:/`: no host). A URL inside a URL, as in `?u=http://` or
+# a Wayback `/2008/http://`, follows punctuation, and is no cut; so a cut just after a `/` goes unseen.
+ARC_CUT = re.compile(rb"(?:^[a-z]+:/{0,2}|(?<=[A-Za-z0-9._\- \r]))(?P<next>(?:https?|ftp|filedesc)://)")
 
 
 class _MemberReader(DecompressingBufferedReader):
@@ -243,6 +250,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         last_read = False  # whether that record was read whole
         it = _ArchiveIterator(stream, check_digests=False)
         resync_from = None
+        resume_at = None  # where the next record starts, when it is known without a search
         try:
             for record in it:
                 if _merged_headers(record):
@@ -251,6 +259,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # just after its start, which finds the next record's own `WARC/1.` line.
                     resync_from = it.get_record_offset()
                     yield ReadOutcome(_record_type(record), reason="bad:warc_headers")
+                    break
+                # it.offset: where warcio began this record (set as it finished the last), known before it is read.
+                if not gz and (seam := _cut_arc_header(stream, it.offset, record)) is not None:
+                    # A plain ARC record cut inside its header line: warcio has read the next record's header
+                    # line, which goes on from the cut, as the rest of this one. Count it, then read on from
+                    # where the next record's line starts (inside the line: no line-start search finds it).
+                    resync_from = resume_at = seam
+                    yield ReadOutcome(_record_type(record), reason="bad:arc_header")
                     break
                 warned = it.err_count
                 outcome = None if _is_padding_record(record) else _outcome(record, file, max_bytes)
@@ -266,7 +282,8 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     break
                 if outcome is None:
                     continue
-                if not gz and not _plain_record_ends_cleanly(stream, last_end, record):
+                ending = "clean" if gz else _plain_record_end(stream, offset, last_end, record)
+                if ending == "cut":
                     # A plain record cut inside its block (payload shorter than its Content-Length): warcio
                     # has read on into the next record(s) and returned them as this record's payload.
                     # Count it once, then resynchronise from just after its start, as for cut headers.
@@ -284,6 +301,12 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 _place(outcome, record, offset)
                 last_read = True
                 yield outcome
+                if ending == "junk":
+                    # A whole plain record, then bytes that are no record: they are counted once, as garbage
+                    # between gzip members is, and reading resynchronises at the next `WARC/1.` after them.
+                    resync_from = last_end
+                    yield ReadOutcome("unknown", reason="bad:not_warc")
+                    break
                 if gz and length < 0:
                     # warcio measures a record's length by its gzip member, and this member goes on past
                     # the record: one gzip stream around plain records. gzip reads it through, as one stream.
@@ -305,7 +328,12 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
-        nxt = fs.find_first(stream, last_end + 1, magics) if magics else _find_arc_line(stream, last_end + 1)
+        if resume_at is not None:
+            nxt = resume_at
+        elif magics:
+            nxt = fs.find_first(stream, last_end + 1, magics)
+        else:
+            nxt = _find_arc_line(stream, last_end + 1)
         if nxt is None:
             return
         if len(magics) > 1:
@@ -323,6 +351,22 @@ def _find_arc_line(stream: BinaryIO, start: int) -> int | None:
             return stream.tell() - len(line)
         at_line_start = line.endswith(b"\n")
     return None
+
+
+def _cut_arc_header(stream: BinaryIO, start: int, record) -> int | None:
+    """Where the next record's header line starts, when a plain ARC record's header line (at `start`) was cut short
+    and warcio read the next record's line as the rest of it; None for a whole header line. Only a record whose
+    URL shows a seam (ARC_CUT) is looked at, in the file's own bytes; the stream position is restored."""
+    if record.format != "arc" or not ARC_CUT.search((record.rec_headers.get_header("uri") or "").encode()):
+        return None
+    pos = stream.tell()
+    try:
+        stream.seek(start)
+        line = stream.readline(1 << 16)
+    finally:
+        stream.seek(pos)
+    seam = ARC_CUT.search(line)
+    return start + seam.start("next") if seam and ARC_LINE.fullmatch(line, seam.start("next")) else None
 
 
 def _damaged_member(stream: BinaryIO, start: int) -> bool:
@@ -405,15 +449,22 @@ def _iter_gzip_stream(stream: BinaryIO, start: int, file: str, max_bytes: int) -
         yield ReadOutcome("unknown", reason="bad:truncated")
 
 
-def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
-    """True when a plain record's declared block ends where the next record (or the file) starts.
+def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
+    """How a plain record that starts at `start` and whose declared block ends at `end` is followed: "clean",
+    "junk" or "cut".
 
-    That is, the bytes at `end` are the CRLF CRLF terminator, then (after any further blank lines or
-    padding) `WARC/1.` or EOF; for an ARC record, a newline, then (after any padding lines) the next record's
-    header line or EOF. A record that ends exactly at EOF without its terminator is accepted only if
-    warcio read its whole Content-Length (a file cut after the block, not inside it). The stream position
-    is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files only: gzip
-    members frame their own records, and the gzip path does no extra seeks.
+    "clean": the bytes at `end` are the CRLF CRLF terminator, then (after any further blank lines or padding)
+    `WARC/1.` or EOF; for an ARC record, a newline, then (after any padding lines) the next record's header line
+    or EOF. A record that ends exactly at EOF without its terminator is accepted only if warcio read its whole
+    Content-Length (a file cut after the block, not inside it).
+    "junk": a WARC record's terminator is there, but what follows it is not a record (garbage between records):
+    the record itself is whole, unless its block holds another record's `WARC/1.` (a Content-Length that ran on
+    into the next record and happened to end at a blank line), which makes it "cut".
+    "cut": anything else: the block is not where Content-Length says (a record cut short, a wrong length). An ARC
+    record's terminator is a lone newline, which a block cut short ends at as often as not, so an ARC record not
+    followed by a header line is always "cut".
+    The stream position is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files
+    only: gzip members frame their own records, and the gzip path does no extra seeks.
     """
     arc = record.format == "arc"
     terminator = b"\n" if arc else b"\r\n\r\n"
@@ -422,19 +473,23 @@ def _plain_record_ends_cleanly(stream: BinaryIO, end: int, record) -> bool:
         stream.seek(end)
         term = stream.read(len(terminator))
         if not term:
-            return getattr(record.raw_stream, "limit", 1) == 0
+            return "clean" if getattr(record.raw_stream, "limit", 1) == 0 else "cut"
         if term != terminator:
-            return False
+            return "cut"
         if arc:
             while (line := stream.readline(1 << 16)) and not line.strip(PADDING):
                 pass
-            return not line or bool(ARC_LINE.fullmatch(line))
+            return "clean" if not line or ARC_LINE.fullmatch(line) else "cut"
         rest = b""
         while True:
             chunk = stream.read(256)
-            rest = (rest + chunk).lstrip(b"\r\n\x00 ")  # blank lines, or padding before EOF
+            rest = (rest + chunk).lstrip(PADDING)  # blank lines, or padding before EOF
             if len(rest) >= len(WARC_MAGIC) or not chunk:
-                return rest == b"" or rest.startswith(WARC_MAGIC)
+                break
+        if rest == b"" or rest.startswith(WARC_MAGIC):
+            return "clean"
+        inner = fs.find_first(stream, start + 1, (WARC_MAGIC,))
+        return "cut" if inner is not None and inner < end else "junk"
     finally:
         stream.seek(pos)
 

@@ -15,7 +15,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
 from gristmill.pipeline.warc import iter_warc
-from warc_factory import page, response, write_arc, write_warc
+from warc_factory import arc_filedesc, arc_record, http_response, page, response, write_arc, write_warc
 
 
 def outcomes(path):
@@ -422,3 +422,83 @@ def test_damaged_arc_files_cost_only_the_damaged_records(tmp_path):
     for data, name in ((b"".join(records[:2]) + v2 + b"".join(records[2:]), "a.arc"),
                        (b"".join(members[:2]) + gzip.compress(v2, mtime=0) + b"".join(members[2:]), "a.arc.gz")):
         assert read(data, name) == (good_pages, Counter({"bad:arc_header": 1}))
+
+
+def _warcio_pages(data: bytes) -> list[tuple[str, bytes]]:
+    """warcio's own reading of a plain WARC: (url, payload) of each HTTP 200 HTML response."""
+    return [(r.rec_headers.get_header("WARC-Target-URI"), r.content_stream().read())
+            for r in ArchiveIterator(io.BytesIO(data))
+            if r.rec_type == "response" and r.http_headers.get_statuscode() == "200"]
+
+
+@pytest.mark.parametrize("junk", [b"junk", b"WAR", b"\x00\x00junk\r\n\r\nmore junk\r\n", b"HTTP/1.1 200 OK\r\n\r\n<p>",
+                                  random.Random(3).randbytes(5000)], ids=["word", "cut-magic", "lines", "http", "random"])
+@pytest.mark.parametrize("after", [2, 7], ids=["mid-file", "after-the-last-page"])
+def test_junk_after_a_whole_plain_record_costs_only_itself(junk, after):
+    # Before, the whole record in front of the junk was counted as bad:payload_length and its page lost.
+    chunks = write_warc_bytes(7, gz=False)
+    good = b"".join(chunks)
+    data = b"".join(chunks[:after]) + junk + b"".join(chunks[after:])
+    outs = list(iter_warc(io.BytesIO(data), "junk.warc"))
+    expected = _fates(list(iter_warc(io.BytesIO(good), "good.warc")))
+    expected.insert(after, ("unknown", None, None, "bad:not_warc"))  # the junk, one record of its own
+    assert _fates(outs) == expected
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == _warcio_pages(good)
+    assert len(outs) == len(list(ArchiveIterator(io.BytesIO(good)))) + 1  # in = kept + dropped, the junk included
+    for pg in (o.page for o in outs if o.page):  # offsets still point at the records after the resync
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]))))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+    tail = list(iter_warc(io.BytesIO(good + junk), "tail.warc"))  # junk after the file's last record
+    assert _fates(tail) == _fates(list(iter_warc(io.BytesIO(good), "good.warc"))) + [
+        ("unknown", None, None, "bad:not_warc")]
+
+
+def test_a_content_length_that_runs_to_the_next_records_blank_line_is_not_junk():
+    # Record 2 declares a block that ends exactly at the blank line after record 3's WARC headers: its terminator is
+    # there, and no `WARC/1.` follows, as with junk; but the block holds record 3's start, so it is no whole record.
+    chunks = write_warc_bytes(6, gz=False)
+    declared = int(re.search(rb"Content-Length: (\d+)", chunks[2]).group(1))
+    run_on = len(b"\r\n\r\n") + chunks[3].index(b"\r\n\r\n")
+    long = chunks[2].replace(b"Content-Length: %d" % declared, b"Content-Length: %d" % (declared + run_on), 1)
+    data = b"".join(chunks[:2]) + long + b"".join(chunks[3:])
+    good = list(iter_warc(io.BytesIO(b"".join(chunks)), "good.warc"))
+    expected = _fates(good)
+    expected[2] = ("response", None, None, "bad:payload_length")
+    assert _fates(list(iter_warc(io.BytesIO(data), "long.warc"))) == expected
+
+
+def _arc_line_cuts(record: bytes) -> dict[str, int]:
+    """Cut points inside an ARC record's header line `http://example.com/2 192.0.2.1 20080101120002 text/html N`."""
+    line = record.split(b"\n", 1)[0]
+    return {"in-url": 10, "bare-scheme": 6, "after-url": line.index(b" ") + 1, "in-ip": line.index(b" ") + 5,
+            "in-date": line.index(b" 2008") + 6, "in-type": line.index(b"text/") + 3, "before-newline": len(line)}
+
+
+@pytest.mark.parametrize("where", list(_arc_line_cuts(arc_record("http://example.com/2", "20080101120002", b"x"))))
+def test_plain_arc_record_cut_inside_its_header_line(tmp_path, where):
+    # Before, the cut line ran on into the next record's header line, and the two were read as one record (a page
+    # under a URL made of both); the cut record must be counted, and the next one read whole.
+    records = write_arc(tmp_path / "a.arc", n=6, gz=False)
+    cut = _arc_line_cuts(records[3])[where]
+    data = b"".join(records[:3]) + records[3][:cut] + b"".join(records[4:])
+    outs = list(iter_warc(io.BytesIO(data), "a.arc"))
+    want_pages, _ = _warcio_arc(b"".join(records[:3] + records[4:]))  # warcio, on the file without the cut record
+    assert [(o.page.url, o.page.date, o.page.payload) for o in outs if o.page] == [
+        (u, d, b) for u, d, b in want_pages]
+    assert summary(outs)[1] == Counter({"bad:arc_header": 1, "type:warcinfo": 1, "not_html:image/png": 1,
+                                        "status:404": 1})
+    assert len(outs) == len(records)  # the cut record counted once, each other record once
+    for o in outs:  # the offsets point at the records, also the one whose line began inside the cut one's
+        if o.page:
+            rec = next(iter(ArchiveIterator(io.BytesIO(data[o.page.offset:]), arc2warc=True)))
+            assert rec.rec_headers.get_header("WARC-Target-URI") == o.page.url
+
+
+def test_arc_urls_that_hold_urls_are_no_cut():
+    urls = ["http://www.example.com/share.php?u=http://example.org/x", "http://web.archive.org/web/2008/http://x.org/",
+            "http://example.com/go?http://example.net/", "http://example.com/#http://example.net/"]
+    data = arc_filedesc("u.arc") + b"".join(
+        arc_record(u, "20080101120000", http_response(page(i))) for i, u in enumerate(urls))
+    outs = list(iter_warc(io.BytesIO(data), "u.arc"))
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == [(u, b) for u, _, b in _warcio_arc(data)[0]]
+    assert [o.page.url for o in outs if o.page] == urls and summary(outs)[1] == Counter({"type:warcinfo": 1})
