@@ -19,7 +19,6 @@ import torch.distributed as dist
 
 from gristmill.errors import UserError
 from gristmill.kernels.dispatch import set_backend as set_kernel_backend
-from gristmill.mixtures.loader import DrawChanged
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
@@ -332,6 +331,10 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
 
     start, loop_state = 0, {"recent": [], "skipped_in_row": 0, "tokens": 0}
     if resume_from is not None:
+        # here, not at the top: the mixtures package needs PyYAML and pyarrow, which a synthetic-data run (and
+        # bench/trainer.py on a bare GPU box) does without
+        from gristmill.mixtures.loader import DrawChanged
+
         _check_same_run(Path(resume_from).parent.parent / "config.json", mcfg.to_dict(), cfg.data)
         try:
             start, saved, draw_change = checkpoint.load(resume_from, model, optimizer, scheduler, source, rank=rank,
