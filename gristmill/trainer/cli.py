@@ -174,6 +174,7 @@ def _plan(args) -> int:
         raise UserError("--bytes trainer needs the model's blocks (FSDP2 gathers one at a time): give a config or "
                         "--preset, not --params")
     micro, seq, ckpt, precision, accum = args.micro_batch, args.seq_len, args.checkpointing, args.precision, 1
+    kernels = "triton"  # what `kernels: auto` runs on a GPU
     if args.params is not None:
         psi, mcfg = _count(args.params), None
         name = f"{psi / 1e9:g}B parameters"
@@ -189,6 +190,7 @@ def _plan(args) -> int:
             micro = micro or cfg.micro_batch_size
             ckpt = ckpt or cfg.activation_checkpointing
             precision = precision or cfg.precision
+            kernels = "torch" if cfg.kernels == "torch" else "triton"
             if args.bytes == "trainer" and args.accumulation is None:  # as train splits the batch over the GPUs
                 accum = replace(cfg, micro_batch_size=micro).accumulation_steps(args.gpus)
             mcfg = model_config(cfg.model, vocab_size=vocab)  # the vocabulary comes from the data, as in train
@@ -200,8 +202,8 @@ def _plan(args) -> int:
     accum = args.accumulation or accum
     act = 0.0
     if mcfg is not None and micro and seq:
-        act = planner.activation_bytes(n_layers=mcfg.n_layers, d_model=mcfg.d_model, vocab_size=mcfg.vocab_size,
-                                       seq_len=seq, micro_batch=micro, checkpointing=ckpt, precision=precision)
+        act = planner.activation_bytes(mcfg, seq_len=seq, micro_batch=micro, checkpointing=ckpt, precision=precision,
+                                       kernels=kernels)
     gpus = f"{args.gpus} GPU{'' if args.gpus == 1 else 's'}"
     shape = (f"{precision}, micro-batch {micro} x seq {seq}{', checkpointed' if ckpt else ''}" if act else
              "not estimated (give a config, or --micro-batch and --seq-len with --preset)")

@@ -24,10 +24,26 @@ micro-batches, so zero2 and zero3 hold 4 Psi of gradients, not 4 Psi / N. With o
 model: 4 + 4 + 8. Left out: a block's unsharded gradients before their reduce-scatter, the all-gather input
 copies, Adam's step counters. Checked against the tensors each rank holds (tests/trainer/test_plan.py).
 
-Activations are not sharded by ZeRO; they follow Korthikanti et al. (2022) with flash attention (no s^2 term):
-34 * seq * batch * d_model bytes per layer of 16-bit activations (bf16), twice that in fp32, or with activation
-checkpointing 2 (fp32: 4) * s * b * d per layer (the saved block inputs) plus one layer recomputed at a time;
-plus fp32 logits (4 * s * b * vocab) when the cross-entropy is not fused (CPU).
+Activations are not sharded by ZeRO. They are counted tensor by tensor for this model (RMSNorm, SwiGLU, RoPE,
+SDPA, no dropout; not Korthikanti et al.'s GPT block) as train.py runs it: fp32 master weights, so the embedding
+and the residual stream stay fp32 under bf16 autocast, which runs the matmuls and SDPA in c = 2 bytes (fp32:
+c = 4). Per token of a block, with d = d_model, kv = n_kv_heads * head_dim, f = ffn_hidden, h = n_heads:
+    the two norms       2 (4d + 4): the fp32 input and 1/rms (the torch references also keep x_hat, 2 * 4d)
+    matmul inputs       5 c d under autocast (each of q, k, v, gate, up casts the norm's output for itself);
+                        fp32: 2 * 4d (the projections share the norm's output)
+    attention           c (2d + 2kv) (q, k, v, output; GQA's kv are not repeated) + 4h (fp32 logsumexp)
+    MLP                 3 c f: gate, up, their product (the torch SwiGLU also keeps silu(gate): 4 c f)
+    qk_norm             c (d + kv) + 4 (h + n_kv_heads) (torch: (4 + c)(d + kv) + ...); without it, the torch
+                        RoPE keeps bf16 copies of cos and sin per layer, 4 c head_dim per position
+Outside the blocks: the final norm (4d + 4) and the fused cross-entropy's d(loss)/d(hidden) (c d); the torch
+reference instead keeps x_hat, the hidden states in c bytes and the fp32 log-softmax (4 * vocab). The fused
+loss also keeps the output projection's fp32 gradient from forward to backward: it becomes its .grad, counted
+with the gradients. With activation checkpointing a block keeps only its fp32 input (4d per token), and one
+block at a time is recomputed: n_layers * 4d + one block + the root. Checked against the storages a tiny
+model's forward really keeps (tests/trainer/activation_probe.py): exact but for the loss's 4-byte scalars.
+Left out: the attention kernel's small extras on a GPU (flash's RNG state; the memory-efficient kernel pads
+its logsumexp), document_masking's [b, 1, s, s] mask, torch.compile's own choice of what to save, the
+transient tensors of the backward itself (activation gradients), and the caching allocator's slack.
 """
 from __future__ import annotations
 
@@ -110,14 +126,46 @@ def trainer_states(layout: Layout, gpus: int, mode: str, *, precision: str = "bf
                          grad_buckets=0, optimizer=8 * psi / n)
 
 
-def activation_bytes(*, n_layers: int, d_model: int, vocab_size: int, seq_len: int, micro_batch: int,
-                     checkpointing: bool, fused_cross_entropy: bool = True, precision: str = "bf16") -> float:
-    sbh = seq_len * micro_batch * d_model
-    scale = 1 if precision == "bf16" else 2  # Korthikanti's counts are of 16-bit values
-    per_layer = 34 * sbh * scale
-    body = (2 * sbh * scale * n_layers + per_layer) if checkpointing else per_layer * n_layers
-    logits = 0 if fused_cross_entropy else 4 * seq_len * micro_batch * vocab_size
-    return float(body + logits)
+KERNEL_PATHS = ("triton", "torch")
+
+
+def layer_activation_bytes(mcfg, *, seq_len: int, micro_batch: int, precision: str = "bf16",
+                           kernels: str = "triton") -> float:
+    """Bytes one block keeps for its backward over micro_batch x seq_len tokens (module docstring: Activations)."""
+    c = 2 if precision == "bf16" else 4  # the matmuls' dtype under autocast (bf16), or fp32
+    d, f, kv, h, g = mcfg.d_model, mcfg.ffn_hidden, mcfg.n_kv_heads * mcfg.head_dim, mcfg.n_heads, mcfg.n_kv_heads
+    norms = 2 * (4 * d + 4) + (2 * 4 * d if kernels == "torch" else 0)  # fp32 input, 1/rms (torch: and x_hat)
+    # bf16: each of the 5 projections reading a norm's fp32 output casts it for itself; fp32: they share it
+    matmul_inputs = 5 * c * d if precision == "bf16" else 2 * 4 * d
+    attention = c * (2 * d + 2 * kv) + 4 * h  # q, k, v and the output in the SDPA kernel's saves, fp32 logsumexp
+    mlp = (4 if kernels == "torch" else 3) * c * f  # gate, up, (torch: silu(gate),) their product
+    per_token = norms + matmul_inputs + attention + mlp
+    per_position = 0
+    if mcfg.qk_norm:  # each head's q and k before the norm (torch: an fp32 copy, then x_hat), its 1/rms
+        per_token += (4 + c) * (d + kv) + 4 * (h + g) if kernels == "torch" else c * (d + kv) + 4 * (h + g)
+    elif kernels == "torch" and precision == "bf16":
+        per_position = 4 * c * mcfg.head_dim  # the reference RoPE's bf16 copies of cos and sin, for q and for k
+    return float(seq_len * micro_batch * per_token + seq_len * per_position)
+
+
+def activation_bytes(mcfg, *, seq_len: int, micro_batch: int, checkpointing: bool, precision: str = "bf16",
+                     kernels: str = "triton") -> float:
+    """Bytes a micro-batch keeps for its backward at the peak (module docstring: Activations). kernels: "triton"
+    (what `kernels: auto` runs on a GPU) or "torch" (the PyTorch references, as on the CPU)."""
+    if kernels not in KERNEL_PATHS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNEL_PATHS)}; got {kernels!r}")
+    c = 2 if precision == "bf16" else 4
+    tokens, d = seq_len * micro_batch, mcfg.d_model
+    layer = layer_activation_bytes(mcfg, seq_len=seq_len, micro_batch=micro_batch, precision=precision,
+                                   kernels=kernels)
+    # the final norm's input and 1/rms; then the fused loss's precomputed d(loss)/d(hidden), or, unfused (torch),
+    # the norm's x_hat, the normed hidden states in the matmul's dtype and the fp32 log-softmax of the logits
+    if kernels == "triton":
+        root = tokens * (4 * d + 4 + c * d)
+    else:
+        root = tokens * (4 * d + 4 + 4 * d + c * d + 4 * mcfg.vocab_size)
+    blocks = tokens * 4 * d * mcfg.n_layers + layer if checkpointing else layer * mcfg.n_layers
+    return float(blocks + root)
 
 
 def plan(psi: float, gpus: int, *, activations: float = 0.0, accounting: str = "zero-paper", precision: str = "bf16",

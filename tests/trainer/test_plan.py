@@ -28,16 +28,109 @@ def test_trainer_accounting_is_4_4_8():
     assert (p, g, k) == (4e9, 0.5e9, 1e9)
 
 
-def test_activations_follow_korthikanti_without_the_attention_matrix():
-    full = activation_bytes(n_layers=12, d_model=768, vocab_size=50304, seq_len=1024, micro_batch=8,
-                            checkpointing=False)
-    assert full == 12 * 34 * 1024 * 8 * 768
-    ckpt = activation_bytes(n_layers=12, d_model=768, vocab_size=50304, seq_len=1024, micro_batch=8,
-                            checkpointing=True, fused_cross_entropy=False)
-    assert ckpt == (12 * 2 + 34) * 1024 * 8 * 768 + 4 * 1024 * 8 * 50304
-    fp32 = activation_bytes(n_layers=12, d_model=768, vocab_size=50304, seq_len=1024, micro_batch=8,
-                            checkpointing=True, precision="fp32")
-    assert fp32 == (12 * 4 + 68) * 1024 * 8 * 768  # 32-bit values: twice the 16-bit counts
+# One token's saved bytes, by the probe, differ from plan's only by the loss's fp32 scalars (nll_loss's total
+# weight, the sum): a few of 4 bytes each, whatever the model's size.
+SCALARS = 16
+
+
+def _probe():
+    """tests/trainer/activation_probe.py as a module (pytest imports the tests by path, not from sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("activation_probe", Path(__file__).with_name("activation_probe.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _held(result: dict) -> int:
+    return sum(result["held"].values())
+
+
+def _check_against_probe(spec: dict, batch: int, seq: int, precision: str, kernels: str, runs: dict) -> None:
+    """plan's activations, with and without checkpointing, against the probe's runs of one config: `full` (no
+    checkpointing), `ckpt`, and `less` (one block fewer: full - less is what one block keeps, and so what its
+    recomputation holds under checkpointing)."""
+    from gristmill.trainer.model import model_config
+    from gristmill.trainer.plan import activation_bytes, layer_activation_bytes
+
+    cfg = model_config(spec, max_seq_len=seq + 1)
+    kw = dict(seq_len=seq, micro_batch=batch, precision=precision, kernels=kernels)
+    layer = _held(runs["full"]) - _held(runs["less"])
+    assert layer == layer_activation_bytes(cfg, **kw)
+    assert _held(runs["full"]) <= activation_bytes(cfg, checkpointing=False, **kw) + SCALARS
+    assert activation_bytes(cfg, checkpointing=False, **kw) <= _held(runs["full"])
+    assert 0 <= _held(runs["ckpt"]) + layer - activation_bytes(cfg, checkpointing=True, **kw) <= SCALARS
+
+
+PROBE_CASES = [  # (model, batch, seq): vary d_model, layers, heads (GQA), vocab, tied embeddings, qk-norm
+    ({"preset": "tiny"}, 2, 32),
+    ({"preset": "tiny", "d_model": 96, "n_heads": 6, "n_layers": 3, "vocab_size": 512}, 1, 48),
+    ({"preset": "tiny", "n_kv_heads": 2, "qk_norm": True, "tie_embeddings": True}, 3, 16),
+]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("spec,batch,seq", PROBE_CASES)
+def test_activations_are_what_the_models_forward_keeps(spec, batch, seq, precision):
+    """The torch references (the CPU's path, and `kernels: torch`), under the trainer's own autocast and
+    checkpointing, against the storages saved for backward (tests/trainer/activation_probe.py)."""
+    from gristmill.trainer.model import model_config
+
+    measure = _probe().measure
+    less = {**spec, "n_layers": model_config(spec).n_layers - 1}
+    runs = {"full": measure(spec, batch=batch, seq=seq, precision=precision),
+            "less": measure(less, batch=batch, seq=seq, precision=precision),
+            "ckpt": measure(spec, batch=batch, seq=seq, precision=precision, checkpointing=True)}
+    if precision == "bf16":  # autocast keeps the matmuls' inputs in bf16, the residual stream and norms in fp32
+        assert set(runs["full"]["held"]) == {"bfloat16", "float32"}
+        assert set(runs["ckpt"]["held"]) == {"bfloat16", "float32"}  # the loss's bf16 hidden states
+    assert runs["full"]["held"] == runs["full"]["saved"]  # all of it through saved_tensors_hooks
+    _check_against_probe(spec, batch, seq, precision, "torch", runs)
+
+
+def test_activations_on_the_triton_kernels():
+    """What `kernels: auto` runs on a GPU, through Triton's interpreter: the fused kernels keep less (RMSNorm
+    without x_hat, SwiGLU without silu, the fused loss without logits), and the fused loss's precomputed
+    output-projection gradient is the weight's gradient, not an activation."""
+    spec, batch, seq = {"preset": "tiny", "n_kv_heads": 2, "qk_norm": True, "n_layers": 2}, 2, 16
+    cases = [{"model": model, "batch": batch, "seq": seq, "precision": precision, "checkpointing": ckpt,
+              "kernels": "triton"}
+             for precision in ("bf16", "fp32")
+             for model, ckpt in ((spec, False), ({**spec, "n_layers": 1}, False), (spec, True))]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("activation_probe.py")),
+                           *map(json.dumps, cases)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    from gristmill.trainer.model import model_config
+
+    cfg = model_config(spec)
+    for precision, (full, less, ckpt) in zip(("bf16", "fp32"), (results[:3], results[3:])):
+        assert full["weight_grad"] == 4 * cfg.vocab_size * cfg.d_model  # fp32, the master weight's dtype
+        # what saved_tensors_hooks does not see: the fused loss's d(loss)/d(hidden), kept on its autograd node
+        c = 2 if precision == "bf16" else 4
+        assert _held(full) - sum(full["saved"].values()) == c * batch * seq * cfg.d_model
+        _check_against_probe(spec, batch, seq, precision, "triton", {"full": full, "less": less, "ckpt": ckpt})
+
+
+def test_activations_of_a_larger_model_by_term():
+    """125m at 4 x 2048 in bf16 on the Triton kernels, written out: 10 blocks of (norms 8d + 8, five bf16 casts
+    of the norms' outputs 10d, attention 8d + 4h, MLP 6f) per token, plus the final norm and the loss's bf16
+    d(hidden). Checkpointed: each block's fp32 input, one block recomputed."""
+    from gristmill.trainer.model import model_config
+
+    cfg = model_config("125m", vocab_size=32768)
+    d, f, h, tokens = cfg.d_model, cfg.ffn_hidden, cfg.n_heads, 4 * 2048
+    layer = tokens * (8 * d + 8 + 10 * d + 8 * d + 4 * h + 6 * f)
+    root = tokens * (4 * d + 4 + 2 * d)
+    kw = dict(seq_len=2048, micro_batch=4, precision="bf16")
+    assert activation_bytes(cfg, checkpointing=False, **kw) == 10 * layer + root
+    assert activation_bytes(cfg, checkpointing=True, **kw) == 10 * tokens * 4 * d + layer + root
+    torch_path = activation_bytes(cfg, checkpointing=False, kernels="torch", **kw)  # + x_hat, silu, logits
+    assert torch_path == 10 * (layer + tokens * (8 * d + 2 * f) + 4 * 2 * cfg.head_dim * 2048) \
+        + root + tokens * (4 * d + 4 * cfg.vocab_size)
 
 
 def test_plan_command(capsys, tmp_path):
@@ -108,7 +201,7 @@ def test_fp32_adam_is_4_4_8_bytes_without_a_master_copy(capsys):
 
 
 def test_plan_takes_the_configs_precision(capsys, tmp_path):
-    """precision: fp32 in a config: 4+4+8 bytes/param and 32-bit activations, twice the bf16 run's 34 s b h."""
+    """precision: fp32 in a config: 4+4+8 bytes/param, and activations all in 32 bits."""
     from gristmill.trainer.model import model_config
 
     texts = {}
@@ -121,8 +214,12 @@ def test_plan_takes_the_configs_precision(capsys, tmp_path):
     psi, n = model_config("125m", vocab_size=32768).num_params(), 8
     assert "2+2+12 bytes/param (zero-paper, mixed precision" in texts["bf16"]
     assert "4+4+8 bytes/param (zero-paper, fp32" in texts["fp32"]
-    act16 = 10 * 34 * 2048 * 4 * 1024  # 10 layers of 34 s b h bytes
-    for precision, (p, g, k), act in (("bf16", (2, 2, 12), act16), ("fp32", (4, 4, 8), 2 * act16)):
+    mcfg = model_config("125m", vocab_size=32768)
+    acts = {p: activation_bytes(mcfg, seq_len=2048, micro_batch=4, checkpointing=False, precision=p)
+            for p in ("bf16", "fp32")}
+    assert 1.5 * acts["bf16"] < acts["fp32"] < 2 * acts["bf16"]  # the bf16 run's residual stream is fp32 too
+    for precision, (p, g, k) in (("bf16", (2, 2, 12)), ("fp32", (4, 4, 8))):
+        act = acts[precision]
         zero2 = _rows(texts[precision])["zero2"]
         assert zero2 == [round(x / 1e9, 2) for x in (p * psi, g * psi / n, k * psi / n, act,
                                                       p * psi + (g + k) * psi / n + act)]
