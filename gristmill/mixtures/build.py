@@ -233,6 +233,9 @@ def assemble(
     draws = largest_remainder(proportions, spec.budget_tokens)
     first = sources[0].manifest
     seq_len = int(first["seq_len"])
+    n_sequences = budget_sequences(draws, sources)
+    if n_sequences < 1:  # a mixture of no rows: the loader could give no batch of it
+        raise UserError(f"budget_tokens {spec.budget_tokens:,} is less than one sequence ({seq_len} tokens)")
     entries = []
     for src, p, n_draw in zip(sources, proportions, draws):
         train = src.manifest["splits"]["train"]
@@ -271,7 +274,7 @@ def assemble(
         "seed": spec.seed,
         "budget_tokens": spec.budget_tokens,
         "seq_len": seq_len,
-        "budget_sequences": budget_sequences(draws, sources),
+        "budget_sequences": n_sequences,
         "tokenizer": {
             "path": _rel(sources[0].beside(first["tokenizer"]["path"]), out_dir),
             **{k: first["tokenizer"][k] for k in ("sha256", "vocab_size", "bos_id", "eos_id", "pad_id")},

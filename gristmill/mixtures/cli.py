@@ -8,6 +8,7 @@ from pathlib import Path
 from gristmill.errors import UserError
 from gristmill.mixtures import build as mixbuild
 from gristmill.mixtures.spec import load_spec
+from gristmill.pipeline import fs
 
 EPILOG = """\
 examples:
@@ -28,6 +29,7 @@ See docs/mixtures.md.
 
 def _build(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
+    fs.check_output_file(args.output)
     out = Path(args.output)
     mixture = mixbuild.build(spec, out)
     md = mixbuild.write_mixture(mixture, out)
@@ -37,6 +39,7 @@ def _build(args: argparse.Namespace) -> None:
 
 def _sweep(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
+    fs.check_output_folder(args.output)
     out = Path(args.output)
     index = mixbuild.sweep(
         spec, args.n, out, concentration=args.concentration, seed=args.seed, prior=args.prior

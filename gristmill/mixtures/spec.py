@@ -173,4 +173,7 @@ def load_spec(path: str | Path) -> MixtureSpec:
         raw = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise UserError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if isinstance(raw, dict) and str(raw.get("format", "")).startswith("gristmill."):  # a manifest, given by mistake
+        raise UserError(f"{p} is a {raw['format']} manifest, not a mixture spec (YAML with sources, budget_tokens and "
+                        f"weighting; see `mix build --help`)")
     return spec_from_dict(raw, p.resolve().parent, path=p, sha256=hashlib.sha256(data).hexdigest())

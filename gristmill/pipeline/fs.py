@@ -59,7 +59,8 @@ def check_filesystem(path: str) -> None:
 
 
 def check_output_folder(path: str) -> None:
-    """One line, before a run starts, when an output folder cannot be one: it, or a folder above it, is a file."""
+    """One line, before a run starts, when an output folder cannot be one: it, or a folder above it, is a file;
+    or the nearest existing one of them is not writable (a read-only mount)."""
     if is_remote(path):
         return
     for q in (Path(path), *Path(path).parents):
@@ -67,6 +68,27 @@ def check_output_folder(path: str) -> None:
             if not q.is_dir():
                 raise UserError(f"output {path} cannot be a folder: {q} is a file" if q != Path(path) else
                                 f"output {path} is a file, not a folder")
+            _check_writable(path, q)
+            return
+
+
+def _check_writable(path: str, folder: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: {folder} is not writable")
+
+
+def check_output_file(path: str) -> None:
+    """One line, before the work that ends in writing it, when no file can be written at `path`: it is a folder,
+    a folder above it is a file, or the nearest existing folder above it is not writable."""
+    if is_remote(path):
+        return
+    if Path(path).is_dir():
+        raise UserError(f"output {path} is a folder: give the path of the file to write")
+    for q in Path(path).parents:
+        if q.exists():
+            if not q.is_dir():
+                raise UserError(f"cannot write {path}: {q} is a file, not a folder")
+            _check_writable(path, q)
             return
 
 

@@ -120,6 +120,8 @@ def parse_eval_sets(items: list[str] | None) -> dict[str, str]:
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
             raise UserError(f"--eval takes NAME=TOKEN_DATASET_DIR, not {item!r}")
+        if name in extra:  # the later one would silently replace the earlier
+            raise UserError(f"--eval {name}=... is given twice ({extra[name]} and {folder}); give each set its own name")
         extra[name] = folder
     return extra
 
@@ -184,6 +186,13 @@ def _train_settings(args: argparse.Namespace, base: dict[str, Any], cuda: bool) 
         if value is not None:
             train[key] = value
     train.setdefault("batch_size", 16)
+    from gristmill.trainer.config import FIELD_CHECKS
+
+    # checked here, not with the rest of the config: the micro-batch default and the steps divide by the batch,
+    # and a given warmup is capped at the steps
+    for key in ("batch_size", "warmup_steps"):
+        if key in train:
+            FIELD_CHECKS[key].check("config: ", key, train[key])
     # the largest divisor of the batch up to 16, so the batch splits into whole micro-batches
     train.setdefault("micro_batch_size", max(d for d in range(1, 17) if train["batch_size"] % d == 0))
     train.setdefault("lr", 1e-3)
@@ -207,8 +216,14 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     else:
         raise UserError("give at least one mixture manifest, or --sweep DIR")
     check_compatible(mixtures)
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, not {args.seeds}")
+    # Before anything trains: a zero batch divided the token budget by zero, a negative --eval-every never reached
+    # the last step (the run looped forever), and no evaluation rows scored every model nan.
+    for flag, value, least in (("--seeds", args.seeds, 1), ("--seed", args.seed, 0), ("--batch-size", args.batch_size, 1),
+                               ("--micro-batch-size", args.micro_batch_size, 1), ("--eval-every", args.eval_every, 1),
+                               ("--eval-max-sequences", args.eval_max_sequences, 1),
+                               ("--eval-batch-size", args.eval_batch_size, 1), ("--parallel-gpus", args.parallel_gpus, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be >= {least}, not {value}")
     extra = parse_eval_sets(args.eval)
     base: dict[str, Any] = {}
     if args.config:
@@ -247,6 +262,10 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
                         seq_len=seq_len, tokenizer_sha256=mixtures[0]["manifest"]["tokenizer"]["sha256"],
                         train=train)
     _run_config(settings, mixtures[0], 0, Path("/nonexistent")).validate().accumulation_steps(1)
+    from gristmill.trainer.model import model_config_for_data
+
+    model_config_for_data(train["model"], vocab_size=int(mixtures[0]["manifest"]["tokenizer"]["vocab_size"]),
+                          max_seq_len=seq_len)  # as each run's train() will build it, refused here rather than there
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [{"name": f"{m['name']}-s{s}", "mixture": m["name"], "seed": s} for m in mixtures for s in seeds]
     eval_sets = evaluation_sets(mixtures, extra, args.eval_max_sequences)
@@ -499,6 +518,7 @@ def run(args: argparse.Namespace) -> int:
     from gristmill.trainer import report
 
     rundir = Path(args.output)
+    fs.check_output_folder(args.output)  # before the plan loads the mixtures and datasets
     plan = make_plan(args)
     save_plan(rundir, plan)
     s = plan["settings"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
@@ -89,6 +90,28 @@ def _dcp_load(state: dict, path: Path, message: str) -> None:
         raise UserError(message.format(path=path, problem=lines[-1])) from None
 
 
+def check_complete(path: Path) -> None:
+    """One line when a checkpoint folder (with a .metadata) is damaged or incomplete, as a copy made in part or
+    a save cut short by a full disk leaves it: the .metadata does not parse, or a data file it names is missing
+    or shorter than the bytes it records there. Without this, DCP's error reads as a model mismatch."""
+    path = Path(path)
+    try:
+        storage = FileSystemReader(str(path)).read_metadata().storage_data or {}
+    except Exception as e:  # an unpickling error, EOFError, ... from a damaged .metadata
+        raise UserError(f"checkpoint {path} is damaged: its .metadata cannot be read ({type(e).__name__}); "
+                        f"use another checkpoint") from None
+    needed: dict[str, int] = {}  # data file -> the bytes the metadata records in it
+    for info in storage.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        file = path / name
+        if not file.is_file():
+            raise UserError(f"checkpoint {path} is incomplete: {name} is missing; use another checkpoint")
+        if file.stat().st_size < size:
+            raise UserError(f"checkpoint {path} is damaged: {name} is {file.stat().st_size:,} bytes, its .metadata "
+                            f"records {size:,}; use another checkpoint")
+
+
 def step_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step-{step:08d}"
 
@@ -145,9 +168,9 @@ def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: i
     path = Path(path)
     if not (path / ".metadata").is_file():
         raise UserError(f"not a checkpoint (no .metadata): {path}")
+    check_complete(path)
     meta = {"meta": b""}
-    with _single_process_quiet():
-        dcp.load(meta, checkpoint_id=str(path))
+    _dcp_load(meta, path, "cannot resume from {path}: not a checkpoint of `trainer train` ({problem})")
     meta = _from_bytes(meta["meta"])
     if meta["world_size"] != world:
         raise UserError(f"checkpoint {path} was written by {meta['world_size']} process(es); resume it with the "
@@ -177,6 +200,7 @@ def load_model_weights(path: Path, model) -> None:
     path = Path(path)
     if not (path / ".metadata").is_file():
         raise UserError(f"not a checkpoint (no .metadata): {path}")
+    check_complete(path)
     state = {"model": get_model_state_dict(model)}
     _dcp_load(state, path, "cannot read the model from {path}: it holds another model ({problem})")
     set_model_state_dict(model, state["model"])

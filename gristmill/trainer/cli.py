@@ -156,13 +156,13 @@ def _data_shape(data: dict) -> tuple[int, int]:
         return int(syn.get("vocab_size", 256)), int(syn.get("seq_len", 32))
     from gristmill.trainer.data import MixtureSource
 
-    source = MixtureSource(data["mixture"], 1)
+    source = MixtureSource(data["mixture"], 1, batches=1)
     return source.vocab_size, source.seq_len
 
 
 def _plan(args) -> int:
     from gristmill.trainer import plan as planner
-    from gristmill.trainer.model import model_config
+    from gristmill.trainer.model import model_config, model_config_for_data
 
     for flag, value in (("--gpus", args.gpus), ("--micro-batch", args.micro_batch), ("--seq-len", args.seq_len),
                         ("--accumulation", args.accumulation)):
@@ -193,7 +193,7 @@ def _plan(args) -> int:
             kernels = "torch" if cfg.kernels == "torch" else "triton"
             if args.bytes == "trainer" and args.accumulation is None:  # as train splits the batch over the GPUs
                 accum = replace(cfg, micro_batch_size=micro).accumulation_steps(args.gpus)
-            mcfg = model_config(cfg.model, vocab_size=vocab)  # the vocabulary comes from the data, as in train
+            mcfg = model_config_for_data(cfg.model, vocab_size=vocab)  # the vocabulary comes from the data, as in train
         else:
             mcfg = model_config(args.preset)
         psi = mcfg.num_params()
@@ -236,6 +236,10 @@ def _evaluate(args) -> int:
 
     if args.max_sequences < 1 or args.batch_size < 1:
         raise UserError("--max-sequences and --batch-size must be >= 1")
+    if args.json:
+        from gristmill.pipeline import fs
+
+        fs.check_output_file(args.json)  # before the evaluation, not after it
     result = evaluate_run(args.run, parse_eval_sets(args.eval), max_sequences=args.max_sequences,
                           batch_size=args.batch_size, mixture_sets=not args.no_mixture_sets)
     print(f"{result['checkpoint']} (step {result['step']})")

@@ -67,10 +67,13 @@ class SyntheticSource:
 class MixtureSource:
     """The mixture loader (gristmill.mixtures.loader) behind the DataSource interface."""
 
-    def __init__(self, manifest: str, batch_size: int, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, manifest: str, batch_size: int, *, rank: int = 0, world_size: int = 1,
+                 batches: int | None = None):
+        """batches: the next_batch calls the run makes. The loader's own default length, the budget's batches,
+        is no limit here (the run reads past the budget), so a budget smaller than one batch is no error either."""
         from gristmill.mixtures.loader import MixtureLoader
 
-        self.loader = MixtureLoader(manifest, batch_size, rank=rank, world_size=world_size)
+        self.loader = MixtureLoader(manifest, batch_size, rank=rank, world_size=world_size, steps=batches)
         self.seq_len = self.loader.seq_len
         self.vocab_size = int(self.loader.manifest["tokenizer"]["vocab_size"])
         self.pad_id = self.loader.manifest["tokenizer"].get("pad_id")
@@ -83,12 +86,19 @@ class MixtureSource:
         return self.loader.state_dict()
 
     def load_state_dict(self, state: dict, *, allow_draw_change: bool = False) -> str | None:
+        # The loader's "global batch" is one micro-batch on every rank; said in the config's words here.
+        sample, per_call = int(state.get("sample", 0)), self.loader.global_batch
+        if sample % per_call:
+            raise UserError(f"the checkpoint's data position, sample {sample:,}, is not a multiple of micro_batch_size "
+                            f"{self.loader.batch_size} x {self.loader.world_size} rank(s) = {per_call}; resume with a "
+                            f"micro_batch_size that divides it (as the interrupted run's did)")
         return self.loader.load_state_dict(state, allow_draw_change=allow_draw_change)
 
 
-def open_source(data: dict, batch_size: int, *, rank: int, world_size: int, seed: int) -> DataSource:
+def open_source(data: dict, batch_size: int, *, rank: int, world_size: int, seed: int,
+                batches: int | None = None) -> DataSource:
     if "mixture" in data:
-        return MixtureSource(data["mixture"], batch_size, rank=rank, world_size=world_size)
+        return MixtureSource(data["mixture"], batch_size, rank=rank, world_size=world_size, batches=batches)
     syn = data["synthetic"] or {}
     return SyntheticSource(int(syn.get("vocab_size", 256)), int(syn.get("seq_len", 32)), batch_size,
                            rank=rank, world_size=world_size, seed=int(syn.get("seed", seed)))

@@ -137,6 +137,9 @@ def export(path: str | Path, out: str | Path, *, dtype: str = "float32", tokeniz
     """Write the Hugging Face folder for the run or checkpoint at `path` into `out`; returns `out`."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    from gristmill.pipeline import fs
+
+    fs.check_output_folder(str(out))
     config_path, ckpt = find_run(Path(path))
     model, saved = load_model(config_path, ckpt)
     cfg = model.config

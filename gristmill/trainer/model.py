@@ -143,6 +143,17 @@ def model_config(spec: str | dict, **overrides) -> ModelConfig:
     return replace(base, **spec)
 
 
+def model_config_for_data(spec: str | dict, **data) -> ModelConfig:
+    """model_config(spec) with the shape the data gives (vocab_size, and max_seq_len where known). A spec that
+    sets one of them to another value is refused: the data's would replace it without a word."""
+    given = spec if isinstance(spec, dict) else {}
+    for key, value in data.items():
+        if key in given and given[key] != value:
+            raise UserError(f"config: model: {key} {given[key]!r} differs from the data's {value}; the model takes "
+                            f"its {key} from the data (leave {key} out)")
+    return model_config(spec, **data)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()

@@ -19,11 +19,12 @@ import torch.distributed as dist
 
 from gristmill.errors import UserError
 from gristmill.kernels.dispatch import set_backend as set_kernel_backend
+from gristmill.pipeline import fs
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
 from gristmill.trainer.evaluate import evaluate_sets
-from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config
+from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config_for_data
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 # More specific names first: the first key found in the device name wins (H100 PCIe and NVL run lower clocks).
@@ -299,6 +300,10 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
     try:
+        fs.check_output_folder(str(out))
+    except UserError as e:
+        raise UserError(f"out_dir: {e}") from None
+    try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"out_dir {out}: cannot create it ({e.strerror or e})") from None
@@ -306,8 +311,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
         raise UserError(f"out_dir {out}: not writable")
     torch.manual_seed(cfg.seed)
 
-    source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed)
-    mcfg = model_config(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
+    source = open_source(cfg.data, cfg.micro_batch_size, rank=rank, world_size=world, seed=cfg.seed,
+                         batches=cfg.steps * accum)
+    mcfg = model_config_for_data(cfg.model, vocab_size=source.vocab_size, max_seq_len=source.seq_len)
     model = Transformer(mcfg).to(device)
     is_main = rank == 0
     if resume == "never":

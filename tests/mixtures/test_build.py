@@ -232,6 +232,44 @@ def test_spec_errors(tmp_path, spec_dict, spec_file, capsys, patch, message):
     assert message in one_line_error(capsys, ["build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")])
 
 
+def test_a_budget_under_one_sequence_is_refused(tmp_path, spec_dict, spec_file, capsys):
+    spec_dict["budget_tokens"] = 7  # seq_len is 8: such a mixture had budget_sequences 0, and no batch to give
+    err = one_line_error(capsys, ["build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")])
+    assert "budget_tokens 7 is less than one sequence (8 tokens)" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_manifest_given_as_the_spec_is_named(tmp_path, datasets, spec_file, capsys):
+    """A token dataset's or a mixture's manifest in place of the spec read as "unknown key 'domain'"."""
+    err = one_line_error(capsys, ["build", str(datasets / "web" / "manifest.json"), "-o", str(tmp_path / "m.json")])
+    assert "is a gristmill.tokens/1 manifest, not a mixture spec" in err
+    assert main(["build", str(spec_file()), "-o", str(tmp_path / "m.json")]) == 0
+    capsys.readouterr()
+    err = one_line_error(capsys, ["build", str(tmp_path / "m.json"), "-o", str(tmp_path / "again.json")])
+    assert "is a gristmill.mixture/1 manifest, not a mixture spec" in err
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, spec_file, capsys):
+    """These were IsADirectoryError / FileExistsError tracebacks, after the whole build."""
+    spec = str(spec_file())
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    assert "is a folder" in one_line_error(capsys, ["build", spec, "-o", str(tmp_path / "folder")])
+    assert "file is a file, not a folder" in one_line_error(capsys, ["build", spec, "-o", str(tmp_path / "file" / "m.json")])
+    assert "is a file, not a folder" in one_line_error(capsys, ["sweep", spec, "-n", "2", "-o", str(tmp_path / "file")])
+
+
+def test_a_read_only_output_folder_is_one_line(tmp_path, spec_file, capsys, monkeypatch):
+    import os
+
+    real = os.access
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real(p, mode, **kw))
+    err = one_line_error(capsys, ["build", str(spec_file()), "-o", str(ro / "m.json")])
+    assert f"cannot write {ro / 'm.json'}: {ro} is not writable" in err
+
+
 def test_missing_spec_file(tmp_path, capsys):
     assert "does not exist" in one_line_error(capsys, ["build", str(tmp_path / "none.yaml"), "-o", "x.json"])
 

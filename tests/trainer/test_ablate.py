@@ -268,6 +268,38 @@ def test_evaluation_sets_are_the_union_of_domains(data, tmp_path):
             ablate.make_plan(parse([str(data["easy_mix"]), "-o", str(tmp_path), *FAST, *bad]))
 
 
+@pytest.mark.parametrize("bad,message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1, not 0"),  # was a ZeroDivisionError traceback
+    (["--eval-every", "-5"], "--eval-every must be >= 1, not -5"),  # was a run that never ended
+    (["--eval-max-sequences", "0"], "--eval-max-sequences must be >= 1, not 0"),  # was every model scored nan
+    (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1, not 0"),  # was every run failing after training
+    (["--seed", "-1"], "--seed must be >= 0, not -1"),  # was every run failing after planning
+    (["--eval", "x=A", "--eval", "x=B"], r"--eval x=\.\.\. is given twice \(A and B\)"),  # was B silently, A dropped
+    (["--config", "batch_size: 0"], "config: batch_size must be an integer >= 1, not 0"),  # a ZeroDivisionError
+    (["--config", "batch_size: '8'"], "config: batch_size must be an integer >= 1, not '8'"),  # a TypeError
+    (["--config", "warmup_steps: '5'"], "config: warmup_steps must be an integer >= 0, not '5'"),  # a TypeError
+])
+def test_bad_flags_are_one_line_before_anything_trains(data, tmp_path, bad, message):
+    flags = FAST
+    if bad[0] == "--config":
+        (tmp_path / "train.yaml").write_text(bad[1] + "\n")
+        bad = ["--config", str(tmp_path / "train.yaml")]
+        at = FAST.index("--batch-size")
+        flags = FAST[:at] + FAST[at + 2:]  # the file's batch, not the flag's
+    rundir = tmp_path / "run"
+    with pytest.raises(UserError, match=message) as e:
+        ablate.run(parse([str(data["easy_mix"]), "-o", str(rundir), *flags, *bad]))
+    assert "\n" not in str(e.value)
+    assert not rundir.exists()
+
+
+def test_an_output_that_cannot_be_a_folder_is_one_line(data, tmp_path):
+    (tmp_path / "file").write_text("")
+    for out, message in ((tmp_path / "file", "is a file, not a folder"), (tmp_path / "file" / "run", "is a file")):
+        with pytest.raises(UserError, match=message):  # was FileExistsError / NotADirectoryError from mkdir
+            ablate.run(parse([str(data["easy_mix"]), "-o", str(out), *FAST]))
+
+
 def test_a_damaged_sweep_index_is_one_line(tmp_path):
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "sweep.json").write_text("{")

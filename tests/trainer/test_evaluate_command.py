@@ -54,3 +54,21 @@ def test_evaluate_errors_are_one_line(tiny, tmp_path, capsys):
                                        f"data, which has no validation sets\n")
     assert main(["evaluate", cfg.out_dir, "--eval", "broken"]) == 1
     assert "error: " in capsys.readouterr().err
+
+
+def test_evaluate_output_and_set_mistakes_are_one_line_before_any_scoring(tiny, mixture, tmp_path, capsys,
+                                                                          monkeypatch):
+    """--json into a file's folder was a NotADirectoryError traceback after the evaluation; two --eval sets of
+    one name kept the later one only."""
+    from gristmill.trainer import evaluate
+
+    cfg = tiny("run", steps=1, warmup_steps=0, data={"mixture": str(mixture)})
+    train(cfg, verbose=False)
+    monkeypatch.setattr(evaluate, "evaluate_sets", lambda *a, **k: pytest.fail("evaluated before the check"))
+    (tmp_path / "file").write_text("")
+    assert main(["evaluate", cfg.out_dir, "--json", str(tmp_path / "file" / "eval.json")]) == 1
+    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'file' / 'eval.json'}: {tmp_path / 'file'} "
+                                       f"is a file, not a folder\n")
+    web, wiki = mixture.parent / "web", mixture.parent / "wiki"
+    assert main(["evaluate", cfg.out_dir, "--eval", f"x={web}", "--eval", f"x={wiki}"]) == 1
+    assert capsys.readouterr().err == f"error: --eval x=... is given twice ({web} and {wiki}); give each set its own name\n"

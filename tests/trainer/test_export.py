@@ -134,6 +134,11 @@ def test_export_errors_are_one_line(tiny, tmp_path, real_mixture, capsys):
     train(run, verbose=False)
     with pytest.raises(UserError, match="--tokenizer .*missing.json does not exist"):
         export(run.out_dir, tmp_path / "hf", tokenizer=str(tmp_path / "missing.json"))
+    (tmp_path / "file").write_text("")  # -o a file, or a folder under one: mkdir's traceback before
+    with pytest.raises(UserError, match="output .*file is a file, not a folder"):
+        export(run.out_dir, tmp_path / "file")
+    with pytest.raises(UserError, match="output .*file/hf cannot be a folder: .*file is a file"):
+        export(run.out_dir, tmp_path / "file" / "hf")
     # a checkpoint of another model under a run's config: DCP's complaint, in one line
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     cfg["model"]["d_model"] = 128

@@ -623,3 +623,56 @@ def test_a_checkpoint_from_before_the_draw_was_recorded(tmp_path, tiny, mixture,
             assert capsys.readouterr().err == ""
             train(tiny("full-uninterrupted", data={"mixture": str(mix)}), verbose=False)
             assert metrics(tmp_path, name) == metrics(tmp_path, "full-uninterrupted")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "metadata"])
+def test_a_damaged_checkpoint_is_one_line_for_resume_evaluate_and_export(tmp_path, tiny, damage):
+    """A checkpoint cut short (a full disk) or copied in part: resuming it was a traceback from DCP, and evaluate
+    and export blamed the model ("it holds another model (FileNotFoundError ...)")."""
+    from gristmill.trainer.checkpoint import find_run, load_model
+
+    train(tiny("run", steps=2), verbose=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    data = ckpt / "__0_0.distcp"
+    if damage == "truncated":
+        data.write_bytes(data.read_bytes()[:1000])
+    elif damage == "missing":
+        data.unlink()
+    else:
+        (ckpt / ".metadata").write_bytes(b"junk")
+    expected = {"truncated": "is damaged: __0_0.distcp is 1,000 bytes", "missing": "is incomplete: __0_0.distcp is missing",
+                "metadata": "is damaged: its .metadata cannot be read"}[damage]
+    with pytest.raises(UserError, match=expected):
+        train(tiny("run", steps=4), verbose=False)
+    with pytest.raises(UserError, match=expected):
+        load_model(*find_run(tmp_path / "run"))
+
+
+def test_a_model_vocab_or_length_other_than_the_datas_is_refused(tiny):
+    """They come from the data; a config's own value was replaced without a word."""
+    with pytest.raises(UserError, match="config: model: vocab_size 100 differs from the data's 256"):
+        train(tiny(model={"preset": "tiny", "vocab_size": 100}), verbose=False)
+    with pytest.raises(UserError, match="config: model: max_seq_len 8 differs from the data's 32"):
+        train(tiny(model={"preset": "tiny", "max_seq_len": 8}), verbose=False)
+    assert len(train(tiny(model={"preset": "tiny", "vocab_size": 256}), stop_after=1, verbose=False)) == 1
+
+
+def test_a_micro_batch_larger_than_the_budget_trains(tmp_path, tiny, mixture):
+    """`steps` alone sets a run's length (the loader is read past the budget), so a budget of fewer rows than
+    one micro-batch was refused for no reason ("a budget of 200 sequences gives no step")."""
+    rows = train(tiny(data={"mixture": str(mixture)}, batch_size=256, micro_batch_size=256, steps=1, warmup_steps=0,
+                      save_checkpoints=False), verbose=False)
+    assert len(rows) == 1
+
+
+def test_resuming_at_a_micro_batch_that_does_not_divide_the_position_names_it(tiny, mixture):
+    cfg = dict(data={"mixture": str(mixture)}, batch_size=4, micro_batch_size=4, steps=4, warmup_steps=0)
+    train(tiny(**cfg), stop_after=3, verbose=False)  # data position: sample 12
+    with pytest.raises(UserError, match=r"sample 12, is not a multiple of micro_batch_size 8 x 1 rank\(s\) = 8"):
+        train(tiny(**{**cfg, "batch_size": 8, "micro_batch_size": 8}), verbose=False)
+
+
+def test_an_out_dir_that_is_a_file_says_so(tmp_path, tiny):
+    (tmp_path / "file").write_text("")  # was "cannot create it (File exists)"
+    with pytest.raises(UserError, match=r"out_dir: output .*file is a file, not a folder"):
+        train(tiny("file"), verbose=False)
