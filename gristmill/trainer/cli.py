@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from gristmill.trainer.config import load_config
 
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UserError(f"--stop-after must be >= 1, not {args.stop_after}")
     cfg = load_config(args.config, parallel=args.parallel, out_dir=args.out_dir, steps=args.steps)
     from gristmill.trainer.train import shutdown, train  # torch loads only once the config is known good
 

@@ -359,6 +359,11 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if replaced:
                 print(f"note: --resume {resume}: moved this out_dir's checkpoints past step {start} to {replaced}",
                       file=sys.stderr, flush=True)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    if end < start:  # the loop would train nothing and exit 0 as if it had
+        limit = f"--stop-after {stop_after}" if stop_after is not None and stop_after < cfg.steps else f"steps {cfg.steps}"
+        raise UserError(f"{limit} is before step {start}, where {resume_from} resumes; nothing to train (raise it, "
+                        f"or --resume never to start over)")
     if is_main and start == 0 and hasattr(source, "loader"):
         warning = budget_warning(source.loader.manifest, cfg.steps, cfg.batch_size)
         if warning:
@@ -385,7 +390,6 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     rows: list[dict] = []
     bar = Progress(cfg.steps, is_main and (verbose or progress is not None), start=start,
                    label=None if verbose else progress)
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     params = [p for p in model.parameters() if p.requires_grad]
 
     try:

@@ -26,6 +26,14 @@ def test_train_command_writes_metrics_and_resumes(tmp_path, capsys):
     assert "resumed" not in capsys.readouterr().out  # --quiet
 
 
+def test_stop_after_below_one_is_a_one_line_error(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: tiny\nsteps: 2\nbatch_size: 2\nmicro_batch_size: 2\nwarmup_steps: 0\n")
+    for n in ("0", "-1"):  # trained nothing and exited 0
+        assert main(["train", str(cfg), "--out-dir", str(tmp_path / "out"), "--stop-after", n]) == 1
+        assert capsys.readouterr().err == f"error: --stop-after must be >= 1, not {n}\n"
+
+
 def test_ablate_without_mixtures_is_a_one_line_error(tmp_path, capsys):
     assert main(["ablate", "-o", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -676,3 +676,13 @@ def test_an_out_dir_that_is_a_file_says_so(tmp_path, tiny):
     (tmp_path / "file").write_text("")  # was "cannot create it (File exists)"
     with pytest.raises(UserError, match=r"out_dir: output .*file is a file, not a folder"):
         train(tiny("file"), verbose=False)
+
+
+def test_a_resume_past_the_steps_or_stop_after_is_refused(tiny):
+    """The loop had nothing to do and the run ended with status 0, as if it had trained."""
+    train(tiny("r", steps=4), stop_after=3, verbose=False)
+    with pytest.raises(UserError, match=r"^steps 2 is before step 3, where .*step-00000003 resumes; nothing to train"):
+        train(tiny("r", steps=2), verbose=False)
+    with pytest.raises(UserError, match=r"^--stop-after 2 is before step 3"):
+        train(tiny("r", steps=4), stop_after=2, verbose=False)
+    assert [r["step"] for r in train(tiny("r", steps=4), verbose=False)] == [4]
