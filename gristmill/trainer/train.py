@@ -19,7 +19,6 @@ import torch.distributed as dist
 
 from gristmill.errors import UserError
 from gristmill.kernels.dispatch import set_backend as set_kernel_backend
-from gristmill.pipeline import fs
 from gristmill.trainer import checkpoint, parallel
 from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
@@ -299,6 +298,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
     accum = cfg.accumulation_steps(world)
     out = Path(cfg.out_dir)
     ckpt_root = out / "checkpoints"
+    from gristmill.pipeline import fs  # stdlib only: no Beam, PyYAML or pyarrow
+
     try:
         fs.check_output_folder(str(out))
     except UserError as e:
