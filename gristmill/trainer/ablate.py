@@ -316,17 +316,24 @@ def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
 # Running
 
 
-def eval_batches(sources: list[dict[str, Any]], batch_size: int, *, rank: int = 0, world_size: int = 1):
-    """(ids, n_bytes) batches over a set's evenly spaced validation rows, in a fixed order. With several ranks,
-    each takes an equal block of every source's rows (the last len % world_size are left out), so all ranks run
-    the same number of batches, as sharded models need."""
-    import torch
-
+def eval_rows(sources: list[dict[str, Any]], *, rank: int = 0, world_size: int = 1) -> list[tuple[Any, list[int]]]:
+    """(dataset, row indices) per source: a set's evenly spaced validation rows, in a fixed order. With several
+    ranks, each takes an equal block of every source's rows (the last len % world_size are left out), so all
+    ranks run the same number of batches, as sharded models need."""
+    picked = []
     for src in sources:
         ds = TokenDataset(src["manifest"], split="validation")
         rows = _spaced(len(ds), min(src["sequences"], len(ds)))
         per = len(rows) // world_size
-        rows = rows[rank * per:(rank + 1) * per]
+        picked.append((ds, rows[rank * per:(rank + 1) * per]))
+    return picked
+
+
+def row_batches(picked: list[tuple[Any, list[int]]], batch_size: int):
+    """(ids, n_bytes) batches of batch_size rows over eval_rows' picks, source by source."""
+    import torch
+
+    for ds, rows in picked:
         for a in range(0, len(rows), batch_size):
             idx = rows[a:a + batch_size]
             ids = torch.from_numpy(np.stack([np.asarray(ds[i], dtype=np.int64) for i in idx]))
@@ -358,9 +365,10 @@ def _average(sets: dict[str, dict], key: str) -> float | None:
     return None if any(v is None for v in vals) else float(np.mean(vals))
 
 
-def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path) -> dict[str, Any]:
+def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path, *, log=None) -> dict[str, Any]:
     """Train one run in segments of eval_every steps (each ends with a checkpoint), evaluating after each;
-    resumes from the newest checkpoint and keeps the eval rows up to it. Returns the result record."""
+    resumes from the newest checkpoint and keeps the eval rows up to it. With `log`, one line per evaluation
+    (its time and the mean figures). Returns the result record."""
     from gristmill.trainer import checkpoint
     from gristmill.trainer.train import train
 
@@ -376,14 +384,22 @@ def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     evals_path.write_text("".join(json.dumps(e) + "\n" for e in evals), encoding="utf-8")
     tokens_per_step = settings.train["batch_size"] * settings.seq_len
+    eval_sequences = sum(src["sequences"] for s in plan["eval_sets"] for src in s["sources"])
     step = start
     while True:
         if step > 0 and not any(e["step"] == step for e in evals):
+            t0 = time.perf_counter()
             sets = evaluate_checkpoint(cfg, checkpoint.step_dir(ckpt_root, step), plan["eval_sets"],
                                        settings.eval_batch_size)
             row = {"step": step, "tokens": step * tokens_per_step, "avg_loss": _average(sets, "loss"),
                    "avg_bpb": _average(sets, "bits_per_byte"),
                    "sets": {k: {"loss": v["loss"], "bits_per_byte": v["bits_per_byte"]} for k, v in sets.items()}}
+            if log is not None:  # one line per evaluation: an ablation evaluates every run ~10 times
+                secs = time.perf_counter() - t0
+                bpb = f", {row['avg_bpb']:.4f} bits/byte" if row["avg_bpb"] is not None else ""
+                log(f"{run['name']}: eval step {step}/{settings.steps}: {len(sets)} sets, {eval_sequences:,} "
+                    f"sequences in {secs:.1f} s ({eval_sequences / max(secs, 1e-9):,.1f} seq/s); mean loss "
+                    f"{row['avg_loss']:.4f}{bpb}")
             evals.append(row)
             with open(evals_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
@@ -416,7 +432,7 @@ def execute(plan: dict[str, Any], rundir: Path, names: list[str], *, keep_checkp
             continue
         t0 = time.perf_counter()
         try:
-            result = train_run(plan, run, rundir)
+            result = train_run(plan, run, rundir, log=log)
         except Exception as e:  # a crashed run must not stop the others
             out.mkdir(parents=True, exist_ok=True)
             (out / "failed.json").write_text(json.dumps({"name": run["name"], "error": _last_line(e)}) + "\n",

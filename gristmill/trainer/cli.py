@@ -28,9 +28,14 @@ lm_eval --model hf --model_args pretrained=hf/web80."""
 EVALUATE_EXAMPLES = """examples:
   trainer evaluate runs/web80                                # newest checkpoint, the mixture's validation sets
   trainer evaluate runs/web80/checkpoints/step-00001000 --eval clean=out/clean/tokens --json eval.json
+  trainer evaluate runs/web80 --quiet > table.txt            # no progress on stderr
 
 Loss is nats per token; bits per byte divide the summed nats by ln 2 and by the rows' UTF-8 bytes (see
-docs/trainer.md, Evaluation). Sets are picked as `trainer ablate` picks them."""
+docs/trainer.md, Evaluation). Sets are picked as `trainer ablate` picks them.
+
+Progress goes to stderr, as `trainer train`'s bar does: per set, the sequences scored of its total, seq/s,
+tok/s and an ETA, redrawn in place on a terminal and a plain line per ~5% of the set otherwise (a log file,
+CI); --quiet turns it off. The table (stdout) and --json are the same with and without it."""
 
 PLAN_EXAMPLES = """examples:
   trainer plan run.yaml --gpus 8
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=16, metavar="N",
                     help="sequences per evaluation forward pass (default 16)")
     ev.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     pr = sub.add_parser("presets", help="list model presets with parameter counts and FLOPs per token",
                         epilog="example:\n  trainer presets --vocab-size 50304 --seq-len 2048", formatter_class=fmt,
@@ -243,7 +249,8 @@ def _evaluate(args) -> int:
 
         fs.check_output_file(args.json)  # before the evaluation, not after it
     result = evaluate_run(args.run, parse_eval_sets(args.eval), max_sequences=args.max_sequences,
-                          batch_size=args.batch_size, mixture_sets=not args.no_mixture_sets)
+                          batch_size=args.batch_size, mixture_sets=not args.no_mixture_sets,
+                          progress=not args.quiet)
     print(f"{result['checkpoint']} (step {result['step']})")
     print(f"{'set':<16}{'kind':<8}{'sequences':>10}{'tokens':>12}{'loss':>10}{'bits/byte':>11}")
     for name, m in result["sets"].items():

@@ -7,7 +7,8 @@ about one token's bytes per row (under 1/L); it is comparable between runs with 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -15,11 +16,13 @@ import torch.distributed as dist
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device | None = None,
-             autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None) -> dict:
+             autocast_bf16: bool = False, pad_id: int | None = None, eos_id: int | None = None,
+             on_batch: Callable[[int, int], None] | None = None) -> dict:
     """batches: (ids [B, L], n_bytes [B]) pairs, or bare ids tensors (then bits_per_byte is None). Targets equal
     to pad_id are not scored, and the loss is plain cross-entropy (no z-loss); with eos_id, attention stays
-    within each document (document masking). Returns {"loss": mean nats/token, "bits_per_byte": ...,
-    "tokens": scored targets, "bytes": n}, reduced over ranks."""
+    within each document (document masking). on_batch(rows, scored targets) is called after each batch (this
+    rank's; progress). Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
+    "bytes": n}, reduced over ranks."""
     from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
     was_training = model.training
@@ -43,6 +46,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
             have_bytes = False
         else:
             totals[2] += torch.as_tensor(n_bytes).sum().item()
+        if on_batch is not None:
+            on_batch(ids.shape[0], n_tok)
     if dist.is_initialized():
         dist.all_reduce(totals)
     model.train(was_training)
@@ -54,24 +59,48 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
 
 def evaluate_sets(model: torch.nn.Module, sets: list[dict], tokenizer: dict, *, document_masking: bool,
                   batch_size: int, device: torch.device, autocast_bf16: bool = False, rank: int = 0,
-                  world_size: int = 1) -> dict:
+                  world_size: int = 1, progress: str | None = None) -> dict:
     """{set name: evaluate(...)} over evaluation sets as `trainer ablate` picks them (ablate.evaluation_sets),
     each rank scoring an equal block of every set's rows. `tokenizer` is a manifest's tokenizer entry: its PAD
     is not scored, and with document_masking its EOS separates the documents. Training, `trainer ablate` and
-    `trainer evaluate` all score through here."""
-    from gristmill.trainer.ablate import eval_batches
+    `trainer evaluate` all score through here.
 
+    progress (rank 0, stderr, through the training bar's Progress): None shows nothing; "lines" a bar per set
+    on a terminal and a line per ~5% of the set otherwise (`trainer evaluate`); "terminal" the bar on a
+    terminal only, erased when the set is done (training's periodic evaluation, which prints its own line).
+    The counts are all ranks' rows; the figures are the same with and without it."""
+    from gristmill.trainer.ablate import eval_rows, row_batches
+    from gristmill.trainer.progress import Progress
+
+    if progress not in (None, "lines", "terminal"):
+        raise ValueError(f"progress must be None, 'lines' or 'terminal', not {progress!r}")
     pad_id, eos_id = tokenizer.get("pad_id"), (tokenizer.get("eos_id") if document_masking else None)
-    return {s["name"]: evaluate(model, eval_batches(s["sources"], batch_size, rank=rank, world_size=world_size),
-                                device=device, autocast_bf16=autocast_bf16, pad_id=pad_id, eos_id=eos_id)
-            for s in sets}
+    out = {}
+    for s in sets:
+        picked = eval_rows(s["sources"], rank=rank, world_size=world_size)
+        on_batch = None
+        if progress is not None and rank == 0:
+            total = sum(len(rows) for _, rows in picked) * world_size
+            bar = Progress(total, True, what=f"eval {s['name']}: sequences", lines=progress == "lines",
+                           transient=progress == "terminal")
+            done = [0, 0]  # rows, scored targets, over all ranks (each rank scores as many rows)
+
+            def on_batch(rows: int, tokens: int, bar=bar, done=done) -> None:
+                done[0] += rows * world_size
+                done[1] += tokens * world_size
+                secs = max(time.perf_counter() - bar.t0, 1e-9)
+                bar.show(done[0], f"{done[0] / secs:,.1f} seq/s {done[1] / secs:,.0f} tok/s")
+        out[s["name"]] = evaluate(model, row_batches(picked, batch_size), device=device, autocast_bf16=autocast_bf16,
+                                  pad_id=pad_id, eos_id=eos_id, on_batch=on_batch)
+    return out
 
 
 def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: int = 512, batch_size: int = 16,
-                 mixture_sets: bool = True) -> dict:
+                 mixture_sets: bool = True, progress: bool = False) -> dict:
     """`trainer evaluate`: a run's checkpoint (an out_dir's newest, or the one named) on its mixture's
     validation domains and on extra token datasets' validation splits, picked as `trainer ablate` picks them
-    (at most max_sequences evenly spaced rows per set). Returns {"checkpoint", "sets": {name: metrics}}."""
+    (at most max_sequences evenly spaced rows per set). progress: each set's rows on stderr as they are scored
+    (evaluate_sets' "lines"). Returns {"checkpoint", "sets": {name: metrics}}."""
     from pathlib import Path
 
     from gristmill.errors import UserError
@@ -97,7 +126,8 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
     train = saved.get("train", {})
     scores = evaluate_sets(model, sets, mix["manifest"]["tokenizer"],
                            document_masking=bool(train.get("document_masking")), batch_size=batch_size,
-                           device=device, autocast_bf16=device.type == "cuda" and train.get("precision") == "bf16")
+                           device=device, autocast_bf16=device.type == "cuda" and train.get("precision") == "bf16",
+                           progress="lines" if progress else None)
     out = {s["name"]: {**scores[s["name"]], "kind": s["kind"],
                        "sequences": sum(src["sequences"] for src in s["sources"])} for s in sets}
     return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}

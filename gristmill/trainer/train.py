@@ -24,6 +24,7 @@ from gristmill.trainer.config import TrainConfig
 from gristmill.trainer.data import open_source
 from gristmill.trainer.evaluate import evaluate_sets
 from gristmill.trainer.model import IGNORE_INDEX, Transformer, doc_segments, lm_targets, model_config_for_data
+from gristmill.trainer.progress import Progress
 
 # Dense bf16 peak FLOP/s by device name, for MFU.
 # More specific names first: the first key found in the device name wins (H100 PCIe and NVL run lower clocks).
@@ -113,42 +114,6 @@ def json_line(obj, **kw) -> str:
     """One line of strict JSON: a non-finite number is written as null, not as NaN or Infinity (which
     json.dumps writes by default, and which strict parsers, jq and JavaScript reject)."""
     return json.dumps(_finite(obj), allow_nan=False, **kw) + "\n"
-
-
-class Progress:
-    """A one-line progress bar on a terminal; a plain line every ~5% of the run otherwise. With a label
-    (`trainer ablate`: the run's name) always plain lines, every ~10%, prefixed with the label. Each line
-    ends with an ETA from the steps done since this process started."""
-
-    def __init__(self, total: int, enabled: bool, *, start: int = 0, label: str | None = None):
-        self.total, self.enabled, self.label = total, enabled, label
-        self.tty = sys.stderr.isatty() and label is None
-        self.every = max(1, total // (10 if label is not None else 20))
-        self.start, self.t0 = start, time.perf_counter()
-
-    def _eta(self, step: int) -> str:
-        done = step - self.start
-        if done <= 0 or step >= self.total:
-            return ""
-        secs = int((time.perf_counter() - self.t0) / done * (self.total - step))
-        h, rest = divmod(secs, 3600)
-        return f" ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
-
-    def update(self, step: int, loss: float, tok_s: float):
-        if not self.enabled:
-            return
-        if self.label is not None:
-            if step % self.every == 0 or step == self.total:
-                print(f"{self.label}: step {step}/{self.total} ({100 * step // self.total}%) loss {loss:.4f} "
-                      f"{tok_s:,.0f} tok/s{self._eta(step)}", file=sys.stderr, flush=True)
-            return
-        done = int(30 * step / self.total)
-        text = (f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} loss {loss:.4f} {tok_s:,.0f} tok/s"
-                f"{self._eta(step)}")
-        if self.tty:
-            print("\r" + text + "\033[K", end="\n" if step == self.total else "", file=sys.stderr, flush=True)
-        elif step % self.every == 0 or step == self.total:
-            print(text, file=sys.stderr, flush=True)
 
 
 def budget_warning(manifest: dict, steps: int, batch_size: int) -> str | None:
@@ -453,9 +418,11 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     metrics_file.flush()
                 bar.update(step + 1, loss_v, tok_s)
             if eval_sets and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                t_eval = time.perf_counter()
                 sets = evaluate_sets(model, eval_sets, source.loader.manifest["tokenizer"],
                                      document_masking=cfg.document_masking, batch_size=cfg.micro_batch_size,
-                                     device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world)
+                                     device=device, autocast_bf16=cfg.precision == "bf16", rank=rank, world_size=world,
+                                     progress="terminal" if is_main and verbose else None)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
                         f.write(json_line({"step": step + 1, "tokens": tokens_before + (step + 1) * tokens_per_step,
@@ -463,7 +430,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
                                           for k, v in sets.items())
-                        print(f"eval step {step + 1}: {shown}", file=sys.stderr, flush=True)
+                        print(f"eval step {step + 1}: {shown} ({time.perf_counter() - t_eval:.1f} s)", file=sys.stderr,
+                              flush=True)
             last = step + 1 == end
             if cfg.save_checkpoints and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,

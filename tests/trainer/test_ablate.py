@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,12 @@ def test_crashed_run_is_reported_failed_and_the_rest_go_on(data, tmp_path, capsy
     # progress within a run, on stderr (16 steps: a line every step), with an ETA until the last step
     assert "easy_mix-s0: step 8/16 (50%) loss " in err and "easy_mix-s0: step 16/16 (100%) loss " in err
     assert " ETA 0:" in next(line for line in err.splitlines() if line.startswith("easy_mix-s0: step 15/16"))
+    # one line per evaluation (after steps 8 and 16), not a line per part of every set
+    evals = [line for line in err.splitlines() if line.startswith("easy_mix-s0: eval ")]
+    assert [line.split(":")[1] for line in evals] == [" eval step 8/16", " eval step 16/16"]
+    assert all(re.search(r": 2 sets, 32 sequences in [\d.]+ s \([\d,.]+ seq/s\); mean loss [\d.]+, [\d.]+ bits/byte$",
+                         line) for line in evals), evals
+    assert "sequences 16/16" not in err
     results = json.loads((rundir / "results.json").read_text())
     status = {r["name"]: r["status"] for r in results["runs"]}
     assert status == {"bad_mix-s0": "failed", "easy_mix-s0": "ok"}

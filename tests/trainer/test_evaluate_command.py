@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -72,3 +73,71 @@ def test_evaluate_output_and_set_mistakes_are_one_line_before_any_scoring(tiny, 
     web, wiki = mixture.parent / "web", mixture.parent / "wiki"
     assert main(["evaluate", cfg.out_dir, "--eval", f"x={web}", "--eval", f"x={wiki}"]) == 1
     assert capsys.readouterr().err == f"error: --eval x=... is given twice ({web} and {wiki}); give each set its own name\n"
+
+
+PROGRESS_LINE = re.compile(r"^\[[#.]{30}\] eval (\w+): sequences (\d+)/(\d+) [\d,.]+ seq/s [\d,]+ tok/s( ETA \d+:\d\d:\d\d)?$")
+
+
+def test_evaluate_shows_progress_on_stderr_and_the_results_do_not_change(tiny, mixture, tmp_path, capsys):
+    """Each set's rows scored of its total, with the rate, on stderr (a plain line per ~5% of the set: stderr
+    is not a terminal here), up to the total; stdout and --json are byte-identical with --quiet, which is silent."""
+    cfg = tiny("run", steps=2, warmup_steps=0, data={"mixture": str(mixture)})
+    train(cfg, verbose=False)
+    web = mixture.parent / "web"
+    args = ["evaluate", cfg.out_dir, "--eval", f"again={web}", "--max-sequences", "12", "--batch-size", "4"]
+    assert main([*args, "--json", str(tmp_path / "shown.json")]) == 0
+    shown = capsys.readouterr()
+    lines = shown.err.splitlines()
+    assert lines and all(PROGRESS_LINE.match(line) for line in lines), shown.err
+    done = {}
+    for line in lines:
+        name, k, total = PROGRESS_LINE.match(line).group(1, 2, 3)
+        assert int(total) == 12 and int(k) > done.get(name, 0)
+        done[name] = int(k)
+    assert done == {"reference": 12, "web": 12, "again": 12}  # every set reaches its total
+    names = [PROGRESS_LINE.match(line).group(1) for line in lines]
+    assert [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n] == ["reference", "web", "again"]
+    assert "ETA" not in lines[-1] and "seq/s" not in shown.out
+
+    assert main([*args, "--json", str(tmp_path / "quiet.json"), "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == ""
+    assert quiet.out == shown.out
+    assert (tmp_path / "quiet.json").read_bytes() == (tmp_path / "shown.json").read_bytes()
+
+
+def test_evaluate_progress_on_a_terminal_is_one_bar_per_set_redrawn_in_place(tiny, mixture, capsys, monkeypatch):
+    import sys
+
+    cfg = tiny("run", steps=1, warmup_steps=0, data={"mixture": str(mixture)})
+    train(cfg, verbose=False)
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["evaluate", cfg.out_dir, "--max-sequences", "8", "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err
+    finished = err.split("\n")
+    assert finished[-1] == "" and len(finished) == 3  # one finished bar per set (reference, web), each on its line
+    for set_line in finished[:2]:
+        draws = set_line.split("\r")[1:]
+        assert len(draws) == 4 and all(d.endswith("\033[K") for d in draws)  # a redraw per batch of 2 of 8 rows
+        assert PROGRESS_LINE.match(draws[-1].removesuffix("\033[K")).group(2, 3) == ("8", "8")
+
+
+def test_periodic_evaluation_in_training_prints_one_line_per_evaluation(tiny, mixture, capsys, monkeypatch):
+    """Off a terminal, training's evaluation adds its one result line, not a line per 5% of every set; on a
+    terminal its bar is erased before that line."""
+    import sys
+
+    cfg = tiny("run", steps=2, warmup_steps=0, eval_every=1, eval_max_sequences=8, micro_batch_size=2,
+               batch_size=2, data={"mixture": str(mixture)})
+    train(cfg, verbose=True)
+    err = capsys.readouterr().err.splitlines()
+    evals = [line for line in err if line.startswith("eval ")]
+    assert [line.split(":")[0] for line in evals] == ["eval step 1", "eval step 2"]
+    assert not any("sequences" in line for line in err)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    cfg = tiny("tty", steps=1, warmup_steps=0, eval_every=1, eval_max_sequences=8, micro_batch_size=2,
+               batch_size=2, data={"mixture": str(mixture)})
+    train(cfg, verbose=True)
+    err = capsys.readouterr().err
+    assert "eval reference: sequences 2/8" in err and "\r\033[Keval step 1: reference loss " in err
