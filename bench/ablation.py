@@ -21,13 +21,14 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from gristmill.mixtures import build as mixbuild
-from gristmill.mixtures.spec import spec_from_dict
+from gristmill.mixtures.spec import parse_count, spec_from_dict
 from gristmill.trainer import ablate
 
 
@@ -43,20 +44,49 @@ def build_mixtures(root: Path, args) -> tuple[list[Path], dict[str, Path]]:
     return paths, ds
 
 
+def _bounded(kind, what: str, low=None, high=None, above=None, below=None):
+    """An argparse type: a finite number of `kind` with low <= x <= high and above < x < below (each bound
+    optional), else one argparse error line. Without it a bad value shows only once the planted corpus is built,
+    as a traceback."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high) \
+                or (above is not None and value <= above) or (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+        return value
+    return parse
+
+
 def main() -> None:
+    from gristmill.errors import UserError
+    from gristmill.tokenize.train import MAX_VOCAB, SPECIAL_TOKENS
+    from gristmill.trainer.model import PRESETS
+
+    low_vocab = 256 + len(SPECIAL_TOKENS)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clean-docs", type=int, default=600)
-    ap.add_argument("--junk", type=float, default=0.5, help="share of the raw corpus's text that is planted junk")
-    ap.add_argument("--seq-len", type=int, default=64)
-    ap.add_argument("--vocab", type=int, default=1024)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--tokens", default="200K")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--lr", default="2e-3")
-    ap.add_argument("--threads", type=int, default=1,
+    ap.add_argument("--clean-docs", type=_bounded(int, "a whole number >= 1", low=1), default=600)
+    ap.add_argument("--junk", type=_bounded(float, "a fraction from 0 to below 1", low=0.0, below=1.0),
+                    default=0.5, help="share of the raw corpus's text that is planted junk")
+    ap.add_argument("--seq-len", type=_bounded(int, "a whole number >= 2", low=2), default=64)
+    vocab_range = f"a whole number from {low_vocab} (256 bytes + {len(SPECIAL_TOKENS)} specials) to {MAX_VOCAB:,}"
+    ap.add_argument("--vocab", type=_bounded(int, vocab_range, low=low_vocab, high=MAX_VOCAB), default=1024)
+    ap.add_argument("--preset", default="small", choices=[*ablate.ABLATE_PRESETS, *PRESETS])
+    ap.add_argument("--tokens", default="200K", help="training tokens per run, e.g. 200K or 1M")
+    ap.add_argument("--seeds", type=_bounded(int, "a whole number >= 1", low=1), default=3)
+    ap.add_argument("--lr", default=2e-3, type=_bounded(float, "a number > 0", above=0.0))
+    ap.add_argument("--threads", type=_bounded(int, "a whole number >= 1", low=1), default=1,
                     help="torch threads (default 1: steady timings on a shared machine)")
     ap.add_argument("--out", help="keep the ablation here (default: a temporary folder)")
     args = ap.parse_args()
+    try:
+        n_tokens = parse_count(args.tokens, "--tokens")
+    except UserError:
+        ap.error(f"argument --tokens: must be a whole number like 200K, 1M or 1e6, not {args.tokens!r}")
+    if n_tokens < 16 * args.seq_len:  # `trainer ablate`'s default batch: 16 sequences a step
+        ap.error(f"argument --tokens: {n_tokens:,} is less than one step (16 sequences of {args.seq_len})")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -74,7 +104,7 @@ def main() -> None:
         ablate.add_arguments(parser)
         run_args = parser.parse_args([*map(str, mixtures), "--eval", f"clean={ds['heldout']}", "--rank-by", "clean",
                                       "--preset", args.preset, "--tokens", args.tokens, "--seeds", str(args.seeds),
-                                      "--lr", args.lr, "-o", str(root / "ablation")])
+                                      "--lr", str(args.lr), "-o", str(root / "ablation")])
         t0 = time.perf_counter()
         ablate.run(run_args)
         wall_s = time.perf_counter() - t0
