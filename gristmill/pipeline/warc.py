@@ -12,6 +12,8 @@ record is a `warcinfo`, the others `response`s; the URL is WARC-Target-URI, Arch
 record has no record id, so it is given a uuid5 of the file name and the record's offset: the same file gives
 the same ids on every run, and no two records share one. A plain ARC re-synchronises at the next ARC header line;
 a plain ARC record cut inside its header line (which then runs on into the next record's) costs only itself.
+Junk after a whole plain ARC record costs only itself when the record's HTTP Content-Length shows its block whole
+(see _whole_arc_block); after one without, the record is counted with the junk, `bad:payload_length`.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ ARC_DATE = re.compile(r"\d{14}")  # YYYYMMDDhhmmss
 # the two read as one line. The seam (group "next") is a URL's scheme right after a letter, digit, dot, dash,
 # underscore or space, or right after a bare scheme (`http:/`: no host). A URL inside a URL, as in `?u=http://` or
 # a Wayback `/2008/http://`, follows punctuation, and is no cut; so a cut just after a `/` goes unseen.
+ARC_SCHEME = re.compile(rb"(?:https?|ftp|filedesc)://")  # where an ARC header line may begin inside a line
 ARC_CUT = re.compile(rb"(?:^[a-z]+:/{0,2}|(?<=[A-Za-z0-9._\- \r]))(?P<next>(?:https?|ftp|filedesc)://)")
 
 
@@ -303,9 +306,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 yield outcome
                 if ending == "junk":
                     # A whole plain record, then bytes that are no record: they are counted once, as garbage
-                    # between gzip members is, and reading resynchronises at the next `WARC/1.` after them.
+                    # between gzip members is, and reading resynchronises at the next `WARC/1.` after them (in
+                    # an ARC, at the next header line, which follows junk that does not end in a newline at once).
                     resync_from = last_end
                     yield ReadOutcome("unknown", reason="bad:not_warc")
+                    if record.format == "arc":
+                        resume_at = _find_arc_line(stream, last_end + 1, first_line=True, seams=True)
+                        if resume_at is None:
+                            return
                     break
                 if gz and length < 0:
                     # warcio measures a record's length by its gzip member, and this member goes on past
@@ -342,13 +350,19 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         base = nxt
 
 
-def _find_arc_line(stream: BinaryIO, start: int) -> int | None:
-    """Offset of the first line after `start` (not the line `start` is in) that is an ARC record's header line."""
+def _find_arc_line(stream: BinaryIO, start: int, first_line: bool = False, seams: bool = False) -> int | None:
+    """Offset of the first line after `start` (not the line `start` is in, unless first_line: `start` is a line
+    start) that is an ARC record's header line. With seams, also of a header line that begins inside a line, after
+    junk with no newline at its end (the line's rest from a URL scheme on is a header line)."""
     stream.seek(max(start, 0))
-    at_line_start = False
+    at_line_start = first_line
     while line := stream.readline(1 << 16):  # bounded: a long line is read in pieces, none at a line start
         if at_line_start and ARC_LINE.fullmatch(line):
             return stream.tell() - len(line)
+        if seams:
+            for scheme in ARC_SCHEME.finditer(line):
+                if ARC_LINE.fullmatch(line, scheme.start()):
+                    return stream.tell() - len(line) + scheme.start()
         at_line_start = line.endswith(b"\n")
     return None
 
@@ -460,9 +474,10 @@ def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
     "junk": a WARC record's terminator is there, but what follows it is not a record (garbage between records):
     the record itself is whole, unless its block holds another record's `WARC/1.` (a Content-Length that ran on
     into the next record and happened to end at a blank line), which makes it "cut".
-    "cut": anything else: the block is not where Content-Length says (a record cut short, a wrong length). An ARC
-    record's terminator is a lone newline, which a block cut short ends at as often as not, so an ARC record not
-    followed by a header line is always "cut".
+    An ARC record's terminator is a lone newline, which a block cut short (or declared short) ends at as often as
+    not, so an ARC record whose newline no header line follows is "junk" only if its block is whole by evidence of
+    its own (_whole_arc_block), and "cut" otherwise.
+    "cut": anything else: the block is not where Content-Length says (a record cut short, a wrong length).
     The stream position is saved and restored, so warcio's buffered reader carries on undisturbed. Plain files
     only: gzip members frame their own records, and the gzip path does no extra seeks.
     """
@@ -479,7 +494,9 @@ def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
         if arc:
             while (line := stream.readline(1 << 16)) and not line.strip(PADDING):
                 pass
-            return "clean" if not line or ARC_LINE.fullmatch(line) else "cut"
+            if not line or ARC_LINE.fullmatch(line):
+                return "clean"
+            return "junk" if _whole_arc_block(stream, start, end, record) else "cut"
         rest = b""
         while True:
             chunk = stream.read(256)
@@ -492,6 +509,20 @@ def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
         return "cut" if inner is not None and inner < end else "junk"
     finally:
         stream.seek(pos)
+
+
+def _whole_arc_block(stream: BinaryIO, start: int, end: int, record) -> bool:
+    """Whether a plain ARC record (at `start`, its declared block ending at `end`) is whole, although no header line
+    follows its newline. Its newline proves nothing (an HTTP page is full of them), so both wrong lengths must be
+    ruled out: an Archive-length too long runs on past the record's end into the next record, whose header line
+    then lies inside the block; one too short ends inside the HTTP body, which is then shorter than the HTTP
+    Content-Length. A record without an HTTP Content-Length (chunked, the filedesc record) has no such evidence."""
+    http = record.http_headers
+    declared = http.get_header("Content-Length") if http is not None else None
+    if not (declared and declared.strip().isdigit() and int(declared) == record.payload_length):
+        return False
+    inner = _find_arc_line(stream, start)  # the block may hold anything, an ARC header line too: then, "cut"
+    return inner is None or inner > end
 
 
 def _merged_headers(record) -> bool:

@@ -502,3 +502,83 @@ def test_arc_urls_that_hold_urls_are_no_cut():
     outs = list(iter_warc(io.BytesIO(data), "u.arc"))
     assert [(o.page.url, o.page.payload) for o in outs if o.page] == [(u, b) for u, _, b in _warcio_arc(data)[0]]
     assert [o.page.url for o in outs if o.page] == urls and summary(outs)[1] == Counter({"type:warcinfo": 1})
+
+
+def _arc_fates_with(records: list[bytes], at: int, fate: tuple) -> list[tuple]:
+    """The reader's outcomes on the whole ARC file of `records`, with `fate` put in at `at`."""
+    expected = _fates(list(iter_warc(io.BytesIO(b"".join(records)), "good.arc")))
+    expected.insert(at, fate)
+    return expected
+
+
+@pytest.mark.parametrize("junk", [b"junk\n", b"\n\nmore junk\n\n", b"HTTP/1.0 200 OK\r\n\r\n<p>\n", b"junk",
+                                  random.Random(3).randbytes(5000)], ids=["line", "lines", "http", "no-newline",
+                                                                          "random"])
+@pytest.mark.parametrize("after", [3, 9], ids=["mid-file", "after-the-last-record"])
+def test_junk_after_a_whole_plain_arc_record_costs_only_itself(tmp_path, junk, after):
+    # Before, the whole record in front of the junk was counted as bad:payload_length and its page lost (and random
+    # junk that did not end in a newline took the next record with it, uncounted).
+    records = write_arc(tmp_path / "a.arc", n=6, gz=False)
+    good = b"".join(records)
+    data = b"".join(records[:after]) + junk + b"".join(records[after:])
+    outs = list(iter_warc(io.BytesIO(data), "junk.arc"))
+    # Junk that runs on into the next record's header line with no newline is that line's cut start: bad:arc_header.
+    fate = ("response", None, None, "bad:arc_header") if junk == b"junk" and after < len(records) else \
+        ("unknown", None, None, "bad:not_warc")
+    assert _fates(outs) == _arc_fates_with(records, after, fate)
+    assert [(o.page.url, o.page.date, o.page.payload) for o in outs if o.page] == _warcio_arc(good)[0]
+    assert len(outs) == len(records) + 1  # in = kept + dropped, the junk included
+    for pg in (o.page for o in outs if o.page):  # offsets still point at the records after the resync
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]), arc2warc=True)))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
+
+
+def _lined_page(i: int) -> bytes:
+    """An HTML page of many lines, for Archive-lengths that end at one of its newlines."""
+    return b"<html><body>\n" + b"".join(b"<p>line %d of page %d</p>\n" % (j, i) for j in range(12)) + b"</body></html>"
+
+
+def _http(body: bytes, content_length: int | None) -> bytes:
+    length = b"" if content_length is None else b"Content-Length: %d\r\n" % content_length
+    return b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n" + length + b"\r\n" + body
+
+
+def _lined_arc(n: int = 6) -> list[bytes]:
+    return [arc_filedesc("l.arc")] + [arc_record(f"http://example.com/{i}", "20080101120000",
+                                                 _http(_lined_page(i), len(_lined_page(i)))) for i in range(n)]
+
+
+def _with_length(url: str, block: bytes, length: int) -> bytes:
+    return f"{url} 192.0.2.1 20080101120000 text/html {length}\n".encode() + block + b"\n"
+
+
+@pytest.mark.parametrize("wrong", ["long-to-the-next-line", "long-to-the-next-line-http-agrees",
+                                   "long-into-the-next-body-http-agrees", "short-at-a-newline"])
+def test_a_wrong_plain_arc_length_that_ends_at_a_newline_is_still_a_cut(wrong):
+    # Each declared block ends at a newline that no header line follows, as a whole record's does before junk; yet
+    # it is no whole record, and must not be kept: a long Archive-length holds the next record's header line, a
+    # short one leaves the HTTP body shorter than its Content-Length. The next record is read whole all the same.
+    records = _lined_arc()
+    body, nxt = _lined_page(2), records[4]
+    if wrong == "short-at-a-newline":
+        block = _http(body, len(body))
+        length = block.rindex(b"\n", 0, len(block) - 40)
+    else:
+        run_on = 1 + (nxt.index(b"\n") if "line" in wrong else nxt.index(b"\n", nxt.index(b"<p>line 5")))
+        block = _http(body, len(body) + run_on if "http-agrees" in wrong else len(body))
+        length = len(block) + run_on
+    data = b"".join(records[:3]) + _with_length("http://example.com/2", block, length) + b"".join(records[4:])
+    at = len(b"".join(records[:3])) + len(_with_length("http://example.com/2", b"", length)) - 1 + length
+    assert data[at:at + 1] == b"\n" and not data[at + 1:].startswith(b"http://")  # where the declared block ends
+    expected = _arc_fates_with(records[:3] + records[4:], 3, ("response", None, None, "bad:payload_length"))
+    assert _fates(list(iter_warc(io.BytesIO(data), "wrong.arc"))) == expected
+
+
+def test_junk_after_an_arc_record_with_no_evidence_of_its_length_still_costs_it():
+    # No HTTP Content-Length (a chunked or a close-delimited response): its newline may be a cut block's, so the
+    # record is counted bad:payload_length, as before, the junk with it; the next record is read.
+    records = _lined_arc()
+    records[3] = arc_record("http://example.com/2", "20080101120000", _http(_lined_page(2), None))
+    data = b"".join(records[:4]) + b"junk\n" + b"".join(records[4:])
+    expected = _arc_fates_with(records[:3] + records[4:], 3, ("response", None, None, "bad:payload_length"))
+    assert _fates(list(iter_warc(io.BytesIO(data), "nolen.arc"))) == expected
