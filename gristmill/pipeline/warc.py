@@ -473,7 +473,9 @@ def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
     Content-Length (a file cut after the block, not inside it).
     "junk": a WARC record's terminator is there, but what follows it is not a record (garbage between records):
     the record itself is whole, unless its block holds another record's `WARC/1.` (a Content-Length that ran on
-    into the next record and happened to end at a blank line), which makes it "cut".
+    into the next record and happened to end at a blank line), or its payload is shorter than its HTTP
+    Content-Length (a Content-Length that stopped at the HTTP headers' blank line, or at one in the page), which
+    make it "cut".
     An ARC record's terminator is a lone newline, which a block cut short (or declared short) ends at as often as
     not, so an ARC record whose newline no header line follows is "junk" only if its block is whole by evidence of
     its own (_whole_arc_block), and "cut" otherwise.
@@ -505,6 +507,11 @@ def _plain_record_end(stream: BinaryIO, start: int, end: int, record) -> str:
                 break
         if rest == b"" or rest.startswith(WARC_MAGIC):
             return "clean"
+        # The terminator is also what ends the HTTP headers (or a blank line in the page), so a Content-Length
+        # short by the body, or by its end, looks whole too: an HTTP Content-Length the payload falls short of
+        # tells them apart.
+        if _http_length(record) not in (None, record.payload_length):
+            return "cut"
         inner = fs.find_first(stream, start + 1, (WARC_MAGIC,))
         return "cut" if inner is not None and inner < end else "junk"
     finally:
@@ -517,12 +524,17 @@ def _whole_arc_block(stream: BinaryIO, start: int, end: int, record) -> bool:
     ruled out: an Archive-length too long runs on past the record's end into the next record, whose header line
     then lies inside the block; one too short ends inside the HTTP body, which is then shorter than the HTTP
     Content-Length. A record without an HTTP Content-Length (chunked, the filedesc record) has no such evidence."""
-    http = record.http_headers
-    declared = http.get_header("Content-Length") if http is not None else None
-    if not (declared and declared.strip().isdigit() and int(declared) == record.payload_length):
+    if _http_length(record) != record.payload_length or record.payload_length < 0:
         return False
     inner = _find_arc_line(stream, start)  # the block may hold anything, an ARC header line too: then, "cut"
     return inner is None or inner > end
+
+
+def _http_length(record) -> int | None:
+    """The record's HTTP Content-Length, or None where it has none (or none that is a number)."""
+    http = record.http_headers
+    declared = http.get_header("Content-Length") if http is not None else None
+    return int(declared) if declared and declared.strip().isdigit() else None
 
 
 def _merged_headers(record) -> bool:

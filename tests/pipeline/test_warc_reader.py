@@ -467,6 +467,40 @@ def test_a_content_length_that_runs_to_the_next_records_blank_line_is_not_junk()
     assert _fates(list(iter_warc(io.BytesIO(data), "long.warc"))) == expected
 
 
+def _with_http_length(record: bytes, blank_line_in_body: bool) -> bytes:
+    """A plain WARC response record given an HTTP Content-Length (and, optionally, a blank line inside its page),
+    its WARC Content-Length made to agree."""
+    head, block = record.split(b"\r\n\r\n", 1)
+    http, body = block.split(b"\r\n\r\n", 1)
+    body = body[:-len(b"\r\n\r\n")]
+    if blank_line_in_body:
+        body = body.replace(b"</p>", b"</p>\r\n\r\n<p>more</p>", 1)
+    block = http + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(block), head)
+    return head + b"\r\n\r\n" + block + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("stop", ["http_headers", "in_body"])
+def test_a_content_length_that_stops_at_a_blank_line_of_its_own_is_not_junk(stop):
+    # Record 2 declares a block that ends at the blank line closing its HTTP headers (or at one inside its page):
+    # the terminator is there, and the page's rest follows, which is no record, as junk is; but the payload is
+    # shorter than the HTTP Content-Length, so the record is cut, not whole. Before: a page kept with its body
+    # cut off, and the rest counted as junk.
+    chunks = write_warc_bytes(6, gz=False)
+    chunks[2] = _with_http_length(chunks[2], blank_line_in_body=stop == "in_body")
+    good = b"".join(chunks)
+    expected = _fates(list(iter_warc(io.BytesIO(good), "good.warc")))
+    assert expected[2][3] is None and len(expected) == len(list(ArchiveIterator(io.BytesIO(good))))
+    head, block = chunks[2].split(b"\r\n\r\n", 1)
+    http_end = block.index(b"\r\n\r\n")
+    cut_at = http_end if stop == "http_headers" else block.index(b"</p>\r\n\r\n") + len(b"</p>")
+    short = chunks[2].replace(b"Content-Length: %d" % len(block[:-4]), b"Content-Length: %d" % cut_at, 1)
+    assert short != chunks[2]
+    data = b"".join(chunks[:2]) + short + b"".join(chunks[3:])
+    expected[2] = ("response", None, None, "bad:payload_length")
+    assert _fates(list(iter_warc(io.BytesIO(data), "short.warc"))) == expected
+
+
 def _arc_line_cuts(record: bytes) -> dict[str, int]:
     """Cut points inside an ARC record's header line `http://example.com/2 192.0.2.1 20080101120002 text/html N`."""
     line = record.split(b"\n", 1)[0]
