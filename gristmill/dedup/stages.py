@@ -37,10 +37,23 @@ def doc_key(doc) -> tuple[str, str]:
     return doc.id, hashlib.blake2b(doc.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+def serialization(doc) -> tuple[str, str]:
+    """The order copies under one id and text are kept in: their serialization without same_id_member, which an
+    earlier keep="all" run set on all copies but the one it kept (so a later run keeps that one too), then with it."""
+    marked = doc.to_json()
+    return (dataclasses.replace(doc, same_id_member=False).to_json() if doc.same_id_member else marked), marked
+
+
 def by_serialization(docs: list) -> list:
     """Copies under one doc_key (one record read from two copies of its WARC file: only `warc` differs) in the
     order of their serialization, so the copy kept never depends on the order they arrive in."""
-    return sorted(docs, key=lambda d: d.to_json()) if len(docs) > 1 else docs
+    return sorted(docs, key=serialization) if len(docs) > 1 else docs
+
+
+def is_representative(doc) -> bool:
+    """Whether a document is its near-duplicate cluster's representative: cluster_id is its own id, and it is not
+    a member left in by keep="all" under the representative's id (same_id_member, see _AssignFn)."""
+    return doc.cluster_id == doc.id and not doc.same_id_member
 
 
 # ---------------------------------------------------------------- exact
@@ -49,7 +62,7 @@ def by_serialization(docs: list) -> list:
 def own_copies(doc) -> int:
     """Copies a document stands for on its own: its dup_count, or, when an earlier MinHashDedup made it its
     cluster's representative, that cluster's size if larger (a re-run must not reset it to 1)."""
-    if doc.cluster_id == doc.id:
+    if is_representative(doc):
         return max(doc.dup_count, doc.cluster_size)
     return doc.dup_count
 
@@ -60,7 +73,7 @@ def _first(a, b) -> bool:
     differs) the smaller serialization, so the one kept never depends on the order copies arrive in."""
     if (a.id, a.text) != (b.id, b.text):
         return (a.id, a.text) < (b.id, b.text)
-    return a.to_json() < b.to_json()
+    return serialization(a) < serialization(b)
 
 
 class _KeepSmallestId(beam.CombineFn):
@@ -72,7 +85,7 @@ class _KeepSmallestId(beam.CombineFn):
 
     def add_input(self, acc, doc):
         n, copies, stood, rep, best = acc
-        return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or doc.cluster_id == doc.id,
+        return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or is_representative(doc),
                 doc if best is None or _first(doc, best) else best)
 
     def merge_accumulators(self, accs):
@@ -115,7 +128,7 @@ class _EmitRepresentativeFn(beam.DoFn):
             # A copy is the representative of an earlier run's near-duplicate cluster (dedup run again over
             # earlier output): the one kept stands for every cluster merged here, so the size is not lost
             # when a copy with a smaller id is kept, nor when two runs' representatives meet.
-            doc.cluster_id, doc.cluster_size = doc.id, stood
+            doc.cluster_id, doc.cluster_size, doc.same_id_member = doc.id, stood, False
         self.counters.inc("kept")
         if n > 1:
             self.counters.inc("dropped/exact_duplicate", n - 1)
@@ -294,7 +307,7 @@ def earlier_cluster_copies(doc) -> tuple[str, int, int]:
     dup_count over the members of one earlier cluster that are present, and taking the larger of that and the
     representative's size, counts each copy once whether the earlier run kept only representatives or all."""
     earlier = doc.id if doc.cluster_id is None else doc.cluster_id
-    return earlier, doc.dup_count, doc.cluster_size if doc.cluster_id == doc.id else 0
+    return earlier, doc.dup_count, doc.cluster_size if is_representative(doc) else 0
 
 
 class _EarlierClusterCopies(beam.CombineFn):
@@ -436,9 +449,14 @@ class _AssignFn(beam.DoFn):
         docs = by_serialization(list(grouped["doc"]))
         cluster_node, size = cluster[0] if cluster else (node, node_copies(docs))
         for n, doc in enumerate(docs):
+            representative = cluster_node == node and n == 0
             doc = copy.copy(doc)
             doc.cluster_id, doc.cluster_size = cluster_node[0], size
-            if self.keep == "representative" and (cluster_node != node or n > 0):
+            # A member under the representative's id (another version of its page, or a copy) has cluster_id ==
+            # id too: marked, so that LogCountResample and a later dedup do not take it for a representative.
+            # Never set where ids are unique, so such output is unchanged.
+            doc.same_id_member = not representative and doc.id == cluster_node[0]
+            if self.keep == "representative" and not representative:
                 self.counters.inc("dropped/near_duplicate")
                 continue
             if doc.cluster_size > 1:
@@ -456,7 +474,8 @@ class MinHashDedup(Stage):
     an earlier cluster stands for that cluster's size (see earlier_cluster_copies). The graph's nodes are
     doc_keys: pages that share an id are clustered only when they are near-duplicates, and copies of one page
     under one id are one node. keep="representative" keeps one document per cluster, of its smallest node (the
-    smallest id), the first by_serialization; keep="all" only annotates.
+    smallest id), the first by_serialization; keep="all" only annotates, and marks same_id_member the members that
+    share the representative's id (see is_representative).
     """
 
     def __init__(self, label: str = "MinHashDedup", config: MinHashConfig | None = None, keep: str = "representative",
@@ -534,7 +553,7 @@ class _ResampleFn(beam.DoFn):
         self.counters.inc("in")
         words = word_count(doc.text)
         self.counters.inc("tokens_in", words)
-        if doc.cluster_id is not None and doc.cluster_id != doc.id:
+        if doc.cluster_id is not None and not is_representative(doc):
             self.counters.inc("dropped/near_duplicate")
             return
         doc = copy.copy(doc)

@@ -30,6 +30,9 @@ class Document:
     dup_count exact copies of this text seen (1 = unique), set by exact dedup
     cluster_id, cluster_size   near-duplicate cluster, set by MinHash dedup (cluster_size counts copies; a
               representative, cluster_id == id, of an earlier run keeps standing for them when dedup runs again)
+    same_id_member  true on a member of a cluster, not its representative, whose id is the cluster's id (another
+              version or copy of the representative's page under its id, left in by MinHash dedup keep="all"), so
+              cluster_id == id alone does not make it a representative; written to JSON only when true
     weight    log-count resampling weight (1.0 = no resampling)
     repeats   whole number of times the tokenizer emits this document (stochastic rounding of weight)
     source    name of the recipe/source that produced it
@@ -47,13 +50,18 @@ class Document:
     dup_count: int = 1
     cluster_id: str | None = None
     cluster_size: int = 1
+    same_id_member: bool = False
     weight: float = 1.0
     repeats: int = 1
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.same_id_member:
+            # Needed only where ids repeat: left out otherwise, so such documents keep the bytes they had before.
+            del d["same_id_member"]
+        return d
 
     def to_json(self) -> str:
         # sort_keys and fixed separators: the same document always serialises to the same bytes.
@@ -82,6 +90,7 @@ _COUNT = frozenset({"dup_count", "cluster_size", "repeats"})  # whole numbers >=
 _NUMBER = frozenset({"weight"})
 _OPTIONAL_NUMBER = frozenset({"language_score"})
 _DICT = frozenset({"warc", "scores", "decisions", "meta"})
+_BOOL = frozenset({"same_id_member"})
 
 
 def _check_field(name: str, value: Any) -> None:
@@ -96,6 +105,8 @@ def _check_field(name: str, value: Any) -> None:
             raise ValueError(f"document field {name} must be >= 0, not {value}")
     elif name in _NUMBER or name in _OPTIONAL_NUMBER:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif name in _BOOL:
+        ok = isinstance(value, bool)
     else:
         ok = isinstance(value, dict)
     if not ok:
@@ -109,5 +120,6 @@ _EXPECTED = {
     **{n: "a number" for n in _NUMBER},
     **{n: "a number or null" for n in _OPTIONAL_NUMBER},
     **{n: "an object" for n in _DICT},
+    **{n: "true or false" for n in _BOOL},
 }
 assert set(_EXPECTED) == set(Document.__dataclass_fields__)

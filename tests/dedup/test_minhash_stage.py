@@ -177,3 +177,54 @@ def test_pages_sharing_an_id_are_clustered_only_with_their_near_copies(run_dedup
         assert s["verified_pairs"] == 3  # a~b, b~c, d~d: e's copies are one node, not a pair
         runs.append((sorted(d.to_json() for d in out), [d.to_json() for d in kept]))
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_keep_all_marks_the_members_under_the_representatives_id(run_dedup, pages_sharing_ids):
+    from gristmill.dedup.stages import doc_key
+    from gristmill.pipeline.document import Document
+
+    # With keep="all", d's second version and e's second copy got cluster_id "d" and "e", their own ids, like
+    # the representatives: LogCountResample kept them too, and d's cluster of 3 counted twice. They are marked
+    # same_id_member, and the chain keeps what keep="representative" keeps, byte for byte.
+    pages = {**pages_sharing_ids}
+    d0 = pages["d"][0][0].split()
+    d0[120] = "edit9"
+    pages["g"] = [(" ".join(d0), {})]  # a near copy of d's first version, under a larger id
+    docs = [Document(id=i, url=f"http://example.com/{i}", text=t, warc=w) for i, ps in pages.items() for t, w in ps]
+    text = {i: [t for t, _ in ps] for i, ps in pages.items()}
+    d_first, d_other = sorted(text["d"], key=lambda t: doc_key(Document(id="d", url="", text=t)))
+    expected_all = sorted([
+        ("a", text["a"][0], "a", 2, False), ("b", text["b"][0], "a", 2, False), ("b", text["b"][1], "b", 2, False),
+        ("c", text["c"][0], "b", 2, False), ("d", d_first, "d", 3, False), ("d", d_other, "d", 3, True),
+        ("g", text["g"][0], "d", 3, False), ("e", text["e"][0], "e", 2, False), ("e", text["e"][0], "e", 2, True),
+        ("f", text["f"][0], "f", 1, False),
+    ])
+    expected_kept = [("a", text["a"][0], 2), ("b", text["b"][1], 2), ("d", d_first, 3), ("e", text["e"][0], 2),
+                     ("f", text["f"][0], 1)]
+    log2, log3 = 1 + math.log10(2), 1 + math.log10(3)
+
+    runs = []
+    for k, (order, workers) in enumerate(((docs, 1), (docs[::-1], 1), (docs[3:] + docs[:3], 2))):
+        out, _ = run_dedup(order, [MinHashDedup(keep="all")], workers=workers, name=f"all{k}")
+        kept, stats = run_dedup(out, [LogCountResample()], workers=workers, name=f"resample{k}")
+        assert [(d.id, d.text, d.cluster_size) for d in kept] == expected_kept
+        assert [d.weight for d in kept] == pytest.approx([log2, log2, log3, log2, 1.0])
+        s = stats["stages"]["LogCountResample"]
+        assert (s["in"], s["kept"], s["dropped"]) == (10, 5, {"near_duplicate": 5})
+        assert s["tokens_out"] == sum(len(d.text.split()) * d.repeats for d in kept)
+
+        assert sorted((d.id, d.text, d.cluster_id, d.cluster_size, d.same_id_member) for d in out) == expected_all
+        e_copies = sorted((d.same_id_member, d.warc["file"]) for d in out if d.id == "e")
+        assert e_copies == [(False, "crawl-0.warc.gz"), (True, "crawl-1.warc.gz")]  # the first serialization
+        assert sum('"same_id_member":true' in d.to_json() for d in out) == 2
+        assert sum("same_id_member" in d.to_json() for d in out) == 2  # written only where it is true
+
+        reference, _ = run_dedup(order, [MinHashDedup(), LogCountResample()], workers=workers, name=f"rep{k}")
+        assert [d.to_json() for d in kept] == [d.to_json() for d in reference]
+        # A second dedup over the keep="all" output takes the marked members for members too.
+        again, stats = run_dedup(out, [MinHashDedup(), LogCountResample()], workers=workers, name=f"again{k}")
+        assert [d.to_json() for d in again] == [d.to_json() for d in reference]
+        for s in stats["stages"].values():
+            assert s["in"] == s["kept"] + sum(s.get("dropped", {}).values())
+        runs.append((sorted(d.to_json() for d in out), [d.to_json() for d in kept]))
+    assert runs[0] == runs[1] == runs[2]

@@ -16,6 +16,10 @@ def test_every_field_round_trips():
                    scores={"f.score": 1.0}, decisions={"f": "keep"}, dup_count=3, cluster_id="c", cluster_size=4,
                    weight=1.5, repeats=2, source="s", meta={"k": [1]})
     assert Document.from_json(doc.to_json()) == doc
+    marked = Document(id="d", url="u", text="t", cluster_id="d", same_id_member=True)
+    assert Document.from_json(marked.to_json()) == marked
+    # Written only where it is true: every other document keeps the JSON it had before the field existed.
+    assert "same_id_member" not in doc.to_json() and '"same_id_member":true' in marked.to_json()
     assert Document.from_dict({**GOOD, "language": None, "cluster_id": None, "language_score": None, "weight": 2,
                                "repeats": 0, "unknown": object()}).weight == 2
 
@@ -27,6 +31,7 @@ def test_every_field_round_trips():
     ("weight", "1", TypeError), ("weight", False, TypeError), ("language_score", "high", TypeError),
     ("language", 1, TypeError), ("cluster_id", 7, TypeError), ("source", None, TypeError),
     ("scores", [], TypeError), ("warc", "x", TypeError), ("decisions", None, TypeError), ("meta", 1, TypeError),
+    ("same_id_member", 1, TypeError), ("same_id_member", None, TypeError),
 ])
 def test_a_field_of_the_wrong_type_is_refused(field, value, error):
     with pytest.raises(error, match=field):
