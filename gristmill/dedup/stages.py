@@ -56,15 +56,45 @@ def is_representative(doc) -> bool:
     return doc.cluster_id == doc.id and not doc.same_id_member
 
 
+# ---------------------------------------------------------------- copies of earlier clusters
+
+
+def earlier_cluster_copies(doc) -> tuple[str, int, int]:
+    """(earlier cluster, dup_count, earlier cluster size if the document is its representative else 0). Summing
+    dup_count over the members of one earlier cluster that are present, and taking the larger of that and the
+    representative's size, counts each copy once whether the earlier run kept only representatives or all."""
+    earlier = doc.id if doc.cluster_id is None else doc.cluster_id
+    return earlier, doc.dup_count, doc.cluster_size if is_representative(doc) else 0
+
+
+def add_earlier_copies(counts: dict, doc) -> None:
+    """Adds a document to counts, {earlier cluster: (dup_count total, representative's size)}."""
+    cluster, dup_count, rep_size = earlier_cluster_copies(doc)
+    merge_earlier_copies(counts, {cluster: (dup_count, rep_size)})
+
+
+def merge_earlier_copies(counts: dict, other: dict) -> None:
+    """Adds other's entries to counts (see add_earlier_copies)."""
+    for cluster, (t, r) in other.items():
+        total, rep = counts.get(cluster, (0, 0))
+        counts[cluster] = total + t, max(rep, r)
+
+
+def earlier_copies_total(counts: dict) -> int:
+    """Copies the earlier clusters in counts stand for: per cluster, the larger of its members' dup_count total and
+    its representative's size (see earlier_cluster_copies)."""
+    return sum(max(v) for v in counts.values())
+
+
 # ---------------------------------------------------------------- exact
 
 
-def own_copies(doc) -> int:
-    """Copies a document stands for on its own: its dup_count, or, when an earlier MinHashDedup made it its
-    cluster's representative, that cluster's size if larger (a re-run must not reset it to 1)."""
-    if is_representative(doc):
-        return max(doc.dup_count, doc.cluster_size)
-    return doc.dup_count
+def counts_alone(doc) -> bool:
+    """Whether a copy's count needs no earlier cluster's entry in ExactDedup: it is in no earlier cluster, or it is
+    the representative of one that stands for no copy but its own (a singleton, such as a text with no shingles).
+    Its dup_count is then what earlier_copies_total would give it, whatever else comes, and the copies of one text
+    cost no memory however many there are."""
+    return doc.cluster_id is None or (is_representative(doc) and doc.cluster_size <= doc.dup_count)
 
 
 def _first(a, b) -> bool:
@@ -77,27 +107,36 @@ def _first(a, b) -> bool:
 
 
 class _KeepSmallestId(beam.CombineFn):
-    """Accumulator (documents, copies, copies stood for, any earlier representative, smallest-id document):
-    copies sums dup_count so chained runs add up; copies stood for sums own_copies, for the earlier clusters."""
+    """Accumulator (documents, copies, copies counted alone, earlier clusters' copies, any earlier representative,
+    smallest-id document). copies sums dup_count, so chained runs add up. The copies stood for are counted as
+    MinHashDedup counts an earlier cluster's members (earlier_cluster_copies): a member left in by keep="all" and
+    its representative, whose cluster_size already counts it, are not both counted; counts_alone copies add
+    their dup_count."""
 
     def create_accumulator(self):
-        return 0, 0, 0, False, None
+        return 0, 0, 0, {}, False, None
 
     def add_input(self, acc, doc):
-        n, copies, stood, rep, best = acc
-        return (n + 1, copies + doc.dup_count, stood + own_copies(doc), rep or is_representative(doc),
+        n, copies, alone, earlier, rep, best = acc
+        if counts_alone(doc):
+            alone += doc.dup_count
+        else:
+            add_earlier_copies(earlier, doc)
+        return (n + 1, copies + doc.dup_count, alone, earlier, rep or is_representative(doc),
                 doc if best is None or _first(doc, best) else best)
 
     def merge_accumulators(self, accs):
-        n, copies, stood, rep, best = 0, 0, 0, False, None
-        for an, ac, at, ar, ab in accs:
-            n, copies, stood, rep = n + an, copies + ac, stood + at, rep or ar
+        n, copies, alone, earlier, rep, best = 0, 0, 0, {}, False, None
+        for an, ac, al, ae, ar, ab in accs:
+            n, copies, alone, rep = n + an, copies + ac, alone + al, rep or ar
+            merge_earlier_copies(earlier, ae)
             if ab is not None and (best is None or _first(ab, best)):
                 best = ab
-        return n, copies, stood, rep, best
+        return n, copies, alone, earlier, rep, best
 
     def extract_output(self, acc):
-        return acc
+        n, copies, alone, earlier, rep, best = acc
+        return n, copies, alone + earlier_copies_total(earlier), rep, best
 
 
 class _CountInFn(beam.DoFn):
@@ -139,7 +178,7 @@ class _EmitRepresentativeFn(beam.DoFn):
 class ExactDedup(Stage):
     """Groups documents by the hash of their normalized text; keeps the smallest id with dup_count = copies.
     When a copy is an earlier MinHashDedup's representative, the kept one becomes the representative of a
-    cluster of all the copies they stand for (own_copies summed)."""
+    cluster of all the copies they stand for, counted per earlier cluster as MinHashDedup counts them."""
 
     def __init__(self, label: str = "ExactDedup"):
         self.label = label
@@ -302,14 +341,6 @@ class BloomDedup(Stage):
 # ---------------------------------------------------------------- minhash
 
 
-def earlier_cluster_copies(doc) -> tuple[str, int, int]:
-    """(earlier cluster, dup_count, earlier cluster size if the document is its representative else 0). Summing
-    dup_count over the members of one earlier cluster that are present, and taking the larger of that and the
-    representative's size, counts each copy once whether the earlier run kept only representatives or all."""
-    earlier = doc.id if doc.cluster_id is None else doc.cluster_id
-    return earlier, doc.dup_count, doc.cluster_size if is_representative(doc) else 0
-
-
 class _EarlierClusterCopies(beam.CombineFn):
     """(dup_count, representative's size) of one earlier cluster's members in one new cluster -> copies."""
 
@@ -331,13 +362,12 @@ class _EarlierClusterCopies(beam.CombineFn):
 
 def node_copies(docs) -> int:
     """Copies the documents of one node (copies under one doc_key) stand for when the node is in no cluster:
-    counted as for a cluster's members (see _EarlierClusterCopies), so one document stands for own_copies."""
+    counted as for a cluster's members (see _EarlierClusterCopies), so one document stands for its dup_count, or
+    the size of the earlier cluster it represents if larger."""
     earlier: dict = {}
     for doc in docs:
-        cluster, dup_count, rep_size = earlier_cluster_copies(doc)
-        total, rep = earlier.get(cluster, (0, 0))
-        earlier[cluster] = total + dup_count, max(rep, rep_size)
-    return sum(max(v) for v in earlier.values())
+        add_earlier_copies(earlier, doc)
+    return earlier_copies_total(earlier)
 
 
 class _SignatureFn(beam.DoFn):

@@ -228,3 +228,54 @@ def test_keep_all_marks_the_members_under_the_representatives_id(run_dedup, page
             assert s["in"] == s["kept"] + sum(s.get("dropped", {}).values())
         runs.append((sorted(d.to_json() for d in out), [d.to_json() for d in kept]))
     assert runs[0] == runs[1] == runs[2]
+
+
+STAGE_ORDERS = {  # each followed by LogCountResample
+    "exact-minhash": lambda: [ExactDedup(), MinHashDedup()],
+    "minhash_all-exact": lambda: [MinHashDedup(keep="all"), ExactDedup()],
+    "exact-minhash_all-exact": lambda: [ExactDedup("Exact1"), MinHashDedup(keep="all"), ExactDedup("Exact2")],
+    "minhash_all-minhash": lambda: [MinHashDedup("MinHash1", keep="all"), MinHashDedup("MinHash2")],
+    "minhash_all-exact-minhash": lambda: [MinHashDedup("MinHash1", keep="all"), ExactDedup(),
+                                            MinHashDedup("MinHash2")],
+}
+
+
+@pytest.mark.parametrize("order", STAGE_ORDERS)
+def test_sizes_and_weights_do_not_depend_on_the_order_of_dedup_stages(run_dedup, order):
+    from gristmill.pipeline.document import Document
+
+    # ExactDedup over keep="all" output counted a representative's exact copy twice: the representative's
+    # cluster_size counts it, and the copy added its own dup_count (a's cluster of 3 became 4, p's of 5 became 7,
+    # e's of 3 became 4). It counts copies per earlier cluster now, as MinHashDedup does.
+    rng = random.Random(2)
+    words = [f"w{i}" for i in range(5000)]
+
+    def pages(k):
+        base = rng.choices(words, k=200)
+        near = [list(base) for _ in range(k)]
+        for i, n in enumerate(near):
+            n[40 + 30 * i] = f"edit{i}"
+        return " ".join(base), [" ".join(n) for n in near]
+
+    (a, (a_near,)), (p, (p_near1, p_near2)), (e, (e_near,)), (f, _) = pages(1), pages(2), pages(1), pages(0)
+    docs = [Document(id=i, url=f"http://example.com/{i}", text=t, warc=w) for i, t, w in [
+        ("a", a, {}), ("b", a.upper(), {}), ("c", a_near, {}),  # a, an exact copy, a near copy: 3 copies
+        ("p", p, {}), ("q", p.replace(" ", "\n"), {}), ("r", p, {}), ("s", p_near1, {}), ("t", p_near2, {}),  # 5
+        ("e", e, {"file": "crawl-1.warc.gz"}), ("e", e, {"file": "crawl-0.warc.gz"}), ("h", e_near, {}),  # 3
+        ("f", f, {}),
+    ]]
+    log3, log5 = 1 + math.log10(3), 1 + math.log10(5)
+    expected = [("a", a, 3, log3), ("e", e, 3, log3), ("f", f, 1, 1.0), ("p", p, 5, log5)]
+
+    runs = []
+    for k, (inputs, workers) in enumerate(((docs, 1), (docs[::-1], 1), (docs[5:] + docs[:5], 2))):
+        out, stats = run_dedup(inputs, [*STAGE_ORDERS[order](), LogCountResample()], workers=workers, seed=3,
+                               name=f"run{k}")
+        assert [(d.id, d.text, d.cluster_size) for d in out] == [x[:3] for x in expected]
+        assert [d.weight for d in out] == pytest.approx([x[3] for x in expected])
+        assert [d.warc for d in out if d.id == "e"] == [{"file": "crawl-0.warc.gz"}]
+        s = stats["stages"]
+        assert all(c["in"] == c["kept"] + sum(c.get("dropped", {}).values()) for c in s.values())
+        assert stats["balanced"] and s["LogCountResample"]["kept"] == 4
+        runs.append([d.to_json() for d in out])
+    assert runs[0] == runs[1] == runs[2]
