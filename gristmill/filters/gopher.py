@@ -95,23 +95,45 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n))))
+def repeated_ngrams(words: list[str], max_n: int) -> dict[int, dict[int, int]]:
+    """For n = 1..max_n: every position whose n-gram occurs more than once, ascending, mapped to the position of
+    that n-gram's first occurrence (equal values: equal n-grams).
+
+    Level n extends level n - 1: an n-gram can repeat only where its first n - 1 words repeat, so each level looks
+    only at the positions the one before kept, and clean text leaves few after two or three words. An n-gram is
+    the pair (first occurrence of its first n - 1 words, first occurrence of its last word): equal pairs are equal
+    word sequences, so no n-gram is built as a tuple of words."""
+    first_of: dict = {}
+    word_first = [first_of.setdefault(w, i) for i, w in enumerate(words)]
+    positions, firsts = range(len(words)), word_first
+    levels: dict[int, dict[int, int]] = {}
+    for n in range(1, max_n + 1):
+        if n > 1:
+            prev, first_of = levels[n - 1], {}
+            last = len(words) - n  # the last position an n-gram starts at
+            positions = [i for i in prev if i <= last]
+            firsts = [first_of.setdefault((prev[i], word_first[i + n - 1]), i) for i in positions]
+        repeated = {f for i, f in zip(positions, firsts) if f != i}  # first occurrences of repeating n-grams
+        levels[n] = {i: f for i, f in zip(positions, firsts) if f in repeated}
+    return levels
 
 
-def top_ngram_chars(words: list[str], n: int) -> int:
+def top_ngram_chars(words: list[str], n: int, repeats: dict[int, int] | None = None) -> int:
     """Characters covered by the occurrences of the most frequent n-gram (words and the spaces between them), each
-    character once: occurrences that overlap ("ha ha" in "ha ha ha") share characters. 0 if there is no n-gram."""
-    grams = _ngrams(words, n)
-    counts = Counter(grams)
-    if not counts:
+    character once: occurrences that overlap ("ha ha" in "ha ha ha") share characters. 0 if there is no n-gram.
+    `repeats` is repeated_ngrams(words, n)[n], when the caller has it."""
+    if not 1 <= n <= len(words):
         return 0
-    gram, count = counts.most_common(1)[0]
+    if repeats is None:
+        repeats = repeated_ngrams(words, n)[n]
+    # The most frequent, the earliest first occurrence on a tie; without repeats, the first n-gram, once.
+    top, count = Counter(repeats.values()).most_common(1)[0] if repeats else (0, 1)
+    gram = words[top:top + n]
     # Occurrences s < n words apart overlap only if the gram's last n - s words are its first n - s: without such
     # a self-overlap (the common case: "of the"), none overlap and the occurrences need not be found.
     if count == 1 or not any(gram[s:] == gram[:n - s] for s in range(1, n)):
         return (sum(map(len, gram)) + n - 1) * count
-    starts = [i for i, g in enumerate(grams) if g == gram]
+    starts = [i for i, f in repeats.items() if f == top]
     if all(b - a >= n for a, b in zip(starts, starts[1:])):  # no two occurrences overlap
         return (sum(map(len, gram)) + n - 1) * count
     covered = 0
@@ -123,21 +145,27 @@ def top_ngram_chars(words: list[str], n: int) -> int:
     return covered
 
 
-def duplicate_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in n-grams that repeat an earlier n-gram, never counting a word twice (skip past a repeat)."""
-    grams = _ngrams(words, n)
-    if len(set(grams)) == len(grams):  # nothing repeats: the common case for clean text
-        return 0
-    seen: set[tuple[str, ...]] = set()
-    chars = i = 0
-    while i < len(grams):
-        gram = grams[i]
-        if gram in seen:
-            chars += sum(map(len, gram))
-            i += n
+def duplicate_ngram_chars(words: list[str], n: int, repeats: dict[int, int] | None = None) -> int:
+    """Characters in n-grams that repeat an earlier n-gram, never counting a word twice (skip past a repeat).
+    `repeats` is repeated_ngrams(words, n)[n], when the caller has it.
+
+    The rule scans left to right, remembering every n-gram it stops at and jumping past one it has seen. Only the
+    positions in `repeats` can hold one it has seen, so only they are looked at: at a later occurrence, the n-gram
+    has been seen if the scan stopped at its first occurrence (did not jump over it) or at an earlier repeat."""
+    if repeats is None:
+        repeats = repeated_ngrams(words, n).get(n, {})
+    chars = end = 0  # `end`: the scan's next stop; positions before it were stopped at or jumped over
+    jumped: set[int] = set()
+    seen_late: set[int] = set()  # n-grams (by first occurrence) whose first occurrence was jumped over
+    for i, first in repeats.items():
+        if i < end or i == first:
+            continue
+        if first not in jumped or first in seen_late:
+            chars += sum(map(len, words[i:i + n]))
+            jumped.update(range(i + 1, i + n))
+            end = i + n
         else:
-            seen.add(gram)
-            i += 1
+            seen_late.add(first)
     return chars
 
 
@@ -177,17 +205,11 @@ class GopherRepetitionFilter(Filter):
              and s["dup_line_char_frac"] > self.dup_line_char_frac),
         ]
         words = split_words(text)
+        repeats = repeated_ngrams(words, max((n for n, _ in self.top_n_grams + self.dup_n_grams), default=0))
         for n, frac in self.top_n_grams:
-            s[f"top_{n}_gram_frac"] = top_ngram_chars(words, n) / n_chars
+            s[f"top_{n}_gram_frac"] = top_ngram_chars(words, n, repeats.get(n, {})) / n_chars
             checks.append((f"top_{n}_gram_frac", s[f"top_{n}_gram_frac"] > frac))
-        no_repeat_from = None  # if no n-gram repeats, no longer n-gram can repeat either
         for n, frac in self.dup_n_grams:
-            if no_repeat_from is not None and n > no_repeat_from:
-                chars = 0
-            else:
-                chars = duplicate_ngram_chars(words, n)
-                if chars == 0:
-                    no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
-            s[f"dup_{n}_gram_frac"] = chars / n_chars
+            s[f"dup_{n}_gram_frac"] = duplicate_ngram_chars(words, n, repeats.get(n, {})) / n_chars
             checks.append((f"dup_{n}_gram_frac", s[f"dup_{n}_gram_frac"] > frac))
         return _verdict(self.name, s, checks)

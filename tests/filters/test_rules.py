@@ -6,7 +6,7 @@ import pytest
 from gristmill.filters.c4 import C4QualityFilter
 from gristmill.filters.fineweb import FineWebQualityFilter
 from gristmill.filters.gopher import (GopherQualityFilter, GopherRepetitionFilter, duplicate_ngram_chars,
-                                      duplicates, top_ngram_chars)
+                                      duplicates, repeated_ngrams, top_ngram_chars)
 from gristmill.filters.text import count_sentences, split_words
 from gristmill.pipeline.document import Document
 
@@ -148,6 +148,40 @@ def test_top_ngram_fraction_counts_each_character_once():
                                        dup_para_char_frac=None, top_n_grams=((2, 0.2),), dup_n_grams=())
     v = only_top2.check(doc(text))
     assert len(text) == 542 and v.keep and v.scores["gopher_repetition.top_2_gram_frac"] == 89 / 542
+
+
+def _duplicate_chars_reference(words: list[str], n: int) -> int:
+    """datatrove's scan, plainly: every n-gram from the left; one seen before adds its characters and the scan
+    jumps past it, one not seen is remembered."""
+    seen, chars, i = set(), 0, 0
+    while i + n <= len(words):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def test_duplicate_ngram_fraction_matches_the_plain_scan():
+    # duplicate_ngram_chars visits only the positions whose n-gram repeats (repeated_ngrams); a jump can pass over
+    # an n-gram's first occurrence, so that a later one is the first the scan remembers.
+    import random
+    from collections import Counter
+
+    rng = random.Random(4)
+    for _ in range(3000):
+        words = [rng.choice(("ha", "a", "bcd")[:rng.randint(1, 3)]) for _ in range(rng.randint(0, 40))]
+        levels = repeated_ngrams(words, 8)
+        for n in range(1, 9):
+            grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+            counts, first = Counter(grams), {}
+            for i, g in enumerate(grams):
+                first.setdefault(g, i)
+            assert list(levels[n].items()) == [(i, first[g]) for i, g in enumerate(grams) if counts[g] > 1]
+            assert duplicate_ngram_chars(words, n) == _duplicate_chars_reference(words, n), (words, n)
 
 
 def test_c4_counts_words_of_the_line_without_its_citations():
