@@ -35,7 +35,6 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -46,31 +45,6 @@ from pathlib import Path  # noqa: E402
 BATCH = 256
 FILTERS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
 SECTIONS = (*FILTERS, "chain", "minhash")
-
-# datatrove's reason names -> ours (the same mapping as tests/filters/test_heuristics_differential.py)
-GOPHER_QUALITY_REASONS = {
-    "gopher_short_doc": "min_doc_words", "gopher_long_doc": "max_doc_words",
-    "gopher_below_avg_threshold": "min_avg_word_length", "gopher_above_avg_threshold": "max_avg_word_length",
-    "gopher_too_many_hashes": "hash_ratio", "gopher_too_many_ellipsis": "ellipsis_ratio",
-    "gopher_too_many_bullets": "bullet_lines_ratio", "gopher_too_many_end_ellipsis": "ellipsis_lines_ratio",
-    "gopher_below_alpha_threshold": "alpha_words_ratio", "gopher_enough_stop_words": "min_stop_words",
-}
-
-
-def _repetition_reason(r: str) -> str:
-    m = re.fullmatch(r"top_(\d+)_gram", r) or re.fullmatch(r"duplicated_(\d+)_n_grams", r)
-    if m:
-        return f"{'top' if r.startswith('top') else 'dup'}_{m.group(1)}_gram_frac"
-    return r
-
-
-REASON_MAPS = {
-    "gopher_quality": lambda r: GOPHER_QUALITY_REASONS.get(r, r),
-    "gopher_repetition": _repetition_reason,
-    "c4": lambda r: {"too_few_sentences": "min_num_sentences"}.get(r, r),
-    "fineweb": lambda r: r,
-}
-
 
 def make_pair(name: str):
     """(gristmill filter, datatrove filter), both with their default (published) thresholds."""
@@ -174,6 +148,8 @@ def run_gristmill(filters: list, docs: list) -> tuple[float, list]:
 def run_datatrove(filters: list, names: list[str], docs: list) -> tuple[float, list]:
     from datatrove.data import Document as DTDocument
 
+    from gristmill.filters.datatrove_names import our_reason
+
     dt_docs = [DTDocument(text=d.text, id=d.id) for d in docs]  # fresh each run: C4 rewrites doc.text
     cold_caches()
     out = []
@@ -184,7 +160,7 @@ def run_datatrove(filters: list, names: list[str], docs: list) -> tuple[float, l
             for name, flt in zip(names, filters):
                 keep, reason = dt_keep(flt.filter(doc))
                 if not keep:
-                    out.append((False, f"{name}:{REASON_MAPS[name](reason)}" if reason else name, None))
+                    out.append((False, f"{name}:{our_reason(name, reason)}" if reason else name, None))
                     break
             else:
                 out.append((True, None, doc.text))

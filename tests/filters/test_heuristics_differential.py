@@ -1,39 +1,22 @@
 """Differential test: our Gopher/C4/FineWeb rules against datatrove's independent implementation, rule by rule."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from gristmill.filters.c4 import C4QualityFilter
+from gristmill.filters.datatrove_names import C4_REASONS, GOPHER_QUALITY_REASONS, repetition_reason
 from gristmill.filters.fineweb import FineWebQualityFilter
 from gristmill.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 
 dt_filters = pytest.importorskip("datatrove.pipeline.filters")
 from datatrove.data import Document as DTDocument  # noqa: E402
 
-GOPHER_QUALITY_REASONS = {
-    "gopher_short_doc": "min_doc_words", "gopher_long_doc": "max_doc_words",
-    "gopher_below_avg_threshold": "min_avg_word_length", "gopher_above_avg_threshold": "max_avg_word_length",
-    "gopher_too_many_hashes": "hash_ratio", "gopher_too_many_ellipsis": "ellipsis_ratio",
-    "gopher_too_many_bullets": "bullet_lines_ratio", "gopher_too_many_end_ellipsis": "ellipsis_lines_ratio",
-    "gopher_below_alpha_threshold": "alpha_words_ratio", "gopher_enough_stop_words": "min_stop_words",
-}
-
-
-def _repetition_reason(r: str) -> str:
-    m = re.fullmatch(r"top_(\d+)_gram", r) or re.fullmatch(r"duplicated_(\d+)_n_grams", r)
-    if m:
-        return f"{'top' if r.startswith('top') else 'dup'}_{m.group(1)}_gram_frac"
-    return r
-
-
 CASES = [
     ("gopher_quality", lambda: dt_filters.GopherQualityFilter(), GopherQualityFilter,
      lambda r: GOPHER_QUALITY_REASONS[r]),
-    ("gopher_repetition", lambda: dt_filters.GopherRepetitionFilter(), GopherRepetitionFilter, _repetition_reason),
+    ("gopher_repetition", lambda: dt_filters.GopherRepetitionFilter(), GopherRepetitionFilter, repetition_reason),
     ("c4", lambda: dt_filters.C4QualityFilter(), C4QualityFilter,
-     lambda r: {"too_few_sentences": "min_num_sentences"}.get(r, r)),
+     lambda r: C4_REASONS.get(r, r)),
     ("fineweb", lambda: dt_filters.FineWebQualityFilter(), FineWebQualityFilter, lambda r: r),
 ]
 
