@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
 from gristmill.filters.text import is_symbol_token, split_words
 from gristmill.pipeline.document import Document
@@ -180,6 +181,12 @@ class GopherRepetitionFilter(Filter):
     top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
     dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
     name: str = "gopher_repetition"
+
+    def __post_init__(self):
+        for attr in ("top_n_grams", "dup_n_grams"):
+            for n, _ in getattr(self, attr):
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise UserError(f"gopher_repetition: {attr} sizes must be whole numbers of at least 1, not {n!r}")
 
     def check(self, doc: Document) -> Verdict:
         text = doc.text

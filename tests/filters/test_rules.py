@@ -192,3 +192,13 @@ def test_c4_counts_words_of_the_line_without_its_citations():
     assert v.keep and v.text == sentences + "\nHe  won it.\nBorn in 1950."
     assert C4QualityFilter(remove_citations=False).check(doc(sentences + "\nSee [1] here.")).text == \
         sentences + "\nSee [1] here."
+
+
+@pytest.mark.parametrize("bad", [{"dup_n_grams": ((0, 0.1),)}, {"top_n_grams": ((-2, 0.2),)},
+                                 {"dup_n_grams": ((2.5, 0.1),)}, {"top_n_grams": ((True, 0.2),)}])
+def test_gopher_repetition_refuses_n_gram_sizes_below_one(bad):
+    # An n of 0 or less has no n-grams to count; before, it was scored (and once, zeroed the larger n's scores).
+    from gristmill.errors import UserError
+
+    with pytest.raises(UserError, match="sizes must be whole numbers of at least 1"):
+        GopherRepetitionFilter(**bad)
