@@ -230,12 +230,15 @@ def test_random_damage_to_one_member_costs_only_that_member(tmp_path):
             assert middle[-1] == BAD_GZIP and middle.count(BAD_GZIP) == 1 and len(middle) <= len(members[k]) + 2
 
 
+# The documents of the two damaged-deflate tests below.
+MANY_DOCS = [Document(id=f"d{i:05d}", url=f"u{i}", text=f"text {i} " + "w" * (i % 50)) for i in range(5000)]
+
+
 def _damaged_gzip(docs) -> bytes:
     """A gzip file of `docs` with bytes overwritten in its deflate data (not only its CRC): zlib itself refuses it."""
     import random
-    import zlib
 
-    data = bytearray(gzip.compress("".join(d.to_json() + "\n" for d in docs).encode(), mtime=0))
+    data = bytearray(_member(docs))
     rng = random.Random(0)
     for _ in range(200):
         data[rng.randrange(len(data) // 2, len(data) - 100)] = rng.randrange(256)
@@ -246,7 +249,7 @@ def _damaged_gzip(docs) -> bytes:
 
 def test_a_gzip_file_with_damaged_deflate_data_is_one_counted_record(tmp_path):
     # zlib.error is no OSError: it used to escape the reader and fail the whole run.
-    docs = [Document(id=f"d{i:05d}", url=f"u{i}", text=f"text {i} " + "w" * (i % 50)) for i in range(5000)]
+    docs = MANY_DOCS
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.jsonl.gz").write_bytes(_damaged_gzip(docs))
@@ -263,7 +266,7 @@ def test_a_gzip_file_with_damaged_deflate_data_is_one_counted_record(tmp_path):
 def test_commands_that_read_documents_name_damaged_gzip_data_in_one_line(tmp_path, capsys):
     from gristmill.pipeline.cli import main
 
-    docs = [Document(id=f"d{i:05d}", url=f"u{i}", text=f"text {i} " + "w" * (i % 50)) for i in range(5000)]
+    docs = MANY_DOCS
     (tmp_path / "a.jsonl.gz").write_bytes(_damaged_gzip(docs))
     assert main(["tokenize", "train", str(tmp_path / "a.jsonl.gz"), "--output", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err.strip()
