@@ -349,7 +349,7 @@ def test_cli_truncated_url_model_is_one_error_line(empty_cache, server, tiny_qua
     for url in (f"{server.base}/short/quality.bin", f"{server.base}/missing.bin"):
         r = subprocess.run([sys.executable, "-m", "gristmill.pipeline.cli", "model", "calibrate-classifier",
                             "--model", url, "--sample", str(tmp_path / "s.txt")], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, env={**__import__("os").environ, "GRISTMILL_CACHE": str(empty_cache)})
+                           text=True, timeout=120, env={**os.environ, "GRISTMILL_CACHE": str(empty_cache)})
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (r.returncode, r.stderr)
 
@@ -455,6 +455,6 @@ def test_a_download_too_big_for_memory_stays_cached_and_is_one_line(empty_cache,
             "resource.setrlimit(resource.RLIMIT_AS, (used + 50 * 2**20, resource.RLIM_INFINITY))\n"
             f"try:\n    models.load_fasttext('quality', {str(path)!r})\nexcept UserError as e:\n    print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "GRISTMILL_CACHE": str(empty_cache)})
+                       env={**os.environ, "GRISTMILL_CACHE": str(empty_cache)})
     assert r.returncode == 0 and "does not fit in this process's memory" in r.stdout, (r.stdout, r.stderr[-800:])
     assert path.is_file()
