@@ -85,8 +85,9 @@ def main() -> None:
         n_tokens = parse_count(args.tokens, "--tokens")
     except UserError:
         ap.error(f"argument --tokens: must be a whole number like 200K, 1M or 1e6, not {args.tokens!r}")
-    if n_tokens < 16 * args.seq_len:  # `trainer ablate`'s default batch: 16 sequences a step
-        ap.error(f"argument --tokens: {n_tokens:,} is less than one step (16 sequences of {args.seq_len})")
+    if n_tokens < ablate.DEFAULT_BATCH_SIZE * args.seq_len:  # the script runs with `trainer ablate`'s default batch
+        ap.error(f"argument --tokens: {n_tokens:,} is less than one step ({ablate.DEFAULT_BATCH_SIZE} sequences of "
+                 f"{args.seq_len})")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -34,6 +34,7 @@ PLAN_FORMAT = "gristmill.ablation/1"
 RUN_FORMAT = "gristmill.ablation-run/1"
 # Proxy sizes for ablations beyond the trainer's presets: `small` trains in minutes on a laptop CPU.
 ABLATE_PRESETS = {"small": {"d_model": 128, "n_layers": 2, "n_heads": 2}}
+DEFAULT_BATCH_SIZE = 16  # sequences a step, unless --batch-size or the config says
 
 EXAMPLES = """examples:
   trainer ablate out/mix-filtered.json out/mix-raw.json --tokens 2M --seeds 2 -o out/ablation
@@ -185,7 +186,7 @@ def _train_settings(args: argparse.Namespace, base: dict[str, Any], cuda: bool) 
                        ("lr", args.lr), ("precision", args.precision)):
         if value is not None:
             train[key] = value
-    train.setdefault("batch_size", 16)
+    train.setdefault("batch_size", DEFAULT_BATCH_SIZE)
     from gristmill.trainer.config import FIELD_CHECKS
 
     # checked here, not with the rest of the config: the micro-batch default and the steps divide by the batch,
