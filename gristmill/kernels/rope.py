@@ -64,24 +64,26 @@ def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _rotated(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, transpose: bool) -> torch.Tensor:
+    """The rotation of x (with transpose, its inverse: the backward) into a new tensor."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _rotate(_unit_last_stride(x), cos, sin, out, transpose=transpose)
+    return out
+
+
 class RoPEFunction(torch.autograd.Function):
     """Triton RoPE on q and k together, into new tensors."""
 
     @staticmethod
     def forward(ctx, q, k, cos, sin):
         cos, sin = _unit_last_stride(cos), _unit_last_stride(sin)
-        outs = []
-        for x in (q, k):
-            out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            _rotate(_unit_last_stride(x), cos, sin, out, transpose=False)
-            outs.append(out)
         ctx.save_for_backward(cos, sin)
-        return tuple(outs)
+        return _rotated(q, cos, sin, transpose=False), _rotated(k, cos, sin, transpose=False)
 
     @staticmethod
     def backward(ctx, dq, dk):
         cos, sin = ctx.saved_tensors
-        return _rotate_back(dq, cos, sin), _rotate_back(dk, cos, sin), None, None
+        return _rotated(dq, cos, sin, transpose=True), _rotated(dk, cos, sin, transpose=True), None, None
 
 
 class RoPEInPlaceFunction(torch.autograd.Function):
@@ -91,13 +93,10 @@ class RoPEInPlaceFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cos, sin):
         cos, sin = _unit_last_stride(cos), _unit_last_stride(sin)
-        src = _unit_last_stride(x)
-        if src is x:
+        if x.stride(-1) == 1:
             _rotate(x, cos, sin, x, transpose=False)
         else:
-            out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            _rotate(src, cos, sin, out, transpose=False)
-            x.copy_(out)
+            x.copy_(_rotated(x, cos, sin, transpose=False))
         ctx.mark_dirty(x)
         ctx.save_for_backward(cos, sin)
         return x
@@ -105,14 +104,7 @@ class RoPEInPlaceFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         cos, sin = ctx.saved_tensors
-        return _rotate_back(dy, cos, sin), None, None
-
-
-def _rotate_back(dy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    dy = _unit_last_stride(dy)
-    dx = torch.empty(dy.shape, dtype=dy.dtype, device=dy.device)
-    _rotate(dy, cos, sin, dx, transpose=True)
-    return dx
+        return _rotated(dy, cos, sin, transpose=True), None, None
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
