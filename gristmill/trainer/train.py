@@ -406,8 +406,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
             tok_s = tokens_per_step / dt
-            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr,
-                   "tokens": tokens_before + (step + 1) * tokens_per_step, "tokens_per_s": round(tok_s, 1),
+            tokens = tokens_before + (step + 1) * tokens_per_step
+            row = {"step": step + 1, "loss": loss_v, "grad_norm": norm_v, "lr": lr, "tokens": tokens,
+                   "tokens_per_s": round(tok_s, 1),
                    "mfu": round(flops_tok * tok_s / (peak * world), 4) if peak else None,
                    "peak_mem_gb": round(peak_memory_gb(device), 3), "step_time_s": round(dt, 4),
                    "skipped": problem}
@@ -425,8 +426,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                                      progress="terminal" if is_main and verbose else None)
                 if is_main:
                     with open(out / "eval.jsonl", "a") as f:
-                        f.write(json_line({"step": step + 1, "tokens": tokens_before + (step + 1) * tokens_per_step,
-                                           "sets": sets}, sort_keys=True))
+                        f.write(json_line({"step": step + 1, "tokens": tokens, "sets": sets}, sort_keys=True))
                     if verbose:
                         shown = ", ".join(f"{k} loss {v['loss']:.4f} / {v['bits_per_byte']:.4f} bpb"
                                           for k, v in sets.items())
@@ -436,8 +436,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             if cfg.save_checkpoints and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, source, step + 1, rank=rank, world=world,
                                 keep=cfg.keep_checkpoints,
-                                loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row,
-                                            "tokens": tokens_before + (step + 1) * tokens_per_step})
+                                loop_state={"recent": list(recent), "skipped_in_row": skipped_in_row, "tokens": tokens})
     finally:
         if metrics_file:
             metrics_file.close()
