@@ -555,6 +555,12 @@ def _short(e: Exception) -> str:
             "error": "bad_gzip", "StatusAndHeadersParserException": "http_headers"}.get(name, name.lower())
 
 
+def _stderr_line(line: str) -> None:
+    # One write(2) per line: workers share the terminal, and a short write to a pipe is atomic.
+    sys.stderr.flush()
+    os.write(2, (line + "\n").encode())
+
+
 class _Progress:
     """Prints records/s to stderr every few seconds from each worker during local runs.
 
@@ -580,10 +586,8 @@ class _Progress:
             now = time.monotonic()
             if now - self.last >= self.every:
                 self.last = now
-                line = f"[{self.label} pid {os.getpid()}] {self.n} records, {self.n / (now - self.t0):.0f} records/s\n"
-                # One write(2) per line: workers share the terminal, and a short write to a pipe is atomic.
-                sys.stderr.flush()
-                os.write(2, line.encode())
+                rate = self.n / (now - self.t0)
+                _stderr_line(f"[{self.label} pid {os.getpid()}] {self.n} records, {rate:.0f} records/s")
 
 
 class _ReadWarcFn(beam.DoFn):
@@ -611,9 +615,8 @@ class _ReadWarcFn(beam.DoFn):
             # still holds is one record, counted.
             self.count("none")
             self.counters.inc(f"dropped/{UNREADABLE}")
-            line = f"warning: cannot read {path} ({type(e).__name__}: {e.strerror or e}); counted as {UNREADABLE}\n"
-            sys.stderr.flush()
-            os.write(2, line.encode())
+            _stderr_line(f"warning: cannot read {path} ({type(e).__name__}: {e.strerror or e}); "
+                         f"counted as {UNREADABLE}")
 
     def count(self, warc_type: str) -> None:
         self.counters.inc("in")
