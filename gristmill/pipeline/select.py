@@ -186,6 +186,8 @@ def fields_no_document_has(files: list[str], conditions: tuple[Condition, ...]) 
         _add_names(doc, scores, decisions)
         for field in [f for f, c in pending.items() if c.lookup(doc) is not _MISSING]:
             del pending[field]
+        if not pending:
+            break  # before _items parses another line, or opens the next file
     return (list(pending) if seen else []), sorted(scores), sorted(decisions)
 
 
