@@ -199,7 +199,7 @@ def vocabulary_check(tokenizer_json: bytes) -> Callable[[str, int, int], bool] |
             return False
         a, b = max(start, pos - window), min(len(text), pos + window)
         left, right, both = model_text(text[a:pos]), model_text(text[pos:b]), model_text(text[a:b])
-        if left is None or right is None or not left or not right or left + right != both:
+        if not left or not right or left + right != both:  # None: the pre-tokenizer splits it
             return False
         if (len(left) < reach and a > start) or (len(right) < reach and b < len(text)):
             return False  # a normalizer that drops characters: the window may not hold a spanning token
