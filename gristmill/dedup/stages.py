@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 from dataclasses import asdict
 
@@ -67,17 +68,22 @@ def earlier_cluster_copies(doc) -> tuple[str, int, int]:
     return earlier, doc.dup_count, doc.cluster_size if is_representative(doc) else 0
 
 
+def add_copies(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Two (dup_count total, representative's size) of one earlier cluster's members, together: the one rule
+    ExactDedup (add_earlier_copies) and MinHashDedup (_EarlierClusterCopies) count earlier clusters by."""
+    return a[0] + b[0], max(a[1], b[1])
+
+
 def add_earlier_copies(counts: dict, doc) -> None:
     """Adds a document to counts, {earlier cluster: (dup_count total, representative's size)}."""
     cluster, dup_count, rep_size = earlier_cluster_copies(doc)
-    merge_earlier_copies(counts, {cluster: (dup_count, rep_size)})
+    counts[cluster] = add_copies(counts.get(cluster, (0, 0)), (dup_count, rep_size))
 
 
 def merge_earlier_copies(counts: dict, other: dict) -> None:
     """Adds other's entries to counts (see add_earlier_copies)."""
-    for cluster, (t, r) in other.items():
-        total, rep = counts.get(cluster, (0, 0))
-        counts[cluster] = total + t, max(rep, r)
+    for cluster, copies in other.items():
+        counts[cluster] = add_copies(counts.get(cluster, (0, 0)), copies)
 
 
 def earlier_copies_total(counts: dict) -> int:
@@ -348,13 +354,10 @@ class _EarlierClusterCopies(beam.CombineFn):
         return 0, 0
 
     def add_input(self, acc, value):
-        return acc[0] + value[0], max(acc[1], value[1])
+        return add_copies(acc, value)
 
     def merge_accumulators(self, accs):
-        total, rep = 0, 0
-        for t, r in accs:
-            total, rep = total + t, max(rep, r)
-        return total, rep
+        return functools.reduce(add_copies, accs, (0, 0))
 
     def extract_output(self, acc):
         return max(acc)
