@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             problem = _anomaly(loss_v, norm_v, recent, cfg.spike_factor)
             if problem and cfg.on_anomaly == "stop":
                 raise TrainingStopped(f"step {step + 1}: {problem}; stopping (set on_anomaly: skip to skip such steps)")
-            lr = scheduler.get_last_lr()[0]
+            lr = scheduler.get_last_lr()[0]  # the lr this step's update runs at, or would have
             if problem:
                 skipped_in_row += 1
                 if skipped_in_row > cfg.max_skips:
@@ -399,9 +399,11 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
             else:
                 skipped_in_row = 0
                 optimizer.step()
+                # The schedule counts applied updates, as Megatron-LM's steps only on a successful update: a
+                # skipped step leaves the warmup and decay where they were. The checkpoint stores this count.
+                scheduler.step()
                 recent.append(loss_v)
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0

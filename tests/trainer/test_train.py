@@ -135,6 +135,33 @@ def test_non_finite_loss_stops_or_skips(tmp_path, tiny):
     assert all(r["loss"] is None or r["grad_norm"] is None for r in logged[1:])
 
 
+def _skip_step(monkeypatch, skipped: int, first: int = 1) -> None:
+    """Make the loop judge step `skipped` an anomaly, whatever its loss; the run's first step is `first`."""
+    from gristmill.trainer import train as train_module
+
+    judged = iter(range(first, 10 ** 6))
+    monkeypatch.setattr(train_module, "_anomaly", lambda loss, norm, recent, factor: "forced" if next(judged) == skipped
+                        else _anomaly(loss, norm, recent, factor))
+
+
+def test_a_skipped_step_does_not_advance_the_schedule(tmp_path, tiny, monkeypatch):
+    """As Megatron-LM (its scheduler steps only `if update_successful`), the schedule counts applied updates:
+    step 4 runs at the lr skipped step 3 would have, and a run resumed after the skip gives the same losses."""
+    settings = dict(steps=8, warmup_steps=3, min_lr_ratio=0.1, on_anomaly="skip")
+    _skip_step(monkeypatch, 3)
+    full = train(tiny("full", **settings), verbose=False)
+    assert [r["skipped"] for r in full] == [None, None, "forced"] + [None] * 5
+    # WarmupCosine(3, 8, 0.1) by hand at the updates applied before each step, 0 1 2 2 3 4 5 6: warmup 1/3, 2/3,
+    # 1; then 0.1 + 0.45 (1 + cos(pi p)) at p = (applied - 3) / 4 = 0, 1/4, 1/2, 3/4
+    by_hand = [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 0.1 + 0.45 * (1 + math.sqrt(0.5)), 0.55, 0.1 + 0.45 * (1 - math.sqrt(0.5))]
+    assert [r["lr"] / 3e-3 for r in full] == pytest.approx(by_hand, rel=1e-12)
+    _skip_step(monkeypatch, 3)
+    train(tiny("cut", **settings), stop_after=5, verbose=False)
+    _skip_step(monkeypatch, 3, first=6)  # the resumed run's first step is 6: nothing more is forced
+    train(tiny("cut", **settings), verbose=False)
+    assert metrics(tmp_path, "cut") == metrics(tmp_path, "full")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_peak_memory_is_per_step_on_cuda(tiny):
