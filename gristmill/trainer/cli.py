@@ -3,7 +3,11 @@ mixtures, evaluate a checkpoint, export a model to Hugging Face transformers."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from pathlib import Path
 
 from gristmill.counts import human_count
 from gristmill.errors import UserError
@@ -236,9 +240,6 @@ def _presets(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import json
-    from pathlib import Path
-
     from gristmill.trainer.ablate import parse_eval_sets
     from gristmill.trainer.evaluate import evaluate_run
 
@@ -269,6 +270,22 @@ def _export(args) -> int:
     return 0
 
 
+def _report_error(line: str) -> None:
+    """Print a user error's one line on stderr; under torchrun only from each machine's first process
+    (LOCAL_RANK 0), since every rank raises the same one: the config is checked before the process group, the data
+    checks read the same files, and an anomaly is judged on the all-reduced loss and gradient norm. Every rank
+    also writes its line to torchrun's error file for it (TORCHELASTIC_ERROR_FILE, what `@record` writes a
+    traceback to), so torchrun's failure report shows each failed rank's reason, one only another rank saw
+    (a copy from an object store that failed there, say) included."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(line, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        # record_exception's layout; the report prints py_callstack, here the line in place of a traceback
+        Path(error_file).write_text(json.dumps({"message": {"message": line, "extraInfo": {
+            "py_callstack": line, "timestamp": str(int(time.time()))}}}))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -279,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         return {"train": _train, "plan": _plan, "presets": _presets, "export": _export,
                 "evaluate": _evaluate}[args.command](args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _report_error(f"error: {e}")
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _report_error("error: interrupted")
         return 130
 
 

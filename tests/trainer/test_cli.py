@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -78,6 +79,50 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gristmill.trainer", "train", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: config: parallel must be one of") and "Traceback" not in proc.stderr
+
+
+def _torchrun_train(tmp_path, config: str) -> subprocess.CompletedProcess:
+    """`trainer train` of `config` under torchrun, 2 gloo processes on the CPU."""
+    path = tmp_path / "run.yaml"
+    path.write_text(config)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "gristmill.trainer", "train", str(path), "--quiet"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("config,error", [
+    ("parallel: zero9\n", "error: config: parallel must be one of"),  # before the process group
+    # after it: the anomaly is judged on the all-reduced gradient norm, so both ranks stop at step 2
+    ("model: tiny\nsteps: 5\nbatch_size: 8\nmicro_batch_size: 2\nprecision: fp32\nlr: 1.0e+30\nwarmup_steps: 0\n"
+     "grad_clip: 0.0\non_anomaly: stop\nsave_checkpoints: false\nout_dir: OUT\n",
+     "error: step 2: non-finite gradient norm; stopping"),
+])
+def test_a_user_error_under_torchrun_is_one_line(tmp_path, config, error):
+    """Both ranks raise it; one prints it, and torchrun's report gives each failed rank's reason from its error
+    file (it read "To enable traceback see: ..." before), not a traceback of ours."""
+    proc = _torchrun_train(tmp_path, config.replace("OUT", str(tmp_path / "out")))
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [next(x for x in lines if x.startswith(error))]
+    reasons = [line.strip() for line in lines if line.strip().startswith("traceback :")]
+    assert reasons and all(r.startswith(f"traceback : {error}") for r in reasons)
+    assert not any("gristmill" in line for line in lines if line.startswith("  File "))  # only torchrun's own
+
+
+def test_a_non_zero_rank_writes_its_error_for_torchrun_not_to_stderr(tmp_path):
+    """What a rank other than a machine's first saw still reaches torchrun's report (read here by torchrun's own
+    ProcessFailure and ChildFailedError), and its exit status stays 1."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    bad, error_file = tmp_path / "bad.yaml", tmp_path / "error.json"
+    bad.write_text("parallel: zero9\n")
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "TORCHELASTIC_ERROR_FILE": str(error_file)}
+    proc = subprocess.run([sys.executable, "-m", "gristmill.trainer", "train", str(bad)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr == ""
+    failure = ProcessFailure(local_rank=1, pid=0, exitcode=1, error_file=str(error_file))
+    report = ChildFailedError("trainer", {1: failure}).format_msg()
+    assert "traceback : error: config: parallel must be one of single, ddp, zero1, zero2, zero3, not 'zero9'" in report
 
 
 @pytest.mark.parametrize("case,msg", [
