@@ -301,14 +301,19 @@ class MixtureLoader:
             raise UserError(f"loader state was saved with seed {state['seed']}, this loader has seed {self.seed}")
         if sorted(state["counts"]) != sorted(self.names):
             raise UserError("loader state names different sources than the mixture")
-        if int(state["sample"]) % self.global_batch:
+        sample = int(state["sample"])
+        if sample % self.global_batch:
+            # in `trainer train`'s words too: its micro_batch_size is this loader's batch_size
             raise UserError(
-                f"loader state is at sample {state['sample']}, not a multiple of the global batch {self.global_batch}"
+                f"loader state is at sample {sample:,}, not a multiple of the global batch {self.global_batch} = "
+                f"batch_size {self.batch_size} x world_size {self.world_size} (for `trainer train`: micro_batch_size "
+                f"{self.batch_size} x {self.world_size} rank(s)); resume with a batch size and world size whose "
+                f"product divides it, as the interrupted run's did"
             )
         change = self.draw_change(state)
         if change and not allow_draw_change:
             raise DrawChanged(change)
-        self.sampler.sample = int(state["sample"])
+        self.sampler.sample = sample
         self.sampler.counts = np.array([int(state["counts"][n]) for n in self.names], dtype=np.int64)
         return change
 

@@ -86,12 +86,6 @@ class MixtureSource:
         return self.loader.state_dict()
 
     def load_state_dict(self, state: dict, *, allow_draw_change: bool = False) -> str | None:
-        # The loader's "global batch" is one micro-batch on every rank; said in the config's words here.
-        sample, per_call = int(state.get("sample", 0)), self.loader.global_batch
-        if sample % per_call:
-            raise UserError(f"the checkpoint's data position, sample {sample:,}, is not a multiple of micro_batch_size "
-                            f"{self.loader.batch_size} x {self.loader.world_size} rank(s) = {per_call}; resume with a "
-                            f"micro_batch_size that divides it (as the interrupted run's did)")
         return self.loader.load_state_dict(state, allow_draw_change=allow_draw_change)
 
 

@@ -227,8 +227,9 @@ def test_state_from_another_mixture_is_refused(mixture, tmp_path, spec_dict):
     state = MixtureLoader(other, 4).state_dict()
     with pytest.raises(UserError, match="different mixture"):
         MixtureLoader(mixture, 4).load_state_dict(state)
-    with pytest.raises(UserError, match="multiple of the global batch"):
-        MixtureLoader(other, 3).load_state_dict(state | {"sample": 4})
+    with pytest.raises(UserError, match=r"^loader state is at sample 4, not a multiple of the global batch 6 = "
+                       r"batch_size 3 x world_size 2 \(for `trainer train`: micro_batch_size 3 x 2 rank\(s\)\)"):
+        MixtureLoader(other, 3, rank=1, world_size=2).load_state_dict(state | {"sample": 4})
 
 
 def test_changed_dataset_is_refused(mixture, tmp_path):

@@ -694,9 +694,21 @@ def test_a_micro_batch_larger_than_the_budget_trains(tmp_path, tiny, mixture):
 
 def test_resuming_at_a_micro_batch_that_does_not_divide_the_position_names_it(tiny, mixture):
     cfg = dict(data={"mixture": str(mixture)}, batch_size=4, micro_batch_size=4, steps=4, warmup_steps=0)
-    train(tiny(**cfg), stop_after=3, verbose=False)  # data position: sample 12
-    with pytest.raises(UserError, match=r"sample 12, is not a multiple of micro_batch_size 8 x 1 rank\(s\) = 8"):
+    train(tiny(**cfg), stop_after=3, verbose=False)  # data position: 3 steps x 4 = sample 12, and 12 % 8 = 4
+    with pytest.raises(UserError, match=r"^loader state is at sample 12, not a multiple of the global batch 8 = "
+                       r"batch_size 8 x world_size 1 \(for `trainer train`: micro_batch_size 8 x 1 rank\(s\)\); "
+                       r"resume with a batch size and world size whose product divides it"):
         train(tiny(**{**cfg, "batch_size": 8, "micro_batch_size": 8}), verbose=False)
+
+
+def test_a_data_position_of_another_format_is_refused_as_such_before_its_sample_is_judged(mixture):
+    """The loader's format check comes first: a state that is no loader position at all is not told to change
+    micro_batch_size, however its sample divides."""
+    from gristmill.trainer.data import MixtureSource
+
+    source = MixtureSource(str(mixture), 8)
+    with pytest.raises(UserError, match=r"^loader state has format 'gristmill.synthetic-position/1', expected"):
+        source.load_state_dict({"format": "gristmill.synthetic-position/1", "seed": 0, "sample": 12})
 
 
 def test_an_out_dir_that_is_a_file_says_so(tmp_path, tiny):
