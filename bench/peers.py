@@ -69,10 +69,11 @@ def make_pair(name: str):
 def load_documents(work: Path, pages: int) -> list:
     """The sample crawl's HTML pages as gristmill Documents, extracted here as ExtractText does."""
     from gristmill.pipeline.document import Document, stable_id
-    from gristmill.pipeline.extract import html_to_text
+    from gristmill.pipeline.extract import ExtractText, PageDropped, page_text
     from gristmill.pipeline.sample import write_sample
-    from gristmill.pipeline.warc import TEXT_TYPE, iter_warc
+    from gristmill.pipeline.warc import iter_warc
 
+    extract = ExtractText()  # for its default bounds
     docs = []
     for path in write_sample(work / "crawl.warc.gz", pages=pages, seed=1, files=1):
         with open(path, "rb") as f:
@@ -81,13 +82,8 @@ def load_documents(work: Path, pages: int) -> list:
                 if page is None:
                     continue
                 try:
-                    if page.content_type == TEXT_TYPE:
-                        text = page.payload.decode("utf-8", errors="replace").strip()
-                    else:
-                        text = html_to_text(page.payload, page.charset)[0]
-                except Exception:  # noqa: BLE001 - resiliparse refuses the bytes; ExtractText drops these too
-                    continue
-                if not text or text.count("\ufffd") > 0.05 * len(text):
+                    text = page_text(page, extract.min_chars, extract.max_bad_char_ratio)[0]
+                except PageDropped:
                     continue
                 docs.append(Document(id=stable_id(page.record_id, page.url), url=page.url, text=text))
     return docs

@@ -203,7 +203,8 @@ class ExactDedup(Stage):
 
 class _UnitKeysFn(beam.DoFn):
     """Documents -> (shard, [(key, doc_key, unit_index), ...]), buffered per shard: one element per shard
-    and buffer instead of one per line keeps Beam's per-element cost off the hot path."""
+    and buffer instead of one per line keeps Beam's per-element cost off the hot path. Each document also
+    goes out as (doc_key, document) on "docs", for the join, so its text is hashed once."""
 
     FLUSH_AT = 50_000
 
@@ -222,6 +223,7 @@ class _UnitKeysFn(beam.DoFn):
         units, _ = bloom_core.split_units(doc.text, self.cfg.unit)
         self.counters.inc("units_in", len(units))
         this_doc = doc_key(doc)
+        yield beam.pvalue.TaggedOutput("docs", (this_doc, doc))
         for idx, u in enumerate(units):
             key = bloom_core.unit_key(u)
             if key is not None:
@@ -330,15 +332,15 @@ class BloomDedup(Stage):
         rate = loaded["false_positive_rate"] if loaded else cfg.false_positive_rate
         save_to = None if cfg.save_to is None else (cfg.save_to or ctx.path("bloom_filter"))
         every_shard = pcoll.pipeline | f"{label}/Shards" >> beam.Create([(s, None) for s in range(cfg.num_shards)])
+        keys = pcoll | f"{label}/UnitKeys" >> beam.ParDo(_UnitKeysFn(label, cfg)).with_outputs("docs", main="units")
         dups = (
-            (pcoll | f"{label}/UnitKeys" >> beam.ParDo(_UnitKeysFn(label, cfg)), every_shard)
+            (keys.units, every_shard)
             | f"{label}/AllShards" >> beam.Flatten()
             | f"{label}/GroupShards" >> beam.GroupByKey()
             | f"{label}/Filter" >> beam.ParDo(_ShardDedupFn(label, cfg, capacity, rate, save_to))
         )
-        by_id = pcoll | f"{label}/ById" >> beam.Map(lambda d: (doc_key(d), d))
         return (
-            {"doc": by_id, "dup": dups}
+            {"doc": keys.docs, "dup": dups}
             | f"{label}/Join" >> beam.CoGroupByKey()
             | f"{label}/Rebuild" >> beam.ParDo(_RebuildFn(label, cfg))
         )

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
-from gristmill.filters.models import LABEL_PREFIX, label_name, load_fasttext, resolve, sidecar
+from gristmill.filters.models import LABEL_PREFIX, label_name, load_fasttext, require_labels, resolve, sidecar
 from gristmill.pipeline.document import Document
 
 _WS = re.compile(r"\s+")
@@ -74,14 +74,6 @@ def _train_and_save(data: str, out: str, cfg: TrainConfig) -> None:
     model.save_model(out)
 
 
-def require_label(model, label: str, where: str, path) -> None:
-    """Refuse a label the model never predicts: every score would be 0 and the filter would drop every document."""
-    labels = model.get_labels()
-    if LABEL_PREFIX + label_name(label) not in labels:
-        names = ", ".join(label_name(lab) for lab in labels[:8]) + (", ..." if len(labels) > 8 else "")
-        raise UserError(f"{where}: model {path} has no label {label!r} (its labels: {names}); give one of its labels")
-
-
 def label_probabilities(model, texts: list[str], label: str) -> list[float]:
     """P(`label`) for each text (batch predict: numpy-2 safe); `label` with or without fastText's __label__."""
     want = LABEL_PREFIX + label_name(label)
@@ -137,7 +129,7 @@ class ClassifierFilter(Filter):
             return
         path = resolve(self.kind, self.model)
         self._model = load_fasttext(self.kind, path)
-        require_label(self._model, self.label, self.name, path)
+        require_labels(self._model, [self.label], self.name, path, "give one of its labels")
         if self.keep_top_fraction is not None:
             side = sidecar(path, ".quantiles.json")
             if not side.is_file():

@@ -234,7 +234,7 @@ def _cmd_train_quality(args) -> int:
 
 def _cmd_calibrate_classifier(args) -> int:
     from gristmill.filters import corpora
-    from gristmill.filters.classifier import label_probabilities, require_label, save_quantiles
+    from gristmill.filters.classifier import label_probabilities, save_quantiles
 
     path = models.resolve(args.kind, args.model)
     out = sidecar(path, ".quantiles.json")
@@ -242,7 +242,7 @@ def _cmd_calibrate_classifier(args) -> int:
         raise UserError(f"{out} exists (pass --force to replace it)")
     label = args.label or {"quality": "hq", "toxicity": "toxic"}[args.kind]
     model = models.load_fasttext(args.kind, path)
-    require_label(model, label, "calibrate-classifier", path)
+    models.require_labels(model, [label], "calibrate-classifier", path, "give one of its labels")
     scores = label_probabilities(model, list(corpora.read_texts(args.sample)), label)
     save_quantiles(path, scores)
     print(f"wrote {sidecar(path, '.quantiles.json')} ({len(scores)} documents)")

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
-from gristmill.filters.models import label_name, load_fasttext
+from gristmill.filters.models import label_name, load_fasttext, require_labels
 from gristmill.pipeline.document import Document
 
 
@@ -35,14 +34,9 @@ class LanguageIDFilter(Filter):
         if self._model is not None:
             return
         model = load_fasttext("lid", self.model)
-        known = {label_name(lab) for lab in model.get_labels()}
-        missing = [lang for lang in self.languages or () if lang not in known]
-        if missing:
-            # Otherwise every document would be dropped as another language (lid.176 says "en", GlotLID "eng_Latn").
-            sample = ", ".join(sorted(known)[:5])
-            raise UserError(f"{self.name}: the language ID model {self.model or 'lid.176.ftz (provisioned)'} has no "
-                            f"label {', '.join(missing)} (its labels look like {sample}, ...); give languages as it "
-                            f"names them")
+        # Otherwise every document would be dropped as another language (lid.176 says "en", GlotLID "eng_Latn").
+        require_labels(model, self.languages or (), self.name, self.model or "lid.176.ftz (provisioned)",
+                       "give languages as it names them")
         self._model = model
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:

@@ -143,6 +143,17 @@ def label_name(label: str) -> str:
     return label.removeprefix(LABEL_PREFIX)
 
 
+def require_labels(model, labels, where: str, model_name, fix: str) -> None:
+    """Refuse labels (with or without the prefix) a fastText model never predicts: every score of such a label
+    would be 0, and a filter on it would drop every document. One line naming them and a few of the model's own."""
+    known = model.get_labels()
+    missing = [label for label in labels if LABEL_PREFIX + label_name(label) not in known]
+    if missing:
+        names = ", ".join(label_name(lab) for lab in known[:8]) + (", ..." if len(known) > 8 else "")
+        raise UserError(f"{where}: model {model_name} has no label {', '.join(map(repr, missing))} "
+                        f"(its labels: {names}); {fix}")
+
+
 FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32
 _KSUB = 256  # centroids per sub-quantizer in fastText's product quantizer
 

@@ -49,6 +49,32 @@ def html_to_text(payload: bytes, declared_charset: str | None = None) -> tuple[s
     return text.strip(), enc, how
 
 
+class PageDropped(Exception):
+    """A page ExtractText drops; `reason` is its count's name under dropped/."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def page_text(page: RawPage, min_chars: int, max_bad_char_ratio: float) -> tuple[str, str, str]:
+    """(text, encoding, how the encoding was found) of a page ExtractText keeps: an HTML page's main text, or a
+    WET record's text as Common Crawl extracted it. PageDropped when resiliparse refuses the bytes, the text is
+    shorter than `min_chars`, or more than `max_bad_char_ratio` of it is undecodable (U+FFFD)."""
+    try:
+        if page.content_type == TEXT_TYPE:  # WET: Common Crawl extracted it already, in UTF-8
+            text, enc, how = page.payload.decode("utf-8", errors="replace").strip(), "utf-8", "wet"
+        else:
+            text, enc, how = html_to_text(page.payload, page.charset)
+    except Exception as e:  # resiliparse refuses the bytes: counted under the error, and the run goes on
+        raise PageDropped(f"parse_error:{type(e).__name__}") from None
+    if len(text) < min_chars:
+        raise PageDropped("empty_text")
+    if text.count("\ufffd") > max_bad_char_ratio * len(text):
+        raise PageDropped("undecodable")
+    return text, enc, how
+
+
 class _ExtractFn(beam.DoFn):
     def __init__(self, label: str, min_chars: int, max_bad_char_ratio: float, source: str):
         self.label = label
@@ -62,19 +88,9 @@ class _ExtractFn(beam.DoFn):
     def process(self, page: RawPage):
         self.counters.inc("in")
         try:
-            if page.content_type == TEXT_TYPE:  # WET: Common Crawl extracted it already, in UTF-8
-                text, enc, how = page.payload.decode("utf-8", errors="replace").strip(), "utf-8", "wet"
-            else:
-                text, enc, how = html_to_text(page.payload, page.charset)
-        except Exception as e:  # resiliparse refuses the bytes: count under the error and go on
-            self.counters.inc(f"dropped/parse_error:{type(e).__name__}")
-            return
-        if len(text) < self.min_chars:
-            self.counters.inc("dropped/empty_text")
-            return
-        bad = text.count("\ufffd")
-        if bad > self.max_bad * len(text):
-            self.counters.inc("dropped/undecodable")
+            text, enc, how = page_text(page, self.min_chars, self.max_bad)
+        except PageDropped as e:
+            self.counters.inc(f"dropped/{e.reason}")
             return
         self.counters.inc("kept")
         self.counters.inc(f"charset/{how}")

@@ -63,18 +63,10 @@ def check_output_folder(path: str) -> None:
     or the nearest existing one of them is not writable (a read-only mount)."""
     if is_remote(path):
         return
-    for q in (Path(path), *Path(path).parents):
-        if q.exists():
-            if not q.is_dir():
-                raise UserError(f"output {path} cannot be a folder: {q} is a file" if q != Path(path) else
-                                f"output {path} is a file, not a folder")
-            _check_writable(path, q)
-            return
-
-
-def _check_writable(path: str, folder: Path) -> None:
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {path}: {folder} is not writable")
+    blocking = _file_in_the_way(path, Path(path))
+    if blocking is not None:
+        raise UserError(f"output {path} is a file, not a folder" if blocking == Path(path) else
+                        f"output {path} cannot be a folder: {blocking} is a file")
 
 
 def check_output_file(path: str) -> None:
@@ -84,12 +76,22 @@ def check_output_file(path: str) -> None:
         return
     if Path(path).is_dir():
         raise UserError(f"output {path} is a folder: give the path of the file to write")
-    for q in Path(path).parents:
+    blocking = _file_in_the_way(path, Path(path).parent)
+    if blocking is not None:
+        raise UserError(f"cannot write {path}: {blocking} is a file, not a folder")
+
+
+def _file_in_the_way(path: str, start: Path) -> Path | None:
+    """The nearest of `start` and the folders above it that exists, when it is a file (None when it is a
+    folder, or none exists); one line when it is a folder `path` cannot be written in."""
+    for q in (start, *start.parents):
         if q.exists():
             if not q.is_dir():
-                raise UserError(f"cannot write {path}: {q} is a file, not a folder")
-            _check_writable(path, q)
-            return
+                return q
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise UserError(f"cannot write {path}: {q} is not writable")
+            return None
+    return None
 
 
 def join(base: str, *parts: str) -> str:

@@ -145,7 +145,7 @@ def boundary_check(pre_tokenizer) -> Callable[[str, int, int], bool] | None:
     return is_boundary
 
 
-def vocabulary_check(tokenizer_json: bytes) -> Callable[[str, int, int], bool] | None:
+def vocabulary_check(tokenizer_json: bytes, tok) -> Callable[[str, int, int], bool] | None:
     """is_boundary for split_text from a tokenizer that takes the whole text as one pre-token (no
     pre-tokenizer, as in the older Llama 2 layout, or Metaspace with split=False): whether no token of the
     vocabulary spans `pos` in the text as the model sees it (normalized, with `▁` for spaces).
@@ -156,8 +156,9 @@ def vocabulary_check(tokenizer_json: bytes) -> Callable[[str, int, int], bool] |
     a point between two unknown characters (they fuse into one <unk> without byte fallback), one where
     normalizing the two sides apart differs from normalizing them together, and, with BPE's ignore_merges,
     one before a last piece short enough to be one vocabulary token. `tokenizer_json` is the tokenizer
-    without its prefix (without_prefix), as the pieces after the first are encoded. None for other models
-    (WordPiece, BPE with dropout or a subword prefix or suffix), whose cuts stay unconfirmed."""
+    without its prefix (without_prefix), as the pieces after the first are encoded, and `tok` that tokenizer
+    loaded. None for other models (WordPiece, BPE with dropout or a subword prefix or suffix), whose cuts stay
+    unconfirmed."""
     spec = json.loads(tokenizer_json)
     model = spec.get("model") or {}
     kind = model.get("type")
@@ -169,9 +170,6 @@ def vocabulary_check(tokenizer_json: bytes) -> Callable[[str, int, int], bool] |
         fuse_unk = not model.get("byte_fallback")
     else:
         return None
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
     normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
     vocab = set(tok.get_vocab(with_added_tokens=False))
     longest = max(map(len, vocab), default=1)
@@ -274,14 +272,23 @@ class DocumentEncoder:
         # encode_batch_fast skips offset tracking, which the shards do not need.
         self._encode_batch = _batch_encoder(self.tok)
         # A tokenizer that puts a space before each text encodes the later pieces of a cut document without it
-        # (loaded when a document is first cut).
+        # (loaded when a document is first cut, or by the vocabulary check).
         self._rest_json = without_prefix(self.tokenizer_json)
+        self._rest_tok = None
         self._encode_rest = None
         self._is_boundary = boundary_check(self.tok.pre_tokenizer)
         self._anywhere = False
         if self._is_boundary is None:  # the whole text is one pre-token: the vocabulary confirms the cuts
-            self._is_boundary = vocabulary_check(self._rest_json or self.tokenizer_json)
+            self._is_boundary = vocabulary_check(self._rest_json or self.tokenizer_json, self._later_tokenizer())
             self._anywhere = self._is_boundary is not None
+
+    def _later_tokenizer(self):
+        """The tokenizer the pieces after a cut document's first are encoded with, loaded once."""
+        if self._rest_json is None:
+            return self.tok
+        if self._rest_tok is None:
+            self._rest_tok = load_tokenizer(self._rest_json)[0]
+        return self._rest_tok
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         pieces: list[str] = []
@@ -297,7 +304,7 @@ class DocumentEncoder:
             encodings = self._encode_batch(pieces, add_special_tokens=False)
         else:
             if self._encode_rest is None:
-                self._encode_rest = _batch_encoder(load_tokenizer(self._rest_json)[0])
+                self._encode_rest = _batch_encoder(self._later_tokenizer())
             is_later = set(later)
             first = [i for i in range(len(pieces)) if i not in is_later]
             encodings = [None] * len(pieces)

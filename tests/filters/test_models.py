@@ -386,7 +386,7 @@ def test_calibrate_classifier_refuses_a_label_the_model_lacks(tiny_quality, tmp_
 
 def test_language_id_refuses_languages_the_model_does_not_name(lid_model):
     assert "__label__en" in _fasttext_labels(lid_model) and "__label__eng_Latn" not in _fasttext_labels(lid_model)
-    with pytest.raises(UserError, match="language_id: .* has no label eng_Latn .*give languages as it names them"):
+    with pytest.raises(UserError, match="language_id: .* has no label 'eng_Latn' .*give languages as it names them"):
         LanguageIDFilter(languages=["eng_Latn"], model=str(lid_model)).setup()
     flt = LanguageIDFilter(languages=["__label__en"], model=str(lid_model))
     flt.setup()
