@@ -332,8 +332,10 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
-    if args.pages < 10:
-        ap.error(f"--pages must be at least 10, not {args.pages}")
+    from gristmill.pipeline.sample import MIN_PAGES  # the sample crawl needs this many for every kind of page
+
+    if args.pages < MIN_PAGES:
+        ap.error(f"--pages must be at least {MIN_PAGES}, not {args.pages}")
     if args.repeats < 1:
         ap.error(f"--repeats must be at least 1, not {args.repeats}")
     names = args.only.split(",") if args.only else list(SECTIONS)
