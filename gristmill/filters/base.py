@@ -14,7 +14,7 @@ from gristmill.pipeline.document import Document
 @dataclass
 class Verdict:
     keep: bool
-    reason: str | None = None  # "<filter>:<rule>" when keep is False, e.g. "gopher_quality:min_words"
+    reason: str | None = None  # "<filter>:<rule>" when keep is False, e.g. "gopher_quality:min_doc_words"
     scores: dict[str, float] = field(default_factory=dict)  # written into Document.scores
     language: str | None = None  # only language ID sets these two
     language_score: float | None = None

@@ -178,8 +178,10 @@ class GopherRepetitionFilter(Filter):
     dup_para_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
     dup_para_char_frac: float | None = 0.2
-    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
-    dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+    # (n, threshold) pairs; a threshold of None scores that n and checks nothing, as None does for the others
+    top_n_grams: tuple[tuple[int, float | None], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float | None], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
+                                                         (10, 0.10))
     name: str = "gopher_repetition"
 
     def __post_init__(self):
@@ -215,8 +217,8 @@ class GopherRepetitionFilter(Filter):
         repeats = repeated_ngrams(words, max((n for n, _ in self.top_n_grams + self.dup_n_grams), default=0))
         for n, frac in self.top_n_grams:
             s[f"top_{n}_gram_frac"] = top_ngram_chars(words, n, repeats.get(n, {})) / n_chars
-            checks.append((f"top_{n}_gram_frac", s[f"top_{n}_gram_frac"] > frac))
+            checks.append((f"top_{n}_gram_frac", frac is not None and s[f"top_{n}_gram_frac"] > frac))
         for n, frac in self.dup_n_grams:
             s[f"dup_{n}_gram_frac"] = duplicate_ngram_chars(words, n, repeats.get(n, {})) / n_chars
-            checks.append((f"dup_{n}_gram_frac", s[f"dup_{n}_gram_frac"] > frac))
+            checks.append((f"dup_{n}_gram_frac", frac is not None and s[f"dup_{n}_gram_frac"] > frac))
         return _verdict(self.name, s, checks)

@@ -31,7 +31,6 @@ examples:
 SUBCOMMAND_MODULES = [
     "gristmill.pipeline.sample",
     "gristmill.filters.cli",
-    "gristmill.dedup.cli",
     "gristmill.tokenize.cli",
     "gristmill.pipeline.select",
     "gristmill.pipeline.summarize",
@@ -111,13 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")
     run.set_defaults(func=_cmd_run, takes_beam_args=True)
     for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # that area is not built in this checkout
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -288,7 +288,8 @@ def _run_config(settings: Settings, mixture: dict[str, Any], seed: int, out_dir:
     return TrainConfig(**{**fields, "data": {"mixture": mixture["path"]}, "steps": settings.steps, "seed": seed,
                           "parallel": "single", "out_dir": str(out_dir), "checkpoint_every": 0,
                           "eval_every": 0,  # the ablation evaluates its runs itself
-                          "keep_checkpoints": 1})
+                          # from the checkpoint each segment ends with, so a --config cannot turn them off
+                          "save_checkpoints": True, "keep_checkpoints": 1})
 
 
 def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
@@ -520,7 +521,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=16, metavar="N",
                         help="sequences per evaluation forward pass (default 16)")
     parser.add_argument("--config", help="a training config (YAML/JSON) whose settings every run shares; "
-                        "data, steps, seed and out_dir are set by the ablation")
+                        "data, steps, seed, out_dir, parallel, eval_every and the checkpoint settings are set by "
+                        "the ablation")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default 16)")
     parser.add_argument("--micro-batch-size", type=int,
                         help="sequences per forward pass (default: the largest divisor of the batch size up to 16)")

@@ -194,6 +194,19 @@ def test_c4_counts_words_of_the_line_without_its_citations():
         sentences + "\nSee [1] here."
 
 
+def test_gopher_repetition_n_gram_threshold_none_turns_that_rule_off():
+    # As for every other Gopher threshold, None scores the rule and checks nothing; it raised TypeError (None > x).
+    text = " ".join(["ha"] * 60)  # top 2-gram and duplicate 5-gram fractions near 1
+    off = GopherRepetitionFilter(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
+                                 dup_para_char_frac=None, top_n_grams=((2, None), (3, 0.18)),
+                                 dup_n_grams=((5, None),))
+    v = off.check(doc(text))
+    assert not v.keep and v.reason == "gopher_repetition:top_3_gram_frac"
+    assert v.scores["gopher_repetition.top_2_gram_frac"] > 0.9 and "gopher_repetition.dup_5_gram_frac" in v.scores
+    all_off = GopherRepetitionFilter(top_n_grams=((2, None),), dup_n_grams=((5, None),))
+    assert all_off.check(doc(text)).keep
+
+
 @pytest.mark.parametrize("bad", [{"dup_n_grams": ((0, 0.1),)}, {"top_n_grams": ((-2, 0.2),)},
                                  {"dup_n_grams": ((2.5, 0.1),)}, {"top_n_grams": ((True, 0.2),)}])
 def test_gopher_repetition_refuses_n_gram_sizes_below_one(bad):

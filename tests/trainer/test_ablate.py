@@ -227,6 +227,17 @@ def test_crashed_run_is_reported_failed_and_the_rest_go_on(data, tmp_path, capsy
     assert any(line.startswith("| – | bad_mix |") and "failed" in line and error in line for line in md.splitlines())
 
 
+def test_a_config_without_checkpoints_still_ablates(data, tmp_path):
+    # Each segment is evaluated from the checkpoint it ends with: `save_checkpoints: false` in --config failed every
+    # run ("... is neither a training out_dir nor a checkpoint folder"); the ablation sets it, as it sets out_dir.
+    config = tmp_path / "train.yaml"
+    config.write_text("save_checkpoints: false\ncheckpoint_every: 3\nkeep_checkpoints: 0\n")
+    rundir = tmp_path / "run"
+    assert ablate.run(parse([str(data["easy_mix"]), "--config", str(config), "-o", str(rundir), *FAST])) == 0
+    run = json.loads((rundir / "results.json").read_text())["runs"][0]
+    assert run["status"] == "ok" and [e["step"] for e in run["curve"]] == [8, 16]
+
+
 def test_mixtures_with_different_tokenizers_are_refused(data, tmp_path):
     other = token_dataset(tmp_path / "other", (1, 2), 3, tokenizer_sha="cd" * 32)
     other_mix = mixture(tmp_path, "other_mix", {"other": 1.0}, {"other": other})
