@@ -298,9 +298,12 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     continue
                 if gz and it.err_count > warned:
                     # Its gzip member goes on after the block with more than the blank lines that end a record:
-                    # Content-Length is short of the record, whose payload warcio has cut at that length.
+                    # Content-Length is short of the record, whose payload warcio has cut at that length. The
+                    # rest of the member is no record, and warcio's length for this one is no length (a file
+                    # offset less a decompressed line's length): resynchronise at the next member.
+                    resync_from = offset
                     yield ReadOutcome(_record_type(record), reason="bad:payload_length")
-                    continue
+                    break
                 _place(outcome, record, offset)
                 last_read = True
                 yield outcome
@@ -336,6 +339,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+        last_end = max(last_end, base)  # the search goes on after this pass's start, never back before it
         if resume_at is not None:
             nxt = resume_at
         elif magics:

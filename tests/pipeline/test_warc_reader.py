@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import gzip
 import io
+import itertools
 import random
 import re
 import zlib
@@ -278,6 +279,29 @@ def test_a_wrong_content_length_is_counted_not_printed_and_not_kept_cut(capfd):
     assert Counter((o.warc_type, o.reason) for o in outs) == Counter(
         {("response", "bad:payload_length"): 5, ("request", "bad:payload_length"): 1})
     assert capfd.readouterr().err == ""  # no "WARNING: Record not followed by newline" from warcio
+
+
+@pytest.mark.parametrize("length", [b"0", b"20", b"abc"])
+def test_a_gzip_member_that_goes_on_past_a_short_length_costs_only_its_record(tmp_path, length):
+    # The member's rest (HTTP headers, the page) is more than one line, which warcio parsed as a record of its own;
+    # with warcio's length for the short record (a file offset less a decompressed line's length), the resync
+    # went back before the record: in an .arc.gz, the same records were read again and again, without end.
+    chunks = write_warc_bytes(6)
+    raw = re.sub(rb"Content-Length: \d+", b"Content-Length: " + length, gzip.decompress(chunks[2]), count=1)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    outs = list(itertools.islice(iter_warc(io.BytesIO(
+        b"".join(chunks[:2]) + gzip.compress(raw, mtime=0) + b"".join(chunks[3:])), "x.warc.gz"), 100))
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == good_pages[:2] + good_pages[3:]
+    assert Counter(o.reason for o in outs if o.page is None) == good_reasons + Counter({"bad:payload_length": 1})
+
+    records = write_arc(tmp_path / "a.arc", n=4, gz=False)
+    line, block = records[2].split(b"\n", 1)
+    short = line.rsplit(b" ", 1)[0] + b" " + length.replace(b"abc", b"-5") + b"\n" + block
+    members = [gzip.compress(r, mtime=0) for r in records[:2] + [short] + records[3:]]
+    good_pages, good_reasons = _pages_and_reasons(b"".join(gzip.compress(r, mtime=0) for r in records), "a.arc.gz")
+    outs = list(itertools.islice(iter_warc(io.BytesIO(b"".join(members)), "a.arc.gz"), 100))
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == good_pages[:1] + good_pages[2:]
+    assert Counter(o.reason for o in outs if o.page is None) == good_reasons + Counter({"bad:payload_length": 1})
 
 
 def write_warc_bytes(n: int, gz: bool = True) -> list[bytes]:
