@@ -3,8 +3,9 @@
 A damaged region (truncated gzip, garbage bytes, a broken record, a damaged first byte) costs only itself:
 the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
 file. Garbage between records (after a whole record, plain or gzipped) is one record of its own, `bad:not_warc`.
-Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A whole plain
-WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
+Padding (NULs, blank lines) after the last record or in a gzip member of its own, and blank lines between gzip
+members, are not a record. A whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per
+record) is read through.
 
 ARC files (ARC v1, the Internet Archive's and Common Crawl's format before WARC: `.arc.gz`, or plain `.arc`) are
 read the same way. Their records are named as warcio's ARC-to-WARC conversion names them (the `filedesc://`
@@ -283,6 +284,15 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = offset
                     yield ReadOutcome(_record_type(record), reason="bad:bad_gzip")
                     break
+                if gz and it.reader.decompressor is None:
+                    # warcio took what it read here for plain data (a member that fails in its first block, or
+                    # bytes between members), and reads every member after it as plain data too, as this
+                    # "record" (blank lines read on to the end of the file, a damaged member that happens to
+                    # parse). Count it (blank lines alone are no record), then resynchronise at the next member.
+                    resync_from = offset
+                    if (reason := _plain_in_gzip(stream, offset)) is not None:
+                        yield ReadOutcome(_record_type(record), reason=reason)
+                    break
                 if outcome is None:
                     continue
                 ending = "clean" if gz else _plain_record_end(stream, offset, last_end, record)
@@ -402,6 +412,18 @@ def _damaged_member(stream: BinaryIO, start: int) -> bool:
     except zlib.error:
         return True
     return False
+
+
+def _plain_in_gzip(stream: BinaryIO, start: int) -> str | None:
+    """The reason for what lies at `start` in a gzip file that warcio read as plain data: a damaged member
+    (`bad:bad_gzip`), padding up to the next member or the end (None: no record), or junk (`bad:not_warc`)."""
+    stream.seek(start)
+    if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+        return "bad:bad_gzip"
+    end = fs.find_first(stream, start, (GZIP_MAGIC,))
+    stream.seek(start)
+    rest = stream.read(end - start) if end is not None else stream.read()
+    return None if not rest.strip(PADDING) else "bad:not_warc"
 
 
 def _cut_short(record) -> bool:

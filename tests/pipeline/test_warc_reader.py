@@ -210,6 +210,17 @@ def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
     assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
 
 
+@pytest.mark.parametrize("between", [b"\n", b"\r\n\r\n", b"\r\n\r\n junk"], ids=["lf", "crlf-crlf", "then-junk"])
+def test_plain_bytes_between_gzip_members_hide_no_member_after_them(between):
+    # warcio reads bytes between members as plain data, and every member after them too: blank lines were one
+    # padding "record" to the end of the file, and the file's rest was lost with nothing counted.
+    chunks = write_warc_bytes(5)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    junk = Counter({"bad:not_warc": 1}) if between.strip() else Counter()
+    for data in (chunks[0] + between + b"".join(chunks[1:]), b"".join(chunks[:3]) + between + b"".join(chunks[3:])):
+        assert _pages_and_reasons(data) == (good_pages, good_reasons + junk)
+
+
 def _big_page(i: int) -> bytes:
     """An HTML page whose gzip member spans several of warcio's 16 KiB reads (random words barely compress)."""
     rnd = random.Random(i)
