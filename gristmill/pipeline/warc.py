@@ -294,6 +294,11 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                         yield ReadOutcome(_record_type(record), reason=reason)
                     break
                 if outcome is None:
+                    if not gz and not _only_padding_in(stream, offset, last_end):
+                        # Blank lines before a record (at the start of a file, say): warcio has read them and
+                        # everything after them as one padding "record". Read on from after them.
+                        resync_from = offset
+                        break
                     continue
                 ending = "clean" if gz else _plain_record_end(stream, offset, last_end, record)
                 if ending == "cut":
@@ -352,6 +357,8 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         last_end = max(last_end, base)  # the search goes on after this pass's start, never back before it
         if resume_at is not None:
             nxt = resume_at
+        elif len(magics) > 1:  # the file's kind is not known yet: the first record found says
+            nxt = fs.find_first(stream, last_end + 1, magics + (ARC_MAGIC,))
         elif magics:
             nxt = fs.find_first(stream, last_end + 1, magics)
         else:
@@ -360,7 +367,8 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             return
         if len(magics) > 1:
             stream.seek(nxt)
-            magics = (GZIP_MAGIC,) if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC else (WARC_MAGIC,)
+            found = stream.read(len(ARC_MAGIC))
+            magics = (GZIP_MAGIC,) if found.startswith(GZIP_MAGIC) else () if found == ARC_MAGIC else (WARC_MAGIC,)
         base = nxt
 
 
@@ -420,10 +428,16 @@ def _plain_in_gzip(stream: BinaryIO, start: int) -> str | None:
     stream.seek(start)
     if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
         return "bad:bad_gzip"
-    end = fs.find_first(stream, start, (GZIP_MAGIC,))
-    stream.seek(start)
-    rest = stream.read(end - start) if end is not None else stream.read()
-    return None if not rest.strip(PADDING) else "bad:not_warc"
+    return None if fs.only_padding(stream, start, PADDING, fs.find_first(stream, start, (GZIP_MAGIC,))) else "bad:not_warc"
+
+
+def _only_padding_in(stream: BinaryIO, start: int, end: int) -> bool:
+    """fs.only_padding between `start` and `end`, with the stream position (warcio's, mid-file) restored."""
+    pos = stream.tell()
+    try:
+        return fs.only_padding(stream, start, PADDING, end)
+    finally:
+        stream.seek(pos)
 
 
 def _cut_short(record) -> bool:

@@ -221,6 +221,24 @@ def test_plain_bytes_between_gzip_members_hide_no_member_after_them(between):
         assert _pages_and_reasons(data) == (good_pages, good_reasons + junk)
 
 
+@pytest.mark.parametrize("kind", ["warc.gz", "warc", "arc.gz", "arc"])
+def test_a_file_that_begins_with_blank_lines_or_junk_loses_no_record(tmp_path, kind):
+    # warcio read leading blank lines and the whole file after them as one padding "record": nothing was counted.
+    # Junk before a plain ARC's first record was searched past for a WARC or gzip record only, and the file lost.
+    path = tmp_path / f"a.{kind}"
+    if kind.startswith("arc"):
+        write_arc(path, n=4, gz=kind.endswith(".gz"))
+    else:
+        write_warc(path, n=4, gz=kind.endswith(".gz"))
+    data = path.read_bytes()
+    good = _pages_and_reasons(data, path.name)
+    assert len(good[0]) == 4
+    for lead in (b"\n", b"\r\n\r\n"):
+        assert _pages_and_reasons(lead + data, path.name) == good
+    pages, reasons = _pages_and_reasons(b"junk\n" + data, path.name)
+    assert (pages, reasons) == (good[0], good[1] + Counter({"bad:not_warc": 1}))
+
+
 def _big_page(i: int) -> bytes:
     """An HTML page whose gzip member spans several of warcio's 16 KiB reads (random words barely compress)."""
     rnd = random.Random(i)
