@@ -245,6 +245,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
     else:  # a damaged first byte or leading junk: the first record found after it says which the file is
         magics = (GZIP_MAGIC, WARC_MAGIC)
     base = 0
+    confirmed = False  # whether a good record has been read: the file's kind is then known
     while True:
         stream.seek(base)
         gz = stream.read(2) == GZIP_MAGIC[:2]
@@ -321,6 +322,8 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     break
                 _place(outcome, record, offset)
                 last_read = True
+                if not confirmed:  # a record of the kind the file is read as, and no junk of another kind's look
+                    confirmed = outcome.page is not None or not outcome.reason.startswith("bad:")
                 yield outcome
                 if ending == "junk":
                     # A whole plain record, then bytes that are no record: they are counted once, as garbage
@@ -363,12 +366,20 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             nxt = fs.find_first(stream, last_end + 1, magics)
         else:
             nxt = _find_arc_line(stream, last_end + 1)
+        if nxt is None and not confirmed:
+            # The file's first bytes showed a kind of which no good record has been read: they were junk that
+            # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
+            # filedesc record). Look for a record of any kind.
+            nxt = fs.find_first(stream, last_end + 1, (GZIP_MAGIC, WARC_MAGIC, ARC_MAGIC))
+            if nxt is None:
+                nxt = _find_arc_line(stream, last_end + 1)
+            magics = (GZIP_MAGIC, WARC_MAGIC)
         if nxt is None:
             return
         if len(magics) > 1:
             stream.seek(nxt)
-            found = stream.read(len(ARC_MAGIC))
-            magics = (GZIP_MAGIC,) if found.startswith(GZIP_MAGIC) else () if found == ARC_MAGIC else (WARC_MAGIC,)
+            found = stream.read(len(WARC_MAGIC))
+            magics = (GZIP_MAGIC,) if found.startswith(GZIP_MAGIC) else (WARC_MAGIC,) if found == WARC_MAGIC else ()
         base = nxt
 
 

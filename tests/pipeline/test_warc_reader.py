@@ -239,6 +239,20 @@ def test_a_file_that_begins_with_blank_lines_or_junk_loses_no_record(tmp_path, k
     assert (pages, reasons) == (good[0], good[1] + Counter({"bad:not_warc": 1}))
 
 
+@pytest.mark.parametrize("kind", ["warc.gz", "arc.gz", "warc", "arc"])
+@pytest.mark.parametrize("junk", [b"WARC/1.0\r\n", gzip.compress(b"junk", mtime=0), b"\x1f\x8b\x08junk"],
+                         ids=["warc-line", "gzip-member", "gzip-magic"])
+def test_leading_junk_that_looks_like_another_kind_of_file_costs_only_itself(tmp_path, kind, junk):
+    # The file's kind was taken from its first bytes, and the rest searched for records of that kind only: a
+    # `WARC/1.` line before gzip members, or a gzip member before plain records, lost the whole file.
+    path = tmp_path / f"a.{kind}"
+    (write_arc if kind.startswith("arc") else write_warc)(path, n=4, gz=kind.endswith(".gz"))
+    good_pages, good_reasons = _pages_and_reasons(path.read_bytes(), path.name)
+    pages, reasons = _pages_and_reasons(junk + path.read_bytes(), path.name)
+    assert pages == good_pages
+    assert good_reasons - reasons == Counter() and sum((reasons - good_reasons).values()) <= 1
+
+
 def _big_page(i: int) -> bytes:
     """An HTML page whose gzip member spans several of warcio's 16 KiB reads (random words barely compress)."""
     rnd = random.Random(i)
