@@ -294,6 +294,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     if (reason := _plain_in_gzip(stream, offset)) is not None:
                         yield ReadOutcome(_record_type(record), reason=reason)
                     break
+                if gz and not it.reader.decompressor.eof and not _record_line(it.next_line) \
+                        and _member_follows(stream, offset):
+                    # Its member goes on past the record, but not with another record, as one gzip stream around
+                    # plain records does: it is cut short, and zlib, by chance rejecting none of it, took the
+                    # members after it for the rest of its data. Count it, then resynchronise at the next member.
+                    resync_from = offset
+                    yield ReadOutcome(_record_type(record), reason="bad:bad_gzip")
+                    break
                 if outcome is None:
                     if not gz and not _only_padding_in(stream, offset, last_end):
                         # Blank lines before a record (at the start of a file, say): warcio has read them and
@@ -440,6 +448,20 @@ def _plain_in_gzip(stream: BinaryIO, start: int) -> str | None:
     if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
         return "bad:bad_gzip"
     return None if fs.only_padding(stream, start, PADDING, fs.find_first(stream, start, (GZIP_MAGIC,))) else "bad:not_warc"
+
+
+def _record_line(line: bytes | None) -> bool:
+    """Whether a line is a WARC record's first line or an ARC record's header line."""
+    return bool(line) and (line.startswith(WARC_MAGIC) or ARC_LINE.fullmatch(line) is not None)
+
+
+def _member_follows(stream: BinaryIO, start: int) -> bool:
+    """Whether a gzip member starts after `start`; the stream position is restored."""
+    pos = stream.tell()
+    try:
+        return fs.find_first(stream, start + 1, (GZIP_MAGIC,)) is not None
+    finally:
+        stream.seek(pos)
 
 
 def _only_padding_in(stream: BinaryIO, start: int, end: int) -> bool:

@@ -297,6 +297,26 @@ def test_a_damaged_gzip_member_mid_file_costs_only_its_record(capfd, big, how):
     assert capfd.readouterr().err == ""  # warcio's own "Error -3 while decompressing" is not printed
 
 
+def test_a_gzip_member_cut_short_that_zlib_reads_on_from_costs_only_its_record():
+    # Cut short, a member's deflate data may go on, for zlib, into the members after it without an error: warcio
+    # read them as the rest of the cut record, which was kept with that garbage as its payload (then taken for a
+    # gzip stream around plain records, and the file's rest lost) or counted with the members after it. Whatever
+    # the cut, it costs only its record.
+    def member(i: int, words: int) -> bytes:
+        buf = io.BytesIO()
+        w = WARCWriter(buf, gzip=True)
+        rec = response(w, f"http://example.com/{i}", page(i, words))
+        rec.rec_headers.replace_header("WARC-Record-ID", f"<urn:uuid:{i:012d}>")  # the same bytes on every run
+        w.write_record(rec)
+        return buf.getvalue()
+
+    before, cut_one, after = member(99, 40), member(71, 31), b"".join(member(100 + k, 40) for k in range(3))
+    good_pages = _pages_and_reasons(before + after)[0]
+    for cut in range(11, len(cut_one)):  # after its 10-byte gzip header
+        pages, reasons = _pages_and_reasons(before + cut_one[:cut] + after)
+        assert pages == good_pages and sum(reasons.values()) == 1 and next(iter(reasons)).startswith("bad:"), cut
+
+
 def zlib_fails(member: bytes) -> bool:
     try:
         zlib.decompress(member, 16 + zlib.MAX_WBITS)
