@@ -180,12 +180,15 @@ def find_first(stream: BinaryIO, start: int, needles: tuple[bytes, ...]) -> int 
         pos += len(chunk)
 
 
-def only_padding(stream: BinaryIO, start: int, padding: bytes) -> bool:
-    """True when nothing but bytes of `padding` lies between `start` and the end of the stream."""
-    stream.seek(max(start, 0))
-    while chunk := stream.read(1 << 16):
+def only_padding(stream: BinaryIO, start: int, padding: bytes, end: int | None = None) -> bool:
+    """True when nothing but bytes of `padding` lies between `start` and `end` (by default, the end of the stream)."""
+    start = max(start, 0)
+    stream.seek(start)
+    left = end - start if end is not None else -1
+    while left and (chunk := stream.read(1 << 16 if left < 0 else min(left, 1 << 16))):
         if chunk.strip(padding):
             return False
+        left = left - len(chunk) if left > 0 else left
     return True
 
 

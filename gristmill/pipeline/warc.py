@@ -3,8 +3,9 @@
 A damaged region (truncated gzip, garbage bytes, a broken record, a damaged first byte) costs only itself:
 the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
 file. Garbage between records (after a whole record, plain or gzipped) is one record of its own, `bad:not_warc`.
-Padding (NULs, blank lines) after the last record or in a gzip member of its own is not a record. A whole plain
-WARC file gzipped as one stream (`gzip crawl.warc`, not one member per record) is read through.
+Padding (NULs, blank lines) after the last record or in a gzip member of its own, and blank lines between gzip
+members, are not a record. A whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per
+record) is read through.
 
 ARC files (ARC v1, the Internet Archive's and Common Crawl's format before WARC: `.arc.gz`, or plain `.arc`) are
 read the same way. Their records are named as warcio's ARC-to-WARC conversion names them (the `filedesc://`
@@ -244,6 +245,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
     else:  # a damaged first byte or leading junk: the first record found after it says which the file is
         magics = (GZIP_MAGIC, WARC_MAGIC)
     base = 0
+    confirmed = False  # whether a good record has been read: the file's kind is then known
     while True:
         stream.seek(base)
         gz = stream.read(2) == GZIP_MAGIC[:2]
@@ -283,7 +285,29 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = offset
                     yield ReadOutcome(_record_type(record), reason="bad:bad_gzip")
                     break
+                if gz and it.reader.decompressor is None:
+                    # warcio took what it read here for plain data (a member that fails in its first block, or
+                    # bytes between members), and reads every member after it as plain data too, as this
+                    # "record" (blank lines read on to the end of the file, a damaged member that happens to
+                    # parse). Count it (blank lines alone are no record), then resynchronise at the next member.
+                    resync_from = offset
+                    if (reason := _plain_in_gzip(stream, offset)) is not None:
+                        yield ReadOutcome(_record_type(record), reason=reason)
+                    break
+                if gz and not it.reader.decompressor.eof and not _record_line(it.next_line) \
+                        and _member_follows(stream, offset):
+                    # Its member goes on past the record, but not with another record, as one gzip stream around
+                    # plain records does: it is cut short, and zlib, by chance rejecting none of it, took the
+                    # members after it for the rest of its data. Count it, then resynchronise at the next member.
+                    resync_from = offset
+                    yield ReadOutcome(_record_type(record), reason="bad:bad_gzip")
+                    break
                 if outcome is None:
+                    if not gz and not _only_padding_in(stream, offset, last_end):
+                        # Blank lines before a record (at the start of a file, say): warcio has read them and
+                        # everything after them as one padding "record". Read on from after them.
+                        resync_from = offset
+                        break
                     continue
                 ending = "clean" if gz else _plain_record_end(stream, offset, last_end, record)
                 if ending == "cut":
@@ -298,11 +322,16 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     continue
                 if gz and it.err_count > warned:
                     # Its gzip member goes on after the block with more than the blank lines that end a record:
-                    # Content-Length is short of the record, whose payload warcio has cut at that length.
+                    # Content-Length is short of the record, whose payload warcio has cut at that length. The
+                    # rest of the member is no record, and warcio's length for this one is no length (a file
+                    # offset less a decompressed line's length): resynchronise at the next member.
+                    resync_from = offset
                     yield ReadOutcome(_record_type(record), reason="bad:payload_length")
-                    continue
+                    break
                 _place(outcome, record, offset)
                 last_read = True
+                if not confirmed:  # a record of the kind the file is read as, and no junk of another kind's look
+                    confirmed = outcome.page is not None or not outcome.reason.startswith("bad:")
                 yield outcome
                 if ending == "junk":
                     # A whole plain record, then bytes that are no record: they are counted once, as garbage
@@ -336,17 +365,29 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+        last_end = max(last_end, base)  # the search goes on after this pass's start, never back before it
         if resume_at is not None:
             nxt = resume_at
+        elif len(magics) > 1:  # the file's kind is not known yet: the first record found says
+            nxt = fs.find_first(stream, last_end + 1, magics + (ARC_MAGIC,))
         elif magics:
             nxt = fs.find_first(stream, last_end + 1, magics)
         else:
             nxt = _find_arc_line(stream, last_end + 1)
+        if nxt is None and not confirmed:
+            # The file's first bytes showed a kind of which no good record has been read: they were junk that
+            # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
+            # filedesc record). Look for a record of any kind.
+            nxt = fs.find_first(stream, last_end + 1, (GZIP_MAGIC, WARC_MAGIC, ARC_MAGIC))
+            if nxt is None:
+                nxt = _find_arc_line(stream, last_end + 1)
+            magics = (GZIP_MAGIC, WARC_MAGIC)
         if nxt is None:
             return
         if len(magics) > 1:
             stream.seek(nxt)
-            magics = (GZIP_MAGIC,) if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC else (WARC_MAGIC,)
+            found = stream.read(len(WARC_MAGIC))
+            magics = (GZIP_MAGIC,) if found.startswith(GZIP_MAGIC) else (WARC_MAGIC,) if found == WARC_MAGIC else ()
         base = nxt
 
 
@@ -398,6 +439,38 @@ def _damaged_member(stream: BinaryIO, start: int) -> bool:
     except zlib.error:
         return True
     return False
+
+
+def _plain_in_gzip(stream: BinaryIO, start: int) -> str | None:
+    """The reason for what lies at `start` in a gzip file that warcio read as plain data: a damaged member
+    (`bad:bad_gzip`), padding up to the next member or the end (None: no record), or junk (`bad:not_warc`)."""
+    stream.seek(start)
+    if stream.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+        return "bad:bad_gzip"
+    return None if fs.only_padding(stream, start, PADDING, fs.find_first(stream, start, (GZIP_MAGIC,))) else "bad:not_warc"
+
+
+def _record_line(line: bytes | None) -> bool:
+    """Whether a line is a WARC record's first line or an ARC record's header line."""
+    return bool(line) and (line.startswith(WARC_MAGIC) or ARC_LINE.fullmatch(line) is not None)
+
+
+def _member_follows(stream: BinaryIO, start: int) -> bool:
+    """Whether a gzip member starts after `start`; the stream position is restored."""
+    pos = stream.tell()
+    try:
+        return fs.find_first(stream, start + 1, (GZIP_MAGIC,)) is not None
+    finally:
+        stream.seek(pos)
+
+
+def _only_padding_in(stream: BinaryIO, start: int, end: int) -> bool:
+    """fs.only_padding between `start` and `end`, with the stream position (warcio's, mid-file) restored."""
+    pos = stream.tell()
+    try:
+        return fs.only_padding(stream, start, PADDING, end)
+    finally:
+        stream.seek(pos)
 
 
 def _cut_short(record) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import gzip
 import io
+import itertools
 import random
 import re
 import zlib
@@ -209,6 +210,49 @@ def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
     assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
 
 
+@pytest.mark.parametrize("between", [b"\n", b"\r\n\r\n", b"\r\n\r\n junk"], ids=["lf", "crlf-crlf", "then-junk"])
+def test_plain_bytes_between_gzip_members_hide_no_member_after_them(between):
+    # warcio reads bytes between members as plain data, and every member after them too: blank lines were one
+    # padding "record" to the end of the file, and the file's rest was lost with nothing counted.
+    chunks = write_warc_bytes(5)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    junk = Counter({"bad:not_warc": 1}) if between.strip() else Counter()
+    for data in (chunks[0] + between + b"".join(chunks[1:]), b"".join(chunks[:3]) + between + b"".join(chunks[3:])):
+        assert _pages_and_reasons(data) == (good_pages, good_reasons + junk)
+
+
+@pytest.mark.parametrize("kind", ["warc.gz", "warc", "arc.gz", "arc"])
+def test_a_file_that_begins_with_blank_lines_or_junk_loses_no_record(tmp_path, kind):
+    # warcio read leading blank lines and the whole file after them as one padding "record": nothing was counted.
+    # Junk before a plain ARC's first record was searched past for a WARC or gzip record only, and the file lost.
+    path = tmp_path / f"a.{kind}"
+    if kind.startswith("arc"):
+        write_arc(path, n=4, gz=kind.endswith(".gz"))
+    else:
+        write_warc(path, n=4, gz=kind.endswith(".gz"))
+    data = path.read_bytes()
+    good = _pages_and_reasons(data, path.name)
+    assert len(good[0]) == 4
+    for lead in (b"\n", b"\r\n\r\n"):
+        assert _pages_and_reasons(lead + data, path.name) == good
+    pages, reasons = _pages_and_reasons(b"junk\n" + data, path.name)
+    assert (pages, reasons) == (good[0], good[1] + Counter({"bad:not_warc": 1}))
+
+
+@pytest.mark.parametrize("kind", ["warc.gz", "arc.gz", "warc", "arc"])
+@pytest.mark.parametrize("junk", [b"WARC/1.0\r\n", gzip.compress(b"junk", mtime=0), b"\x1f\x8b\x08junk"],
+                         ids=["warc-line", "gzip-member", "gzip-magic"])
+def test_leading_junk_that_looks_like_another_kind_of_file_costs_only_itself(tmp_path, kind, junk):
+    # The file's kind was taken from its first bytes, and the rest searched for records of that kind only: a
+    # `WARC/1.` line before gzip members, or a gzip member before plain records, lost the whole file.
+    path = tmp_path / f"a.{kind}"
+    (write_arc if kind.startswith("arc") else write_warc)(path, n=4, gz=kind.endswith(".gz"))
+    good_pages, good_reasons = _pages_and_reasons(path.read_bytes(), path.name)
+    pages, reasons = _pages_and_reasons(junk + path.read_bytes(), path.name)
+    assert pages == good_pages
+    assert good_reasons - reasons == Counter() and sum((reasons - good_reasons).values()) <= 1
+
+
 def _big_page(i: int) -> bytes:
     """An HTML page whose gzip member spans several of warcio's 16 KiB reads (random words barely compress)."""
     rnd = random.Random(i)
@@ -253,6 +297,26 @@ def test_a_damaged_gzip_member_mid_file_costs_only_its_record(capfd, big, how):
     assert capfd.readouterr().err == ""  # warcio's own "Error -3 while decompressing" is not printed
 
 
+def test_a_gzip_member_cut_short_that_zlib_reads_on_from_costs_only_its_record():
+    # Cut short, a member's deflate data may go on, for zlib, into the members after it without an error: warcio
+    # read them as the rest of the cut record, which was kept with that garbage as its payload (then taken for a
+    # gzip stream around plain records, and the file's rest lost) or counted with the members after it. Whatever
+    # the cut, it costs only its record.
+    def member(i: int, words: int) -> bytes:
+        buf = io.BytesIO()
+        w = WARCWriter(buf, gzip=True)
+        rec = response(w, f"http://example.com/{i}", page(i, words))
+        rec.rec_headers.replace_header("WARC-Record-ID", f"<urn:uuid:{i:012d}>")  # the same bytes on every run
+        w.write_record(rec)
+        return buf.getvalue()
+
+    before, cut_one, after = member(99, 40), member(71, 31), b"".join(member(100 + k, 40) for k in range(3))
+    good_pages = _pages_and_reasons(before + after)[0]
+    for cut in range(11, len(cut_one)):  # after its 10-byte gzip header
+        pages, reasons = _pages_and_reasons(before + cut_one[:cut] + after)
+        assert pages == good_pages and sum(reasons.values()) == 1 and next(iter(reasons)).startswith("bad:"), cut
+
+
 def zlib_fails(member: bytes) -> bool:
     try:
         zlib.decompress(member, 16 + zlib.MAX_WBITS)
@@ -278,6 +342,29 @@ def test_a_wrong_content_length_is_counted_not_printed_and_not_kept_cut(capfd):
     assert Counter((o.warc_type, o.reason) for o in outs) == Counter(
         {("response", "bad:payload_length"): 5, ("request", "bad:payload_length"): 1})
     assert capfd.readouterr().err == ""  # no "WARNING: Record not followed by newline" from warcio
+
+
+@pytest.mark.parametrize("length", [b"0", b"20", b"abc"])
+def test_a_gzip_member_that_goes_on_past_a_short_length_costs_only_its_record(tmp_path, length):
+    # The member's rest (HTTP headers, the page) is more than one line, which warcio parsed as a record of its own;
+    # with warcio's length for the short record (a file offset less a decompressed line's length), the resync
+    # went back before the record: in an .arc.gz, the same records were read again and again, without end.
+    chunks = write_warc_bytes(6)
+    raw = re.sub(rb"Content-Length: \d+", b"Content-Length: " + length, gzip.decompress(chunks[2]), count=1)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    outs = list(itertools.islice(iter_warc(io.BytesIO(
+        b"".join(chunks[:2]) + gzip.compress(raw, mtime=0) + b"".join(chunks[3:])), "x.warc.gz"), 100))
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == good_pages[:2] + good_pages[3:]
+    assert Counter(o.reason for o in outs if o.page is None) == good_reasons + Counter({"bad:payload_length": 1})
+
+    records = write_arc(tmp_path / "a.arc", n=4, gz=False)
+    line, block = records[2].split(b"\n", 1)
+    short = line.rsplit(b" ", 1)[0] + b" " + length.replace(b"abc", b"-5") + b"\n" + block
+    members = [gzip.compress(r, mtime=0) for r in records[:2] + [short] + records[3:]]
+    good_pages, good_reasons = _pages_and_reasons(b"".join(gzip.compress(r, mtime=0) for r in records), "a.arc.gz")
+    outs = list(itertools.islice(iter_warc(io.BytesIO(b"".join(members)), "a.arc.gz"), 100))
+    assert [(o.page.url, o.page.payload) for o in outs if o.page] == good_pages[:1] + good_pages[2:]
+    assert Counter(o.reason for o in outs if o.page is None) == good_reasons + Counter({"bad:payload_length": 1})
 
 
 def write_warc_bytes(n: int, gz: bool = True) -> list[bytes]:

@@ -3,6 +3,7 @@ the conversion record's payload as warcio reads it, and everything else is count
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
@@ -11,7 +12,7 @@ from gristmill.pipeline.docio import WriteDocuments, read_documents
 from gristmill.pipeline.extract import ExtractText
 from gristmill.pipeline.runner import run_stages
 from gristmill.pipeline.stages import RunContext
-from gristmill.pipeline.warc import ReadWarc
+from gristmill.pipeline.warc import ReadWarc, iter_warc
 from warc_factory import write_warc
 
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -58,3 +59,16 @@ def test_wet_records_become_documents(tmp_path):
     assert "\ufffd" in docs["http://a.example/3"].text
     assert docs["http://a.example/1"].warc["charset_source"] == "wet" and docs["http://a.example/1"].warc["status"] is None
     assert sum(1 for u in docs if u.startswith("http://example.com/")) == 4  # the WARC's pages, extracted from HTML
+
+
+def test_a_damaged_first_member_that_warcio_reads_as_a_record_costs_only_itself(tmp_path):
+    # Its first deflate byte damaged, the warcinfo member is read by warcio as plain data, which happens to parse as
+    # an ARC record that runs to the end of the file: every conversion record after it was lost.
+    path = tmp_path / "a.wet.gz"
+    write_wet(path)
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x55  # the byte after the member's 10-byte gzip header
+    outs = list(iter_warc(io.BytesIO(bytes(data)), path.name))
+    assert [o.page.url for o in outs if o.page] == list(TEXTS)
+    assert Counter(o.reason for o in outs if o.page is None) == Counter(
+        {"bad:bad_gzip": 1, "not_text:application/octet-stream": 1})
