@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -19,7 +20,12 @@ def response(writer: WARCWriter, url: str, body: bytes, content_type: str = "tex
     http = StatusAndHeaders(status, headers, protocol="HTTP/1.1")
     return writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http,
                                      warc_headers_dict={"WARC-Date": "2026-01-01T00:00:00Z",
-                                                        "WARC-Record-ID": f"<urn:uuid:{abs(hash(url)) % 10**12:012d}>"})
+                                                        "WARC-Record-ID": record_id(url)})
+
+
+def record_id(url: str) -> str:
+    """A record id fixed by the URL alone (hash() would change with PYTHONHASHSEED, and the files' bytes with it)."""
+    return f"<urn:uuid:{int(hashlib.sha256(url.encode()).hexdigest(), 16) % 10**12:012d}>"
 
 
 def page(i: int, words: int = 40) -> bytes:
