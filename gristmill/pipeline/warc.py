@@ -128,6 +128,24 @@ def parse_content_type(value: str | None) -> tuple[str, str | None]:
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
+# Reasons and counters are named after a record's WARC-Type and MIME type, which damage can turn into any bytes;
+# the names are clamped so that damage adds one name (`malformed`), not one per damaged record.
+WARC_TYPES = frozenset(  # WARC 1.0's and 1.1's record types
+    ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation"))
+# WARC allows extension record types (any token), so a short lower-case one is kept as its own name. Damage that
+# leaves a lower-case token (one letter for another) is not told from one; most damage leaves other bytes.
+WARC_TYPE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+# RFC 6838 section 4.2: type-name "/" subtype-name, each a restricted-name (lower-cased, no parameters: see
+# parse_content_type). A MIME type cut short (`text/pla`) is still well-formed and keeps its name.
+MIME_NAME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def _mime_reason(prefix: str, mime: str) -> str:
+    """`not_html:image/png`; `<prefix>:none` for no MIME type, `<prefix>:malformed` for one that is not RFC 6838's."""
+    if not mime:
+        return f"{prefix}:none"
+    return f"{prefix}:{mime}" if MIME_NAME.fullmatch(mime) else f"{prefix}:malformed"
+
 
 TEXT_TYPE = "text/plain"  # a WET conversion record: text Common Crawl already extracted, in UTF-8
 
@@ -137,7 +155,7 @@ def _conversion(record, file: str, max_bytes: int) -> ReadOutcome:
     mime, _ = parse_content_type(record.rec_headers.get_header("Content-Type"))
     if mime != TEXT_TYPE:
         record.content_stream().read()
-        return ReadOutcome("conversion", reason=f"not_text:{mime or 'none'}")
+        return ReadOutcome("conversion", reason=_mime_reason("not_text", mime))
     payload = record.content_stream().read(max_bytes + 1)
     if len(payload) > max_bytes:
         return ReadOutcome("conversion", reason="oversized")
@@ -149,9 +167,13 @@ def _conversion(record, file: str, max_bytes: int) -> ReadOutcome:
 
 
 def _record_type(record) -> str:
+    """The record's WARC type: `unknown` where it has none, `malformed` where it is not a type's name."""
     if record.format == "arc":
         return "warcinfo" if record.rec_type == "arc_header" else "response"  # as warcio's arc2warc names them
-    return record.rec_type or "unknown"
+    wtype = record.rec_type
+    if not wtype:
+        return "unknown"
+    return wtype if wtype in WARC_TYPES or WARC_TYPE_NAME.fullmatch(wtype) else "malformed"
 
 
 def _url_and_date(record) -> tuple[str, str]:
@@ -185,7 +207,7 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
         return ReadOutcome(wtype, reason=f"status:{status}")
     mime, charset = parse_content_type(http.get_header("Content-Type"))
     if mime not in HTML_TYPES:
-        return ReadOutcome(wtype, reason=f"not_html:{mime or 'none'}")
+        return ReadOutcome(wtype, reason=_mime_reason("not_html", mime))
     payload = record.content_stream().read(max_bytes + 1)
     if len(payload) > max_bytes:
         return ReadOutcome(wtype, reason="oversized")

@@ -16,7 +16,8 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
 from gristmill.pipeline.warc import iter_warc
-from warc_factory import arc_filedesc, arc_record, http_response, page, response, write_arc, write_warc
+from warc_factory import (arc_filedesc, arc_record, http_response, page, raw_record, raw_response, response, write_arc,
+                          write_warc)
 
 
 def outcomes(path):
@@ -703,3 +704,30 @@ def test_junk_after_an_arc_record_with_no_evidence_of_its_length_still_costs_it(
     data = b"".join(records[:4]) + b"junk\n" + b"".join(records[4:])
     expected = _arc_fates_with(records[:3] + records[4:], 3, ("response", None, None, "bad:payload_length"))
     assert _fates(list(iter_warc(io.BytesIO(data), "nolen.arc"))) == expected
+
+
+@pytest.mark.parametrize("record, fate", [
+    # Damaged bytes name no counter of their own: one name, `malformed`, stands for them all.
+    (raw_record(b"conFer\xbbion", b"abc"), ("malformed", "type:malformed")),
+    (raw_record(b"Response", b"abc"), ("malformed", "type:malformed")),
+    (raw_record(b"x" * 40, b"abc"), ("malformed", "type:malformed")),
+    (raw_record(b"conversion", b"text", b"Content-Type: text/pla\xff\r\n"), ("conversion", "not_text:malformed")),
+    (raw_record(b"conversion", b"text", b"Content-Type: text plain\r\n"), ("conversion", "not_text:malformed")),
+    (raw_response(b"image/p\x01ng; q=1"), ("response", "not_html:malformed")),
+    (raw_response(b"text/html charset=utf-8"), ("response", "not_html:malformed")),
+    (raw_response(b"*/*"), ("response", "not_html:malformed")),
+    # Well-formed names are kept as they were: the WARC types, an extension type, a MIME type (cut short or not).
+    (raw_record(b"request", b"GET / HTTP/1.1\r\n\r\n"), ("request", "type:request")),
+    (raw_record(b"continuation", b"abc"), ("continuation", "type:continuation")),
+    (raw_record(b"x-crawl-log2", b"abc"), ("x-crawl-log2", "type:x-crawl-log2")),
+    (raw_record(b"conversion", b"text", b"Content-Type: text/pla\r\n"), ("conversion", "not_text:text/pla")),
+    (raw_record(b"conversion", b"text"), ("conversion", "not_text:none")),
+    (raw_response(b"Image/SVG+XML; charset=utf-8"), ("response", "not_html:image/svg+xml")),
+    (raw_response(b"application/vnd.ms-excel"), ("response", "not_html:application/vnd.ms-excel")),
+    (raw_response(b""), ("response", "not_html:none")),
+])
+def test_reasons_are_named_after_well_formed_types_only(record, fate):
+    # The record before and after it are read as ever: the name is all that changes.
+    good = raw_response(target_uri=b"http://example.com/ok")
+    outs = list(iter_warc(io.BytesIO(good + record + good), "names.warc"))
+    assert [(o.warc_type, o.reason) for o in outs] == [("response", None), fate, ("response", None)]

@@ -33,6 +33,23 @@ def page(i: int, words: int = 40) -> bytes:
     return f"<html><head><title>p{i}</title></head><body><p>Page {i}. {body}.</p></body></html>".encode()
 
 
+def raw_record(warc_type: bytes, block: bytes, headers: bytes = b"",
+               target_uri: bytes | None = b"http://example.com/") -> bytes:
+    """One plain WARC record written byte by byte, for header values warcio's writer would not write (damaged
+    bytes, a missing WARC-Target-URI). `headers` are further header lines, each ending in CRLF."""
+    head = b"WARC/1.0\r\nWARC-Type: " + warc_type + b"\r\nWARC-Record-ID: <urn:uuid:1>\r\n"
+    head += b"WARC-Date: 2026-01-01T00:00:00Z\r\n"
+    if target_uri is not None:
+        head += b"WARC-Target-URI: " + target_uri + b"\r\n"
+    return head + headers + b"Content-Length: %d\r\n\r\n" % len(block) + block + b"\r\n\r\n"
+
+
+def raw_response(content_type: bytes = b"text/html", status: bytes = b"200 OK", **kwargs) -> bytes:
+    """A plain WARC response record, raw_record's way, of a small HTML page."""
+    http = b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type + b"\r\n\r\n<p>a page</p>"
+    return raw_record(b"response", http, b"Content-Type: application/http; msgtype=response\r\n", **kwargs)
+
+
 def write_warc(path: Path, n: int = 20, gz: bool = True, start: int = 0) -> list[bytes]:
     """n HTML pages plus one request and one 404; returns the raw bytes of each record in order."""
     chunks = []
