@@ -203,6 +203,8 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
         status = int((http.get_statuscode() or "0").strip() or 0)
     except ValueError:
         return ReadOutcome(wtype, reason="bad:http_status")
+    if not 0 <= status <= 999:  # HTTP's is three digits (0: none): a longer number is damage, not a status's name
+        return ReadOutcome(wtype, reason="bad:http_status")
     if status != 200:
         return ReadOutcome(wtype, reason=f"status:{status}")
     mime, charset = parse_content_type(http.get_header("Content-Type"))

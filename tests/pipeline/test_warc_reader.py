@@ -731,3 +731,11 @@ def test_reasons_are_named_after_well_formed_types_only(record, fate):
     good = raw_response(target_uri=b"http://example.com/ok")
     outs = list(iter_warc(io.BytesIO(good + record + good), "names.warc"))
     assert [(o.warc_type, o.reason) for o in outs] == [("response", None), fate, ("response", None)]
+
+
+@pytest.mark.parametrize("status, reason", [(b"404 Not Found", "status:404"), (b"599 X", "status:599"),
+                                            (b"2000 OK", "bad:http_status"), (b"-1 X", "bad:http_status"),
+                                            (b"20000000000000000000 OK", "bad:http_status"), (b"2x0 OK", "bad:http_status")])
+def test_an_http_status_is_a_reason_only_when_it_has_three_digits(status, reason):
+    outs = list(iter_warc(io.BytesIO(raw_response(status=status)), "status.warc"))
+    assert [(o.warc_type, o.reason) for o in outs] == [("response", reason)]
