@@ -32,6 +32,7 @@ from typing import BinaryIO, Iterator
 import apache_beam as beam
 from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import DecompressingBufferedReader
+from warcio.recordloader import ArcWarcRecordLoader
 from warcio.timeutils import timestamp_to_iso_date
 
 from gristmill.pipeline import fs
@@ -70,6 +71,17 @@ class _MemberReader(DecompressingBufferedReader):
             return b""
 
 
+class _RecordLoader(ArcWarcRecordLoader):
+    """warcio's record loader, that reads a response, request or revisit record with no WARC-Target-URI as one
+    with no HTTP headers (warcio would call the missing URI's startswith, and raise AttributeError in the
+    iterator); _classify counts such a response as bad:no_target_uri."""
+
+    def load_http_headers(self, rec_type, uri, stream, length):
+        if uri is None:
+            return None
+        return super().load_http_headers(rec_type, uri, stream, length)
+
+
 class _ArchiveIterator(ArchiveIterator):
     """warcio's ArchiveIterator with nothing written to stderr: a record not followed by its blank lines (a wrong
     Content-Length), on which warcio writes a warning and adds to err_count, is counted by iter_warc instead."""
@@ -78,6 +90,8 @@ class _ArchiveIterator(ArchiveIterator):
 
     def __init__(self, fileobj, **kwargs):
         super().__init__(fileobj, **kwargs)
+        self.loader = _RecordLoader(verify_http=kwargs.get("verify_http", False),
+                                    arc2warc=kwargs.get("arc2warc", False))
         self.reader = _MemberReader(self.fh, block_size=self.reader.block_size)
 
 
@@ -196,6 +210,8 @@ def _classify(record, file: str, max_bytes: int) -> ReadOutcome:
         record.content_stream().read()
         return ReadOutcome(wtype, reason="bad:arc_header")
     url, date = _url_and_date(record)
+    if not url and record.format != "arc":  # no URL, so no page (an ARC record's is its header line's first field)
+        return ReadOutcome(wtype, reason="bad:no_target_uri")
     http = record.http_headers
     if http is None:
         return ReadOutcome(wtype, reason="bad:no_http_headers")

@@ -739,3 +739,18 @@ def test_reasons_are_named_after_well_formed_types_only(record, fate):
 def test_an_http_status_is_a_reason_only_when_it_has_three_digits(status, reason):
     outs = list(iter_warc(io.BytesIO(raw_response(status=status)), "status.warc"))
     assert [(o.warc_type, o.reason) for o in outs] == [("response", reason)]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_record_with_no_target_uri_is_counted_once_as_such(gz):
+    # warcio takes the missing URI for a string and raises AttributeError: the record was `bad:attributeerror`, and,
+    # in a plain file, counted twice. Each record is counted once, under a reason that says what is wrong.
+    records = [raw_response(target_uri=b"http://example.com/1"), raw_response(target_uri=None),
+               raw_record(b"request", b"GET / HTTP/1.1\r\n\r\n", target_uri=None),
+               raw_response(target_uri=b""), raw_response(target_uri=b"http://example.com/2")]
+    data = b"".join(gzip.compress(r, mtime=0) if gz else r for r in records)
+    outs = list(iter_warc(io.BytesIO(data), "nouri.warc.gz" if gz else "nouri.warc"))
+    assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == [
+        ("response", None, "http://example.com/1"), ("response", "bad:no_target_uri", None),
+        ("request", "type:request", None), ("response", "bad:no_target_uri", None),
+        ("response", None, "http://example.com/2")]
