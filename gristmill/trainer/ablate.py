@@ -455,8 +455,11 @@ def execute_parallel(plan: dict[str, Any], rundir: Path, workers: int, *, keep_c
     CPU processes sharing the cores."""
     import torch
 
+    # CUDA_VISIBLE_DEVICES names GPUs only where CUDA finds them: a box without one may still have it set
+    # (a copied job script), and CUDA uses no more of its entries than it finds.
+    count = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    gpus = (visible.split(",")[:count] if visible else [str(i) for i in range(count)]) if count else []
     if gpus and workers > len(gpus):
         raise UserError(f"--parallel-gpus {workers}, but only {len(gpus)} GPU(s) are visible")
     pending = [r["name"] for r in plan["runs"] if not (rundir / "runs" / r["name"] / "result.json").is_file()]

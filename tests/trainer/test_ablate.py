@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -400,3 +401,43 @@ def test_filtered_deduplicated_mixture_beats_raw_at_equal_tokens(tmp_path):
     print(f"held-out clean prose, bits per byte: {clean}")
     assert clean["filtered"] < clean["raw"] - 0.05, clean
     assert results["summary"][0]["mixture"] == "filtered"
+
+
+
+@pytest.mark.parametrize("visible, count, expected", [
+    ("0,1", 0, None),           # set on a box without GPUs: CPU workers sharing the cores
+    ("3,5,7", 2, ["3", "5"]),   # CUDA uses no more of its entries than the GPUs it finds
+    (None, 2, ["0", "1"]),
+])
+def test_parallel_workers_get_only_the_gpus_cuda_finds(monkeypatch, tmp_path, visible, count, expected):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    launched = []
+
+    class RecordedWorker:  # keeps each worker's environment instead of training
+        def __init__(self, cmd, env):
+            launched.append(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(ablate.subprocess, "Popen", RecordedWorker)
+    ablate.execute_parallel({"runs": [{"name": "a"}, {"name": "b"}]}, tmp_path, 2, keep_checkpoints=False,
+                            log=lambda _: None)
+    assert len(launched) == 2
+    if expected is None:
+        assert all("OMP_NUM_THREADS" in env for env in launched)
+    else:
+        assert [env["CUDA_VISIBLE_DEVICES"] for env in launched] == expected
+        assert all(env.get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS") for env in launched)  # as set
+
+
+def test_parallel_gpus_beyond_those_cuda_finds_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")  # three named, two found: the third would be no GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(ablate.subprocess, "Popen", None)  # nothing may be launched
+    with pytest.raises(UserError, match=r"--parallel-gpus 3, but only 2 GPU\(s\) are visible"):
+        ablate.execute_parallel({"runs": [{"name": "a"}]}, tmp_path, 3, keep_checkpoints=False, log=lambda _: None)
