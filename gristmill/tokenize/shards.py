@@ -222,12 +222,63 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
     if not mpath.is_file():
         raise UserError(f"no token dataset at {p}: {mpath} does not exist")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        manifest = json.loads(mpath.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{mpath} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{mpath} is not a token dataset manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if problem := manifest_problem(manifest):
+        raise UserError(f"{mpath} is damaged: {problem}; write the token dataset again")
     return manifest, mpath.parent
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields a reader uses (an edited or hand-made manifest), or None. A split's totals
+    must be its shards' sums, as summarize_split writes them; a shard's path must name a file in the folder."""
+    if not _count(manifest.get("seq_len")) or manifest["seq_len"] < 1:
+        return f"seq_len is {manifest.get('seq_len')!r}, not a positive integer"
+    tok = manifest.get("tokenizer")
+    if not isinstance(tok, dict):
+        return "it has no tokenizer object"
+    if not isinstance(tok.get("sha256"), str) or not isinstance(tok.get("path"), str):
+        return "tokenizer.sha256 or tokenizer.path is not a string"
+    if not _count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
+        return f"tokenizer.vocab_size is {tok.get('vocab_size')!r}, not a positive integer"
+    for key in ("pad_id", "bos_id", "eos_id"):
+        if tok.get(key) is not None and not _count(tok[key]):
+            return f"tokenizer.{key} is {tok[key]!r}, not a token id"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return "splits is not an object"
+    for name, split in splits.items():
+        if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
+            return f"split {name!r} has no list of shards"
+        for k, entry in enumerate(split["shards"]):
+            if not isinstance(entry, dict):
+                return f"shard {k} of split {name!r} is not an object"
+            path = entry.get("path")
+            if not isinstance(path, str) or not path or path != Path(path).name or path in (".", ".."):
+                return f"shard {k} of split {name!r} has path {path!r}, not a file name in the dataset folder"
+            for field in ("sequences", "tokens", "documents", "bytes_on_disk", "text_bytes"):
+                if field in entry and not _count(entry[field]):
+                    return f"shard {path}: {field} is {entry[field]!r}, not a count"
+            if "sequences" not in entry or "tokens" not in entry or "bytes_on_disk" not in entry:
+                return f"shard {path} has no sequences, tokens or bytes_on_disk"
+        for total, field in (("sequences", "sequences"), ("tokens", "tokens"), ("documents", "documents"),
+                             ("bytes", "text_bytes")):
+            if total not in split and field not in ("sequences", "tokens"):
+                continue
+            have = sum(e.get(field, 0) for e in split["shards"])
+            if split.get(total) != have:
+                return (f"manifest {total[:-1]} totals do not match the shards (split {name!r} says {split.get(total)!r}, "
+                        f"its shards sum to {have})")
+    return None
 
 
 def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq_len: int) -> pa.RecordBatch:
