@@ -341,7 +341,7 @@ class TokenDataset:
                                 f"token dataset again") from None
             if not reader.schema.equals(expected):
                 raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
-            rows = 0
+            rows = documents = text_bytes = 0
             for k in range(reader.num_record_batches):
                 batch = _checked_batch(reader, k, path, self.seq_len)
                 ids = batch.column(0).values.to_numpy(zero_copy_only=True)
@@ -349,8 +349,16 @@ class TokenDataset:
                 self._starts.append(batch.column(1))
                 self._nbytes.append(batch.column(2).to_numpy(zero_copy_only=True))
                 rows += batch.num_rows
+                documents += len(batch.column(1).values)
+                text_bytes += int(self._nbytes[-1].sum(dtype=np.int64))
             if rows != entry["sequences"]:
                 raise UserError(f"{path}: {rows} sequences, manifest says {entry['sequences']}")
+            # Two small columns, summed as they are mapped: a shard swapped for another of the same size (the
+            # last one of a bucket, or one from a run of the same shard size), or damaged in them, differs here.
+            for field, have in (("documents", documents), ("text_bytes", text_bytes)):
+                if field in entry and have != entry[field]:
+                    raise UserError(f"shard {path} holds {have:,} {field}, the manifest says {entry[field]:,}: it was "
+                                    f"replaced or damaged; write the token dataset again")
             self._maps.append(mm)
         sizes = np.array([a.shape[0] for a in self._ids], dtype=np.int64)
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
