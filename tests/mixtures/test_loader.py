@@ -273,3 +273,50 @@ def test_a_folder_or_a_mix_spec_instead_of_a_manifest_is_named(tmp_path, spec_di
     (tmp_path / "mix.md").write_text("# a mixture's report\n\n| source | share |\n")  # mix build's .md beside it
     with pytest.raises(UserError, match=r"mix\.md is not a mixture manifest \(not valid JSON: .*\); give the \.json"):
         MixtureLoader(tmp_path / "mix.md", 4)
+
+
+def _set(m, path, value):
+    *head, last = path
+    for k in head:
+        m = m[k]
+    if value is None:
+        del m[last]
+    else:
+        m[last] = value
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("sources", 0, "proportion"), 5.0, "the proportions sum to 5.5, not 1"),
+    (("sources", 0, "proportion"), -0.5, "proportion -0.5, not a number >= 0"),
+    (("sources", 0, "proportion"), float("nan"), "proportion nan"),
+    (("sources", 1, "name"), "web", "source 'web' is listed twice"),
+    (("sources",), [], "it lists no sources"),
+    (("sources", 0, "name"), None, "source 0 has no name or manifest"),
+    (("budget_sequences",), None, "budget_sequences is None"),
+    (("budget_sequences",), "100", "budget_sequences is '100'"),
+    (("seed",), -1, "seed is -1"),
+    (("sources", 0, "tokens_available"), 0, "tokens_available 0, not a positive integer"),
+    (("sources", 0, "sequences_available"), 10, "sequences_available 10, its train split 300"),
+    (("validation",), None, "no validation object"),
+    (("tokenizer",), None, "no tokenizer.vocab_size"),
+])
+def test_an_edited_mixture_is_one_line(mixture, path, value, message):
+    m = json.loads(mixture.read_text())
+    _set(m, path, value)
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="write (it|the mixture) again with `mix build`") as e:
+        MixtureLoader(bad, 4)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, message", [("sequences", 10**6, "takes 1000000 sequences of its 30"),
+                                                 ("sequences", -4, "has sequences -4, not a count")])
+def test_an_edited_validation_set_is_one_line(mixture, key, value, message):
+    m = json.loads(mixture.read_text())
+    m["validation"]["web"]["sources"][0][key] = value
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="again with `mix build`") as e:
+        list(MixtureLoader(bad, 4).validation("web"))
+    assert message in str(e.value)
