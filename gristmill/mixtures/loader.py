@@ -257,6 +257,7 @@ class MixtureLoader:
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.global_batch = batch_size * world_size
         self.seq_len = int(self.manifest["seq_len"])
+        self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
         self.seed = int(self.manifest["seed"] if seed is None else seed)
         self.with_sources, self.as_numpy = with_sources, as_numpy
         self.steps = self.manifest["budget_sequences"] // self.global_batch if steps is None else int(steps)
@@ -299,6 +300,13 @@ class MixtureLoader:
         out = np.empty((len(rows), self.seq_len), dtype=np.int64)
         for j, (s, r) in enumerate(zip(sources.tolist(), rows.tolist())):
             out[j] = datasets[s][r]
+        v = self.vocab_size
+        if out.size and (int(out.min()) < 0 or int(out.max()) >= v):  # a shard damaged in its input_ids
+            j = int(np.flatnonzero((out < 0).any(axis=1) | (out >= v).any(axis=1))[0])
+            ds, i = datasets[int(sources[j])], int(rows[j])
+            ds.check_ids(out[j : j + 1], [i])
+            raise UserError(f"{self.path}: tokenizer.vocab_size is {v}, but sequence {i} of {ds.shard_path(i)} holds "
+                            f"token id {int(out[j][(out[j] < 0) | (out[j] >= v)][0])}; write it again with `mix build`")
         if self.as_numpy:
             return out
         import torch

@@ -324,6 +324,7 @@ class TokenDataset:
         self._ids: list[np.ndarray] = []  # one (rows, seq_len) view per record batch
         self._starts: list[pa.ListArray] = []
         self._nbytes: list[np.ndarray] = []
+        self._paths: list[Path] = []  # the shard of each record batch
         expected = shard_schema(self.seq_len)
         for entry in self.manifest["splits"][split]["shards"]:
             path = self.root / entry["path"]
@@ -348,6 +349,7 @@ class TokenDataset:
                 self._ids.append(ids.reshape(-1, self.seq_len))
                 self._starts.append(batch.column(1))
                 self._nbytes.append(batch.column(2).to_numpy(zero_copy_only=True))
+                self._paths.append(path)
                 rows += batch.num_rows
                 documents += len(batch.column(1).values)
                 text_bytes += int(self._nbytes[-1].sum(dtype=np.int64))
@@ -408,6 +410,24 @@ class TokenDataset:
     def n_bytes(self, i: int) -> int:
         b, r = self._locate(int(i))
         return int(self._nbytes[b][r])
+
+    def shard_path(self, i: int) -> Path:
+        """The shard file that holds sequence i."""
+        return self._paths[self._locate(int(i))[0]]
+
+    def check_ids(self, ids: np.ndarray, rows) -> None:
+        """Raise if `ids` (sequences `rows` of this split, as read) hold an id outside the vocabulary: a shard
+        damaged in its input_ids, which open-time checks do not read, would index past the model's embedding.
+        The check costs a min and a max over ids the caller has already copied."""
+        v = self.vocab_size
+        if not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < v):
+            return
+        j = int(np.flatnonzero((ids < 0).any(axis=-1) | (ids >= v).any(axis=-1))[0])
+        row = ids[j]
+        bad = int(row[(row < 0) | (row >= v)][0])
+        i = int(list(rows)[j])
+        raise UserError(f"shard {self.shard_path(i)} is damaged: sequence {i} of split {self.split!r} holds token id "
+                        f"{bad}, outside the vocabulary [0, {v}); write the token dataset again")
 
     def __iter__(self):
         for i in range(len(self)):

@@ -320,3 +320,39 @@ def test_an_edited_validation_set_is_one_line(mixture, key, value, message):
     with pytest.raises(UserError, match="again with `mix build`") as e:
         list(MixtureLoader(bad, 4).validation("web"))
     assert message in str(e.value)
+
+
+def test_a_shard_damaged_in_its_input_ids_is_one_line(tmp_path, make_dataset):
+    """Open-time checks read a shard's metadata and small columns, not its input_ids: an id pushed outside the
+    vocabulary there would index past the model's embedding (an IndexError, or a CUDA assert). It is caught as
+    the batch is gathered."""
+    import pyarrow as pa
+
+    from gristmill.tokenize.shards import TokenDataset
+    from gristmill.trainer.data import token_dataset_batches
+
+    make_dataset(tmp_path / "d", "d", "web", [50], 10)
+    spec = {"sources": [{"name": "d", "manifest": str(tmp_path / "d")}], "budget_tokens": 400, "seed": 0,
+            "weighting": {"method": "explicit", "proportions": {"d": 1.0}}}
+    path = tmp_path / "mix.json"
+    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec, tmp_path), path), path)
+    shard = tmp_path / "d" / "train-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    whole = pa.py_buffer(bytes(data))
+    ids = pa.ipc.open_file(whole).get_batch(0).column(0).values.buffers()[1]
+    data[ids.address - whole.address + 4 * 5 + 3] ^= 0x40  # sequence 0, position 5: id + 2**30
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0 of split 'train' holds token id "
+                                        r"10737"):
+        list(MixtureLoader(path, 5))
+    with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0"):
+        list(token_dataset_batches(TokenDataset(tmp_path / "d"), 4))
+
+
+def test_a_mixture_vocab_size_below_the_data_ids_is_one_line(mixture):
+    m = json.loads(mixture.read_text())
+    m["tokenizer"]["vocab_size"] = 10
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match=r"tokenizer.vocab_size is 10, but sequence \d+ of .*\.arrow holds token id"):
+        next(iter(MixtureLoader(bad, 4)))
