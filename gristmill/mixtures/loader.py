@@ -20,12 +20,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from gristmill.counts import is_count
 from gristmill.errors import UserError
 from gristmill.mixtures.build import FORMAT, row_weights
 from gristmill.mixtures.weighting import SUM_TOLERANCE
 from gristmill.pipeline import fs
 from gristmill.tokenize.remote import stage as stage_remote
-from gristmill.tokenize.shards import TokenDataset
+from gristmill.tokenize.shards import TokenDataset, first_id_outside
 
 STATE_FORMAT = "gristmill.mixture-position/1"
 # The draw rule a position counts in. 1: rows drawn by the proportions (positions saved before DRAW_VERSION was
@@ -102,20 +103,16 @@ def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     return raw, manifest
 
 
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def mixture_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the fields the loader and the trainer read from a mixture manifest (one edited by hand),
     or None. The proportions are what `mix build` wrote: numbers >= 0 summing to 1, not weights to rescale."""
     for key in ("seq_len", "budget_sequences", "seed"):
-        if not _count(manifest.get(key)):
+        if not is_count(manifest.get(key)):
             return f"{key} is {manifest.get(key)!r}, not an integer >= 0"
     if manifest["seq_len"] < 1:
         return "seq_len is 0"
     tok = manifest.get("tokenizer")
-    if not isinstance(tok, dict) or not _count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
+    if not isinstance(tok, dict) or not is_count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
         return "it has no tokenizer.vocab_size"
     sources = manifest.get("sources")
     if not isinstance(sources, list) or not sources:
@@ -131,7 +128,7 @@ def mixture_problem(manifest: dict[str, Any]) -> str | None:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
             return f"source {e['name']!r} has proportion {p!r}, not a number >= 0"
         for key in ("tokens_available", "sequences_available"):
-            if not _count(e.get(key)) or e[key] < 1:
+            if not is_count(e.get(key)) or e[key] < 1:
                 return f"source {e['name']!r} has {key} {e.get(key)!r}, not a positive integer"
     total = math.fsum(e["proportion"] for e in sources)
     if abs(total - 1.0) > SUM_TOLERANCE:
@@ -146,7 +143,7 @@ def mixture_problem(manifest: dict[str, Any]) -> str | None:
             if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("manifest"), str):
                 return f"validation source {k} of domain {domain!r} has no name or manifest"
             for key in ("sequences", "sequences_available"):
-                if not _count(e.get(key)):
+                if not is_count(e.get(key)):
                     return f"validation source {e['name']!r} of domain {domain!r} has {key} {e.get(key)!r}, not a count"
     return None
 
@@ -300,13 +297,12 @@ class MixtureLoader:
         out = np.empty((len(rows), self.seq_len), dtype=np.int64)
         for j, (s, r) in enumerate(zip(sources.tolist(), rows.tolist())):
             out[j] = datasets[s][r]
-        v = self.vocab_size
-        if out.size and (int(out.min()) < 0 or int(out.max()) >= v):  # a shard damaged in its input_ids
-            j = int(np.flatnonzero((out < 0).any(axis=1) | (out >= v).any(axis=1))[0])
+        if (found := first_id_outside(out, self.vocab_size)) is not None:  # a shard damaged in its input_ids
+            j, bad = found
             ds, i = datasets[int(sources[j])], int(rows[j])
-            ds.check_ids(out[j : j + 1], [i])
-            raise UserError(f"{self.path}: tokenizer.vocab_size is {v}, but sequence {i} of {ds.shard_path(i)} holds "
-                            f"token id {int(out[j][(out[j] < 0) | (out[j] >= v)][0])}; write it again with `mix build`")
+            ds.check_ids(out[j : j + 1], [i])  # outside the dataset's own vocabulary: the shard is damaged
+            raise UserError(f"{self.path}: tokenizer.vocab_size is {self.vocab_size}, but sequence {i} of "
+                            f"{ds.shard_path(i)} holds token id {bad}; write it again with `mix build`")
         if self.as_numpy:
             return out
         import torch

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from gristmill.counts import is_count
 from gristmill.errors import UserError
 from gristmill.pipeline import fs
 
@@ -234,24 +235,20 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
     return manifest, mpath.parent
 
 
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the fields a reader uses (an edited or hand-made manifest), or None. A split's totals
     must be its shards' sums, as summarize_split writes them; a shard's path must name a file in the folder."""
-    if not _count(manifest.get("seq_len")) or manifest["seq_len"] < 1:
+    if not is_count(manifest.get("seq_len")) or manifest["seq_len"] < 1:
         return f"seq_len is {manifest.get('seq_len')!r}, not a positive integer"
     tok = manifest.get("tokenizer")
     if not isinstance(tok, dict):
         return "it has no tokenizer object"
     if not isinstance(tok.get("sha256"), str) or not isinstance(tok.get("path"), str):
         return "tokenizer.sha256 or tokenizer.path is not a string"
-    if not _count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
+    if not is_count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
         return f"tokenizer.vocab_size is {tok.get('vocab_size')!r}, not a positive integer"
     for key in ("pad_id", "bos_id", "eos_id"):
-        if tok.get(key) is not None and not _count(tok[key]):
+        if tok.get(key) is not None and not is_count(tok[key]):
             return f"tokenizer.{key} is {tok[key]!r}, not a token id"
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
@@ -266,7 +263,7 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
             if not isinstance(path, str) or not path or path != Path(path).name or path in (".", ".."):
                 return f"shard {k} of split {name!r} has path {path!r}, not a file name in the dataset folder"
             for field in ("sequences", "tokens", "documents", "bytes_on_disk", "text_bytes"):
-                if field in entry and not _count(entry[field]):
+                if field in entry and not is_count(entry[field]):
                     return f"shard {path}: {field} is {entry[field]!r}, not a count"
             if "sequences" not in entry or "tokens" not in entry or "bytes_on_disk" not in entry:
                 return f"shard {path} has no sequences, tokens or bytes_on_disk"
@@ -303,6 +300,16 @@ def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq
         raise UserError(f"shard {path} is damaged: record batch {k} is unreadable ({str(e).splitlines()[0][:200]}); "
                         f"write the token dataset again") from None
     return batch
+
+
+def first_id_outside(ids: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
+    """(row, id) of the first token id outside [0, vocab_size) in a (rows, seq_len) array, or None; a min and a
+    max over the array when every id is inside."""
+    if not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < vocab_size):
+        return None
+    outside = (ids < 0) | (ids >= vocab_size)
+    j = int(np.flatnonzero(outside.any(axis=-1))[0])
+    return j, int(ids[j][outside[j]][0])
 
 
 class TokenDataset:
@@ -419,15 +426,12 @@ class TokenDataset:
         """Raise if `ids` (sequences `rows` of this split, as read) hold an id outside the vocabulary: a shard
         damaged in its input_ids, which open-time checks do not read, would index past the model's embedding.
         The check costs a min and a max over ids the caller has already copied."""
-        v = self.vocab_size
-        if not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < v):
+        if (found := first_id_outside(ids, self.vocab_size)) is None:
             return
-        j = int(np.flatnonzero((ids < 0).any(axis=-1) | (ids >= v).any(axis=-1))[0])
-        row = ids[j]
-        bad = int(row[(row < 0) | (row >= v)][0])
+        j, bad = found
         i = int(list(rows)[j])
         raise UserError(f"shard {self.shard_path(i)} is damaged: sequence {i} of split {self.split!r} holds token id "
-                        f"{bad}, outside the vocabulary [0, {v}); write the token dataset again")
+                        f"{bad}, outside the vocabulary [0, {self.vocab_size}); write the token dataset again")
 
     def __iter__(self):
         for i in range(len(self)):
