@@ -18,3 +18,8 @@ def human_count(text: str) -> Decimal:
     number = Decimal(m.group(1)).as_tuple()
     # Shifting the exponent scales by the suffix without rounding, at any size (Decimal arithmetic would round).
     return Decimal(number._replace(exponent=number.exponent + _POWER[m.group(2).upper()]))
+
+
+def is_count(value) -> bool:
+    """Whether a value read from JSON is a count: an integer >= 0 (not a bool, a float or text)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

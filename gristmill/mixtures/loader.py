@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from gristmill.counts import is_count
 from gristmill.errors import UserError
 from gristmill.mixtures.build import FORMAT, row_weights
+from gristmill.mixtures.weighting import SUM_TOLERANCE
 from gristmill.pipeline import fs
 from gristmill.tokenize.remote import stage as stage_remote
-from gristmill.tokenize.shards import TokenDataset
+from gristmill.tokenize.shards import TokenDataset, first_id_outside
 
 STATE_FORMAT = "gristmill.mixture-position/1"
 # The draw rule a position counts in. 1: rows drawn by the proportions (positions saved before DRAW_VERSION was
@@ -98,6 +101,62 @@ def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if not isinstance(manifest, dict):
         raise UserError(f"{path} is not a mixture manifest (format {FORMAT!r}); build one with `mix build`")
     return raw, manifest
+
+
+def mixture_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields the loader and the trainer read from a mixture manifest (one edited by hand),
+    or None. The proportions are what `mix build` wrote: numbers >= 0 summing to 1, not weights to rescale."""
+    for key in ("seq_len", "budget_sequences", "seed"):
+        if not is_count(manifest.get(key)):
+            return f"{key} is {manifest.get(key)!r}, not an integer >= 0"
+    if manifest["seq_len"] < 1:
+        return "seq_len is 0"
+    tok = manifest.get("tokenizer")
+    if not isinstance(tok, dict) or not is_count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
+        return "it has no tokenizer.vocab_size"
+    sources = manifest.get("sources")
+    if not isinstance(sources, list) or not sources:
+        return "it lists no sources"
+    names = set()
+    for k, e in enumerate(sources):
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("manifest"), str):
+            return f"source {k} has no name or manifest"
+        if e["name"] in names:
+            return f"source {e['name']!r} is listed twice"
+        names.add(e["name"])
+        p = e.get("proportion")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+            return f"source {e['name']!r} has proportion {p!r}, not a number >= 0"
+        for key in ("tokens_available", "sequences_available"):
+            if not is_count(e.get(key)) or e[key] < 1:
+                return f"source {e['name']!r} has {key} {e.get(key)!r}, not a positive integer"
+    total = math.fsum(e["proportion"] for e in sources)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        return f"the proportions sum to {total:.6g}, not 1"
+    validation = manifest.get("validation")
+    if not isinstance(validation, dict):
+        return "it has no validation object"
+    for domain, entry in validation.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sources"), list):
+            return f"validation domain {domain!r} lists no sources"
+        for k, e in enumerate(entry["sources"]):
+            if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("manifest"), str):
+                return f"validation source {k} of domain {domain!r} has no name or manifest"
+            for key in ("sequences", "sequences_available"):
+                if not is_count(e.get(key)):
+                    return f"validation source {e['name']!r} of domain {domain!r} has {key} {e.get(key)!r}, not a count"
+    return None
+
+
+def _check_available(path: Path, entry: dict[str, Any], ds: TokenDataset) -> None:
+    """The counts the mixture took from a source's dataset when it was built, against the dataset: the row
+    weights (train) and the validation rows are computed from them."""
+    split = ds.manifest["splits"][ds.split]
+    have = {"sequences_available": len(ds), "tokens_available": int(split["tokens"])}
+    for key, n in have.items():
+        if key in entry and entry[key] != n:
+            raise UserError(f"{path}: source {entry['name']!r} has {key} {entry[key]}, its {ds.split} split "
+                            f"{n}; write the mixture again with `mix build`")
 
 
 def _parses_as_spec(raw: bytes) -> bool:
@@ -187,12 +246,15 @@ class MixtureLoader:
         raw, self.manifest = read_mixture_manifest(path)
         if self.manifest.get("format") != FORMAT:
             raise UserError(f"{path}: format is {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        if problem := mixture_problem(self.manifest):
+            raise UserError(f"{path} was edited or damaged: {problem}; write it again with `mix build`")
         self.path = path
         self.mixture_sha256 = hashlib.sha256(raw).hexdigest()
         self.root = path.resolve().parent
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.global_batch = batch_size * world_size
         self.seq_len = int(self.manifest["seq_len"])
+        self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
         self.seed = int(self.manifest["seed"] if seed is None else seed)
         self.with_sources, self.as_numpy = with_sources, as_numpy
         self.steps = self.manifest["budget_sequences"] // self.global_batch if steps is None else int(steps)
@@ -204,6 +266,8 @@ class MixtureLoader:
         entries = self.manifest["sources"]
         self.names = [s["name"] for s in entries]
         self.datasets = [self._open(s, "train") for s in entries]
+        for entry, ds in zip(entries, self.datasets):
+            _check_available(path, entry, ds)
         self.sampler = MixtureSampler(
             self.names, row_weights(entries, self.seq_len), [len(d) for d in self.datasets], self.seed
         )
@@ -233,6 +297,12 @@ class MixtureLoader:
         out = np.empty((len(rows), self.seq_len), dtype=np.int64)
         for j, (s, r) in enumerate(zip(sources.tolist(), rows.tolist())):
             out[j] = datasets[s][r]
+        if (found := first_id_outside(out, self.vocab_size)) is not None:  # a shard damaged in its input_ids
+            j, bad = found
+            ds, i = datasets[int(sources[j])], int(rows[j])
+            ds.check_ids(out[j : j + 1], [i])  # outside the dataset's own vocabulary: the shard is damaged
+            raise UserError(f"{self.path}: tokenizer.vocab_size is {self.vocab_size}, but sequence {i} of "
+                            f"{ds.shard_path(i)} holds token id {bad}; write it again with `mix build`")
         if self.as_numpy:
             return out
         import torch
@@ -326,6 +396,11 @@ class MixtureLoader:
             raise UserError(f"no validation set for domain {domain!r} (have: {', '.join(val)})")
         entries = val[domain]["sources"]
         datasets = [self._open(e, "validation") for e in entries]
+        for e, ds in zip(entries, datasets):
+            _check_available(self.path, e, ds)
+            if e["sequences"] > len(ds):
+                raise UserError(f"{self.path}: validation source {e['name']!r} of domain {domain!r} takes {e['sequences']} "
+                                f"sequences of its {len(ds)}; write the mixture again with `mix build`")
         src_parts, row_parts = [], []
         for i, (e, ds) in enumerate(zip(entries, datasets)):
             n, k = len(ds), int(e["sequences"])

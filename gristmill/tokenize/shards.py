@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from gristmill.counts import is_count
 from gristmill.errors import UserError
 from gristmill.pipeline import fs
 
@@ -222,12 +223,59 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
     if not mpath.is_file():
         raise UserError(f"no token dataset at {p}: {mpath} does not exist")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        manifest = json.loads(mpath.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{mpath} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{mpath} is not a token dataset manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if problem := manifest_problem(manifest):
+        raise UserError(f"{mpath} is damaged: {problem}; write the token dataset again")
     return manifest, mpath.parent
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields a reader uses (an edited or hand-made manifest), or None. A split's totals
+    must be its shards' sums, as summarize_split writes them; a shard's path must name a file in the folder."""
+    if not is_count(manifest.get("seq_len")) or manifest["seq_len"] < 1:
+        return f"seq_len is {manifest.get('seq_len')!r}, not a positive integer"
+    tok = manifest.get("tokenizer")
+    if not isinstance(tok, dict):
+        return "it has no tokenizer object"
+    if not isinstance(tok.get("sha256"), str) or not isinstance(tok.get("path"), str):
+        return "tokenizer.sha256 or tokenizer.path is not a string"
+    if not is_count(tok.get("vocab_size")) or tok["vocab_size"] < 1:
+        return f"tokenizer.vocab_size is {tok.get('vocab_size')!r}, not a positive integer"
+    for key in ("pad_id", "bos_id", "eos_id"):
+        if tok.get(key) is not None and not is_count(tok[key]):
+            return f"tokenizer.{key} is {tok[key]!r}, not a token id"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return "splits is not an object"
+    for name, split in splits.items():
+        if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
+            return f"split {name!r} has no list of shards"
+        for k, entry in enumerate(split["shards"]):
+            if not isinstance(entry, dict):
+                return f"shard {k} of split {name!r} is not an object"
+            path = entry.get("path")
+            if not isinstance(path, str) or not path or path != Path(path).name or path in (".", ".."):
+                return f"shard {k} of split {name!r} has path {path!r}, not a file name in the dataset folder"
+            for field in ("sequences", "tokens", "documents", "bytes_on_disk", "text_bytes"):
+                if field in entry and not is_count(entry[field]):
+                    return f"shard {path}: {field} is {entry[field]!r}, not a count"
+            if "sequences" not in entry or "tokens" not in entry or "bytes_on_disk" not in entry:
+                return f"shard {path} has no sequences, tokens or bytes_on_disk"
+        for total, field in (("sequences", "sequences"), ("tokens", "tokens"), ("documents", "documents"),
+                             ("bytes", "text_bytes")):
+            if total not in split and field not in ("sequences", "tokens"):
+                continue
+            have = sum(e.get(field, 0) for e in split["shards"])
+            if split.get(total) != have:
+                return (f"manifest {total[:-1]} totals do not match the shards (split {name!r} says {split.get(total)!r}, "
+                        f"its shards sum to {have})")
+    return None
 
 
 def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq_len: int) -> pa.RecordBatch:
@@ -254,6 +302,16 @@ def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq
     return batch
 
 
+def first_id_outside(ids: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
+    """(row, id) of the first token id outside [0, vocab_size) in a (rows, seq_len) array, or None; a min and a
+    max over the array when every id is inside."""
+    if not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < vocab_size):
+        return None
+    outside = (ids < 0) | (ids >= vocab_size)
+    j = int(np.flatnonzero(outside.any(axis=-1))[0])
+    return j, int(ids[j][outside[j]][0])
+
+
 class TokenDataset:
     """Random access to packed sequences across the shards of one split, memory-mapped, zero copy.
 
@@ -273,6 +331,7 @@ class TokenDataset:
         self._ids: list[np.ndarray] = []  # one (rows, seq_len) view per record batch
         self._starts: list[pa.ListArray] = []
         self._nbytes: list[np.ndarray] = []
+        self._paths: list[Path] = []  # the shard of each record batch
         expected = shard_schema(self.seq_len)
         for entry in self.manifest["splits"][split]["shards"]:
             path = self.root / entry["path"]
@@ -290,16 +349,25 @@ class TokenDataset:
                                 f"token dataset again") from None
             if not reader.schema.equals(expected):
                 raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
-            rows = 0
+            rows = documents = text_bytes = 0
             for k in range(reader.num_record_batches):
                 batch = _checked_batch(reader, k, path, self.seq_len)
                 ids = batch.column(0).values.to_numpy(zero_copy_only=True)
                 self._ids.append(ids.reshape(-1, self.seq_len))
                 self._starts.append(batch.column(1))
                 self._nbytes.append(batch.column(2).to_numpy(zero_copy_only=True))
+                self._paths.append(path)
                 rows += batch.num_rows
+                documents += len(batch.column(1).values)
+                text_bytes += int(self._nbytes[-1].sum(dtype=np.int64))
             if rows != entry["sequences"]:
                 raise UserError(f"{path}: {rows} sequences, manifest says {entry['sequences']}")
+            # Two small columns, summed as they are mapped: a shard swapped for another of the same size (the
+            # last one of a bucket, or one from a run of the same shard size), or damaged in them, differs here.
+            for field, have in (("documents", documents), ("text_bytes", text_bytes)):
+                if field in entry and have != entry[field]:
+                    raise UserError(f"shard {path} holds {have:,} {field}, the manifest says {entry[field]:,}: it was "
+                                    f"replaced or damaged; write the token dataset again")
             self._maps.append(mm)
         sizes = np.array([a.shape[0] for a in self._ids], dtype=np.int64)
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -349,6 +417,21 @@ class TokenDataset:
     def n_bytes(self, i: int) -> int:
         b, r = self._locate(int(i))
         return int(self._nbytes[b][r])
+
+    def shard_path(self, i: int) -> Path:
+        """The shard file that holds sequence i."""
+        return self._paths[self._locate(int(i))[0]]
+
+    def check_ids(self, ids: np.ndarray, rows) -> None:
+        """Raise if `ids` (sequences `rows` of this split, as read) hold an id outside the vocabulary: a shard
+        damaged in its input_ids, which open-time checks do not read, would index past the model's embedding.
+        The check costs a min and a max over ids the caller has already copied."""
+        if (found := first_id_outside(ids, self.vocab_size)) is None:
+            return
+        j, bad = found
+        i = int(list(rows)[j])
+        raise UserError(f"shard {self.shard_path(i)} is damaged: sequence {i} of split {self.split!r} holds token id "
+                        f"{bad}, outside the vocabulary [0, {self.vocab_size}); write the token dataset again")
 
     def __iter__(self):
         for i in range(len(self)):

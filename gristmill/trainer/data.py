@@ -105,5 +105,7 @@ def token_dataset_batches(dataset, batch_size: int, *, rank: int = 0, world_size
     per = n // world_size
     for a in range(rank * per, (rank + 1) * per, batch_size):
         idx = range(a, min(a + batch_size, (rank + 1) * per))
-        ids = torch.from_numpy(np.stack([np.asarray(dataset[i], dtype=np.int64) for i in idx]))
+        rows = np.stack([np.asarray(dataset[i], dtype=np.int64) for i in idx])
+        dataset.check_ids(rows, idx)
+        ids = torch.from_numpy(rows)
         yield ids, torch.tensor([dataset.n_bytes(i) for i in idx], dtype=torch.int64)

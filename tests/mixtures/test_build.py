@@ -351,3 +351,49 @@ def test_remote_source_without_its_filesystem_is_one_line(tmp_path, spec_dict, s
     assert r.returncode == 2
     assert r.stderr == ("error: source 'web': no Beam filesystem for nofs:// paths (nofs://bucket/tokens): "
                         "install the Beam extra that provides it\n"), r.stderr
+
+
+def _edit(m, path, value):
+    *head, last = path
+    for k in head:
+        m = m[k]
+    if value is _DROP:
+        del m[last]
+    else:
+        m[last] = value
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("splits", "train", "shards", 0, "bytes_on_disk"), _DROP, "has no sequences, tokens or bytes_on_disk"),
+    (("seq_len",), _DROP, "seq_len is None"),
+    (("splits", "train", "shards"), _DROP, "split 'train' has no list of shards"),
+    (("tokenizer",), _DROP, "no tokenizer object"),
+    (("tokenizer", "vocab_size"), "1000", "tokenizer.vocab_size is '1000'"),
+    (("splits",), [], "splits is not an object"),
+    (("splits", "train", "sequences"), "many", "manifest sequence totals do not match the shards"),
+    (("splits", "train", "tokens"), 1, "manifest token totals do not match the shards"),
+    (("splits", "train", "shards", 0, "sequences"), -1, "sequences is -1, not a count"),
+    (("splits", "train", "shards", 0, "path"), "/etc/passwd", "not a file name in the dataset folder"),
+])
+def test_an_edited_dataset_manifest_is_one_line(tmp_path, spec_dict, spec_file, make_dataset, capsys, path, value,
+                                                message):
+    mpath = make_dataset(tmp_path / "edited", "edited", "web", [10, 5])
+    m = json.loads(mpath.read_text())
+    _edit(m, path, value)
+    mpath.write_text(json.dumps(m))
+    spec_dict["sources"][2]["manifest"] = str(mpath)
+    err = one_line_error(capsys, ["build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")])
+    assert "source 'wiki'" in err and message in err
+
+
+@pytest.mark.parametrize("content", [b"[]", b"\xff\xfe{}"])
+def test_a_dataset_manifest_that_is_no_json_object_is_one_line(tmp_path, spec_dict, spec_file, make_dataset, capsys,
+                                                               content):
+    mpath = make_dataset(tmp_path / "edited", "edited", "web", [10])
+    mpath.write_bytes(content)
+    spec_dict["sources"][2]["manifest"] = str(mpath)
+    err = one_line_error(capsys, ["build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")])
+    assert "source 'wiki'" in err and str(mpath) in err

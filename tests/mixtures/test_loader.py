@@ -273,3 +273,86 @@ def test_a_folder_or_a_mix_spec_instead_of_a_manifest_is_named(tmp_path, spec_di
     (tmp_path / "mix.md").write_text("# a mixture's report\n\n| source | share |\n")  # mix build's .md beside it
     with pytest.raises(UserError, match=r"mix\.md is not a mixture manifest \(not valid JSON: .*\); give the \.json"):
         MixtureLoader(tmp_path / "mix.md", 4)
+
+
+def _set(m, path, value):
+    *head, last = path
+    for k in head:
+        m = m[k]
+    if value is None:
+        del m[last]
+    else:
+        m[last] = value
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("sources", 0, "proportion"), 5.0, "the proportions sum to 5.5, not 1"),
+    (("sources", 0, "proportion"), -0.5, "proportion -0.5, not a number >= 0"),
+    (("sources", 0, "proportion"), float("nan"), "proportion nan"),
+    (("sources", 1, "name"), "web", "source 'web' is listed twice"),
+    (("sources",), [], "it lists no sources"),
+    (("sources", 0, "name"), None, "source 0 has no name or manifest"),
+    (("budget_sequences",), None, "budget_sequences is None"),
+    (("budget_sequences",), "100", "budget_sequences is '100'"),
+    (("seed",), -1, "seed is -1"),
+    (("sources", 0, "tokens_available"), 0, "tokens_available 0, not a positive integer"),
+    (("sources", 0, "sequences_available"), 10, "sequences_available 10, its train split 300"),
+    (("validation",), None, "no validation object"),
+    (("tokenizer",), None, "no tokenizer.vocab_size"),
+])
+def test_an_edited_mixture_is_one_line(mixture, path, value, message):
+    m = json.loads(mixture.read_text())
+    _set(m, path, value)
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="write (it|the mixture) again with `mix build`") as e:
+        MixtureLoader(bad, 4)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, message", [("sequences", 10**6, "takes 1000000 sequences of its 30"),
+                                                 ("sequences", -4, "has sequences -4, not a count")])
+def test_an_edited_validation_set_is_one_line(mixture, key, value, message):
+    m = json.loads(mixture.read_text())
+    m["validation"]["web"]["sources"][0][key] = value
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="again with `mix build`") as e:
+        list(MixtureLoader(bad, 4).validation("web"))
+    assert message in str(e.value)
+
+
+def test_a_shard_damaged_in_its_input_ids_is_one_line(tmp_path, make_dataset):
+    """Open-time checks read a shard's metadata and small columns, not its input_ids: an id pushed outside the
+    vocabulary there would index past the model's embedding (an IndexError, or a CUDA assert). It is caught as
+    the batch is gathered."""
+    import pyarrow as pa
+
+    from gristmill.tokenize.shards import TokenDataset
+    from gristmill.trainer.data import token_dataset_batches
+
+    make_dataset(tmp_path / "d", "d", "web", [50], 10)
+    spec = {"sources": [{"name": "d", "manifest": str(tmp_path / "d")}], "budget_tokens": 400, "seed": 0,
+            "weighting": {"method": "explicit", "proportions": {"d": 1.0}}}
+    path = tmp_path / "mix.json"
+    mixbuild.write_mixture(mixbuild.build(spec_from_dict(spec, tmp_path), path), path)
+    shard = tmp_path / "d" / "train-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    whole = pa.py_buffer(bytes(data))
+    ids = pa.ipc.open_file(whole).get_batch(0).column(0).values.buffers()[1]
+    data[ids.address - whole.address + 4 * 5 + 3] ^= 0x40  # sequence 0, position 5: id + 2**30
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0 of split 'train' holds token id "
+                                        r"10737"):
+        list(MixtureLoader(path, 5))
+    with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0"):
+        list(token_dataset_batches(TokenDataset(tmp_path / "d"), 4))
+
+
+def test_a_mixture_vocab_size_below_the_data_ids_is_one_line(mixture):
+    m = json.loads(mixture.read_text())
+    m["tokenizer"]["vocab_size"] = 10
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match=r"tokenizer.vocab_size is 10, but sequence \d+ of .*\.arrow holds token id"):
+        next(iter(MixtureLoader(bad, 4)))
