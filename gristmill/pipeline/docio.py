@@ -117,8 +117,8 @@ def document_lines(path: str):
     read member by member: a member that does not decompress (bad deflate data, CRC or length) costs only itself
     and the line it cuts, and reading goes on at the next member (in a shard of concatenated members, `cat a.gz
     b.gz`). Damage that no whole member follows (in a single-member shard, as WriteDocuments writes, any damage)
-    raises gzip.BadGzipFile after the lines before it, as a file that is no gzip file does; one cut short raises
-    EOFError, as gzip does."""
+    raises gzip.BadGzipFile after the lines before it, as a file that is no gzip file does; one cut short (or to
+    nothing: 0 bytes) raises EOFError, as gzip -t reports it."""
     with fs.open_input(path) as f:
         if path.endswith(".gz"):
             yield from _gzip_lines(f)
@@ -134,6 +134,10 @@ def _gzip_lines(raw, chunk: int = 1 << 20):
     while True:
         raw.seek(offset)
         head = raw.read(len(fs.GZIP_MAGIC))
+        if not head and offset == 0:
+            # No gzip header at all, as a transfer cut to nothing leaves it (an empty shard is a 20-byte member),
+            # and as gzip -t says: cut short, not an empty file of documents.
+            raise EOFError("an empty file: a gzip file holds at least its 10-byte header")
         if not head or not head.strip(b"\x00") and fs.only_padding(raw, offset, b"\x00"):  # gzip's padding
             break
         if head == fs.GZIP_MAGIC:

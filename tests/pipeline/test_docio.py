@@ -160,6 +160,26 @@ def test_document_lines_read_as_gzip_does(tmp_path):
         list(document_lines(str(p)))
 
 
+def test_an_empty_gzip_shard_is_cut_short_as_gzip_says_and_counted(tmp_path):
+    # A 0-byte .jsonl.gz (a transfer cut to nothing) is no gzip file: `gzip -t` says "unexpected end of file",
+    # though Python's gzip reads it as empty. An empty shard as WriteDocuments writes it (one empty member) is
+    # 0 documents, nothing dropped.
+    import shutil
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "cut.jsonl.gz").write_bytes(b"")
+    (src / "empty.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+    (src / "one.jsonl.gz").write_bytes(gzip.compress((Document(id="a", url="u", text="t").to_json() + "\n").encode()))
+    if shutil.which("gzip"):
+        assert subprocess.run(["gzip", "-t", str(src / "cut.jsonl.gz")], capture_output=True).returncode != 0
+        assert subprocess.run(["gzip", "-t", str(src / "empty.jsonl.gz")], capture_output=True).returncode == 0
+    ctx = RunContext(input=str(src / "*.jsonl.gz"), output=str(tmp_path / "out"), seed=0, recipe_name="t")
+    read = run_stages([ReadDocuments("Read"), WriteDocuments("Write", shards=1)], ctx, BEAM_ARGS)["stages"]["Read"]
+    assert read["kept"] == 1 and read["dropped"] == {"unreadable_file:EOFError": 1} and read["in"] == 2
+
+
 def test_select_counts_document_files_that_are_gone_or_a_fifo_and_reads_the_rest(tmp_path):
     import json
     import os
