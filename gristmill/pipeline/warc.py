@@ -296,8 +296,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         it = _ArchiveIterator(stream, check_digests=False)
         resync_from = None
         resume_at = None  # where the next record starts, when it is known without a search
+        records = iter(it)
         try:
-            for record in it:
+            while True:
+                # Where warcio begins the next record (it sets it.offset as it finishes the last), known before the
+                # record is parsed: should parsing it raise, the search for the next record starts after it.
+                start = it.offset
+                if (record := next(records, None)) is None:
+                    break
                 if _merged_headers(record):
                     # A record cut inside its header block: warcio's lenient parser has read on into the next
                     # record's headers, and would return the two as one. Count it, then resynchronise from
@@ -305,8 +311,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = it.get_record_offset()
                     yield ReadOutcome(_record_type(record), reason="bad:warc_headers")
                     break
-                # it.offset: where warcio began this record (set as it finished the last), known before it is read.
-                if not gz and (seam := _cut_arc_header(stream, it.offset, record)) is not None:
+                if not gz and (seam := _cut_arc_header(stream, start, record)) is not None:
                     # A plain ARC record cut inside its header line: warcio has read the next record's header
                     # line, which goes on from the cut, as the rest of this one. Count it, then read on from
                     # where the next record's line starts (inside the line: no line-start search finds it).
@@ -405,6 +410,9 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
             damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
             yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+            # The record that failed starts at `start` (after the last one read: in a plain file, after its
+            # terminator), so a search from the last one's end would find it again and count it twice.
+            last_end = max(last_end, start)
         last_end = max(last_end, base)  # the search goes on after this pass's start, never back before it
         if resume_at is not None:
             nxt = resume_at

@@ -754,3 +754,18 @@ def test_a_record_with_no_target_uri_is_counted_once_as_such(gz):
         ("response", None, "http://example.com/1"), ("response", "bad:no_target_uri", None),
         ("request", "type:request", None), ("response", "bad:no_target_uri", None),
         ("response", None, "http://example.com/2")]
+
+
+@pytest.mark.parametrize("version", [b"WARC/1.9", b"WARC/1."])
+@pytest.mark.parametrize("gz", [False, True], ids=["warc", "warc.gz"])
+def test_a_record_warcio_fails_to_parse_is_counted_once(version, gz):
+    # The resync search takes `WARC/1.` for a record's start, warcio's parser only WARC/1.0 and 1.1, so it raises
+    # on this record mid-file. The search went on from the end of the record before it, found this one again and
+    # counted it twice (in a plain file, whose records' terminators lie between one record's end and the next).
+    records = [raw_response(target_uri=b"http://example.com/1"),
+               raw_response(target_uri=b"http://example.com/2").replace(b"WARC/1.0", version, 1),
+               raw_response(target_uri=b"http://example.com/3")]
+    data = b"".join(gzip.compress(r, mtime=0) if gz else r for r in records)
+    outs = list(iter_warc(io.BytesIO(data), "unparsed.warc.gz" if gz else "unparsed.warc"))
+    assert [(o.reason, o.page and o.page.url) for o in outs] == [
+        (None, "http://example.com/1"), ("bad:not_warc", None), (None, "http://example.com/3")]
