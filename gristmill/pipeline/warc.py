@@ -407,9 +407,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 return
             if fs.only_padding(stream, last_end, PADDING):  # e.g. NULs after the last gzip member
                 return
-            # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
-            damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
-            yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+            # Blank lines between gzip members are no record: warcio's WARC parser reads them as a padding record
+            # (see above), its ARC parser rejects them. Either way, reading resynchronises at the next member.
+            # (A line warcio read on from a member's end, next_line, lies inside the member: last_end is then
+            # no offset in the file, and what failed no blank line.)
+            if not gz or it.next_line or _plain_in_gzip(stream, last_end) is not None:
+                # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
+                damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
+                yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
             # The record that failed starts at `start` (after the last one read: in a plain file, after its
             # terminator), so a search from the last one's end would find it again and count it twice.
             last_end = max(last_end, start)

@@ -769,3 +769,18 @@ def test_a_record_warcio_fails_to_parse_is_counted_once(version, gz):
     outs = list(iter_warc(io.BytesIO(data), "unparsed.warc.gz" if gz else "unparsed.warc"))
     assert [(o.reason, o.page and o.page.url) for o in outs] == [
         (None, "http://example.com/1"), ("bad:not_warc", None), (None, "http://example.com/3")]
+
+
+@pytest.mark.parametrize("between", [b"\n", b"\r\n", b"\r\n\r\n", b"\r\n\r\n junk\n"],
+                         ids=["lf", "crlf", "crlf-crlf", "then-junk"])
+def test_blank_lines_between_arc_gz_members_are_no_record(tmp_path, between):
+    # As between a .warc.gz's members (above). warcio's ARC parser, unlike its WARC one, rejects a blank line, and
+    # the blank lines after each member were counted as a record, bad:not_warc.
+    members = [gzip.compress(r, mtime=0) for r in write_arc(tmp_path / "a.arc", n=3, gz=False)]  # 6 records
+    outs = list(iter_warc(io.BytesIO(between.join(members)), "a.arc.gz"))
+    junk = [("unknown", "bad:not_warc", None)] if between.strip() else []
+    assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == [
+        ("warcinfo", "type:warcinfo", None), *junk,
+        ("response", None, "http://example.com/0"), *junk, ("response", None, "http://example.com/1"), *junk,
+        ("response", None, "http://example.com/2"), *junk, ("response", "not_html:image/png", None), *junk,
+        ("response", "status:404", None)]
