@@ -296,6 +296,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         it = _ArchiveIterator(stream, check_digests=False)
         resync_from = None
         resume_at = None  # where the next record starts, when it is known without a search
+        cut_end = None  # where the block of a record counted as cut (bad:payload_length) was declared to end
         records = iter(it)
         try:
             while True:
@@ -359,7 +360,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # A plain record cut inside its block (payload shorter than its Content-Length): warcio
                     # has read on into the next record(s) and returned them as this record's payload.
                     # Count it once, then resynchronise from just after its start, as for cut headers.
-                    resync_from = offset
+                    resync_from, cut_end = offset, last_end
                     yield ReadOutcome(_record_type(record), reason="bad:payload_length")
                     break
                 if gz and _cut_short(record):  # its gzip member ends inside its block: a truncated file
@@ -427,6 +428,11 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             nxt = fs.find_first(stream, last_end + 1, magics)
         else:
             nxt = _find_arc_line(stream, last_end + 1)
+            if nxt is not None and cut_end is not None and nxt <= cut_end:
+                # The header line found begins inside the cut record (at its declared end, say, where a damaged
+                # terminator runs on into the next record's line): what comes before a seam in it is the rest of
+                # the record counted already, not a record cut inside its header line. Read on from the seam.
+                nxt = _arc_seam(stream, nxt) or nxt
         if nxt is None and not confirmed:
             # The file's first bytes showed a kind of which no good record has been read: they were junk that
             # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
@@ -467,6 +473,12 @@ def _cut_arc_header(stream: BinaryIO, start: int, record) -> int | None:
     URL shows a seam (ARC_CUT) is looked at, in the file's own bytes; the stream position is restored."""
     if record.format != "arc" or not ARC_CUT.search((record.rec_headers.get_header("uri") or "").encode()):
         return None
+    return _arc_seam(stream, start)
+
+
+def _arc_seam(stream: BinaryIO, start: int) -> int | None:
+    """Where a header line begins inside the line at `start` after a seam (ARC_CUT), or None; the stream position
+    is restored."""
     pos = stream.tell()
     try:
         stream.seek(start)

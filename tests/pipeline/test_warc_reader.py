@@ -784,3 +784,22 @@ def test_blank_lines_between_arc_gz_members_are_no_record(tmp_path, between):
         ("response", None, "http://example.com/0"), *junk, ("response", None, "http://example.com/1"), *junk,
         ("response", None, "http://example.com/2"), *junk, ("response", "not_html:image/png", None), *junk,
         ("response", "status:404", None)]
+
+
+@pytest.mark.parametrize("damage", ["filedesc-newline-to-letter", "page-newline-to-letter", "page-block-short"])
+def test_a_cut_plain_arc_record_whose_rest_runs_into_the_next_header_line_is_counted_once(tmp_path, damage):
+    # The cut record's last bytes run on into the next record's header line without a newline between. The resync
+    # search found that line (it begins inside the cut record), took the bytes before the URL's scheme for a record
+    # cut inside its header line and counted them as bad:arc_header: the damaged record twice.
+    records = write_arc(tmp_path / "a.arc", n=3, gz=False)  # filedesc, 3 pages, an image, a 404
+    hit = 0 if damage.startswith("filedesc") else 2
+    if damage.endswith("newline-to-letter"):
+        records[hit] = records[hit][:-1] + b"g"  # its terminator
+    else:
+        records[hit] = records[hit][:-3]  # its block two bytes short of its Archive-length, and no newline
+    outs = list(iter_warc(io.BytesIO(b"".join(records)), "a.arc"))
+    fates = [("warcinfo", "type:warcinfo", None), ("response", None, "http://example.com/0"),
+             ("response", None, "http://example.com/1"), ("response", None, "http://example.com/2"),
+             ("response", "not_html:image/png", None), ("response", "status:404", None)]
+    fates[hit] = (fates[hit][0], "bad:payload_length", None)
+    assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == fates
