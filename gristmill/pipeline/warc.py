@@ -296,8 +296,15 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         it = _ArchiveIterator(stream, check_digests=False)
         resync_from = None
         resume_at = None  # where the next record starts, when it is known without a search
+        cut_end = None  # where the block of a record counted as cut (bad:payload_length) was declared to end
+        records = iter(it)
         try:
-            for record in it:
+            while True:
+                # Where warcio begins the next record (it sets it.offset as it finishes the last), known before the
+                # record is parsed: should parsing it raise, the search for the next record starts after it.
+                start = it.offset
+                if (record := next(records, None)) is None:
+                    break
                 if _merged_headers(record):
                     # A record cut inside its header block: warcio's lenient parser has read on into the next
                     # record's headers, and would return the two as one. Count it, then resynchronise from
@@ -305,8 +312,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     resync_from = it.get_record_offset()
                     yield ReadOutcome(_record_type(record), reason="bad:warc_headers")
                     break
-                # it.offset: where warcio began this record (set as it finished the last), known before it is read.
-                if not gz and (seam := _cut_arc_header(stream, it.offset, record)) is not None:
+                if not gz and (seam := _cut_arc_header(stream, start, record)) is not None:
                     # A plain ARC record cut inside its header line: warcio has read the next record's header
                     # line, which goes on from the cut, as the rest of this one. Count it, then read on from
                     # where the next record's line starts (inside the line: no line-start search finds it).
@@ -354,7 +360,7 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                     # A plain record cut inside its block (payload shorter than its Content-Length): warcio
                     # has read on into the next record(s) and returned them as this record's payload.
                     # Count it once, then resynchronise from just after its start, as for cut headers.
-                    resync_from = offset
+                    resync_from, cut_end = offset, last_end
                     yield ReadOutcome(_record_type(record), reason="bad:payload_length")
                     break
                 if gz and _cut_short(record):  # its gzip member ends inside its block: a truncated file
@@ -402,9 +408,17 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 return
             if fs.only_padding(stream, last_end, PADDING):  # e.g. NULs after the last gzip member
                 return
-            # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
-            damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
-            yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+            # Blank lines between gzip members are no record: warcio's WARC parser reads them as a padding record
+            # (see above), its ARC parser rejects them. Either way, reading resynchronises at the next member.
+            # (A line warcio read on from a member's end, next_line, lies inside the member: last_end is then
+            # no offset in the file, and what failed no blank line.)
+            if not gz or it.next_line or _plain_in_gzip(stream, last_end) is not None:
+                # warcio takes a gzip member that fails in its first block for plain data, not a WARC record.
+                damaged = gz and type(e).__name__ == "ArchiveLoadFailed" and _damaged_member(stream, last_end)
+                yield ReadOutcome("unknown", reason="bad:bad_gzip" if damaged else f"bad:{_short(e)}")
+            # The record that failed starts at `start` (after the last one read: in a plain file, after its
+            # terminator), so a search from the last one's end would find it again and count it twice.
+            last_end = max(last_end, start)
         last_end = max(last_end, base)  # the search goes on after this pass's start, never back before it
         if resume_at is not None:
             nxt = resume_at
@@ -414,6 +428,11 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             nxt = fs.find_first(stream, last_end + 1, magics)
         else:
             nxt = _find_arc_line(stream, last_end + 1)
+            if nxt is not None and cut_end is not None and nxt <= cut_end:
+                # The header line found begins inside the cut record (at its declared end, say, where a damaged
+                # terminator runs on into the next record's line): what comes before a seam in it is the rest of
+                # the record counted already, not a record cut inside its header line. Read on from the seam.
+                nxt = _arc_seam(stream, nxt) or nxt
         if nxt is None and not confirmed:
             # The file's first bytes showed a kind of which no good record has been read: they were junk that
             # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
@@ -454,6 +473,12 @@ def _cut_arc_header(stream: BinaryIO, start: int, record) -> int | None:
     URL shows a seam (ARC_CUT) is looked at, in the file's own bytes; the stream position is restored."""
     if record.format != "arc" or not ARC_CUT.search((record.rec_headers.get_header("uri") or "").encode()):
         return None
+    return _arc_seam(stream, start)
+
+
+def _arc_seam(stream: BinaryIO, start: int) -> int | None:
+    """Where a header line begins inside the line at `start` after a seam (ARC_CUT), or None; the stream position
+    is restored."""
     pos = stream.tell()
     try:
         stream.seek(start)

@@ -754,3 +754,52 @@ def test_a_record_with_no_target_uri_is_counted_once_as_such(gz):
         ("response", None, "http://example.com/1"), ("response", "bad:no_target_uri", None),
         ("request", "type:request", None), ("response", "bad:no_target_uri", None),
         ("response", None, "http://example.com/2")]
+
+
+@pytest.mark.parametrize("version", [b"WARC/1.9", b"WARC/1."])
+@pytest.mark.parametrize("gz", [False, True], ids=["warc", "warc.gz"])
+def test_a_record_warcio_fails_to_parse_is_counted_once(version, gz):
+    # The resync search takes `WARC/1.` for a record's start, warcio's parser only WARC/1.0 and 1.1, so it raises
+    # on this record mid-file. The search went on from the end of the record before it, found this one again and
+    # counted it twice (in a plain file, whose records' terminators lie between one record's end and the next).
+    records = [raw_response(target_uri=b"http://example.com/1"),
+               raw_response(target_uri=b"http://example.com/2").replace(b"WARC/1.0", version, 1),
+               raw_response(target_uri=b"http://example.com/3")]
+    data = b"".join(gzip.compress(r, mtime=0) if gz else r for r in records)
+    outs = list(iter_warc(io.BytesIO(data), "unparsed.warc.gz" if gz else "unparsed.warc"))
+    assert [(o.reason, o.page and o.page.url) for o in outs] == [
+        (None, "http://example.com/1"), ("bad:not_warc", None), (None, "http://example.com/3")]
+
+
+@pytest.mark.parametrize("between", [b"\n", b"\r\n", b"\r\n\r\n", b"\r\n\r\n junk\n"],
+                         ids=["lf", "crlf", "crlf-crlf", "then-junk"])
+def test_blank_lines_between_arc_gz_members_are_no_record(tmp_path, between):
+    # As between a .warc.gz's members (above). warcio's ARC parser, unlike its WARC one, rejects a blank line, and
+    # the blank lines after each member were counted as a record, bad:not_warc.
+    members = [gzip.compress(r, mtime=0) for r in write_arc(tmp_path / "a.arc", n=3, gz=False)]  # 6 records
+    outs = list(iter_warc(io.BytesIO(between.join(members)), "a.arc.gz"))
+    junk = [("unknown", "bad:not_warc", None)] if between.strip() else []
+    assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == [
+        ("warcinfo", "type:warcinfo", None), *junk,
+        ("response", None, "http://example.com/0"), *junk, ("response", None, "http://example.com/1"), *junk,
+        ("response", None, "http://example.com/2"), *junk, ("response", "not_html:image/png", None), *junk,
+        ("response", "status:404", None)]
+
+
+@pytest.mark.parametrize("damage", ["filedesc-newline-to-letter", "page-newline-to-letter", "page-block-short"])
+def test_a_cut_plain_arc_record_whose_rest_runs_into_the_next_header_line_is_counted_once(tmp_path, damage):
+    # The cut record's last bytes run on into the next record's header line without a newline between. The resync
+    # search found that line (it begins inside the cut record), took the bytes before the URL's scheme for a record
+    # cut inside its header line and counted them as bad:arc_header: the damaged record twice.
+    records = write_arc(tmp_path / "a.arc", n=3, gz=False)  # filedesc, 3 pages, an image, a 404
+    hit = 0 if damage.startswith("filedesc") else 2
+    if damage.endswith("newline-to-letter"):
+        records[hit] = records[hit][:-1] + b"g"  # its terminator
+    else:
+        records[hit] = records[hit][:-3]  # its block two bytes short of its Archive-length, and no newline
+    outs = list(iter_warc(io.BytesIO(b"".join(records)), "a.arc"))
+    fates = [("warcinfo", "type:warcinfo", None), ("response", None, "http://example.com/0"),
+             ("response", None, "http://example.com/1"), ("response", None, "http://example.com/2"),
+             ("response", "not_html:image/png", None), ("response", "status:404", None)]
+    fates[hit] = (fates[hit][0], "bad:payload_length", None)
+    assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == fates
