@@ -23,3 +23,13 @@ def human_count(text: str) -> Decimal:
 def is_count(value) -> bool:
     """Whether a value read from JSON is a count: an integer >= 0 (not a bool, a float or text)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]+")  # RFC 9110 section 8.6: 1*DIGIT, ASCII digits only
+
+
+def content_length(value: str | None) -> int | None:
+    """An HTTP Content-Length header's value as a number, or None where there is none that is one (str.isdigit
+    takes '²', which int() refuses, and int() takes other scripts' digits, which HTTP does not)."""
+    value = value.strip() if value else ""
+    return int(value) if _CONTENT_LENGTH.fullmatch(value) else None

@@ -1,5 +1,6 @@
 """The one reader of written counts (7.5B, 125M, 1e9) behind `trainer plan --params` and the mixture spec's
-budget_tokens, max_tokens and validation.max_sequences."""
+budget_tokens, max_tokens and validation.max_sequences; and the one reader of HTTP Content-Length values (the
+WARC reader, model downloads)."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -45,3 +46,14 @@ def test_both_callers_read_the_union_of_their_old_forms_with_their_own_words():
         parse_count("1e400", "b")
     with pytest.raises(UserError, match="not a parameter count"):
         _count("1e400")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("13", 13), (" 13\t", 13), ("0", 0), ("007", 7),   # RFC 9110 8.6: 1*DIGIT (OWS around a field value)
+    ("²", None), ("١٣", None), ("-1", None), ("+1", None), ("1e3", None), ("1.0", None), ("1 3", None),
+    ("", None), (None, None),
+])
+def test_content_length_is_ascii_digits_only(value, expected):
+    from gristmill.counts import content_length
+
+    assert content_length(value) == expected

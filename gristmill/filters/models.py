@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from gristmill.counts import content_length
 from gristmill.errors import UserError
 from gristmill.paths import cache_dir
 from gristmill.pipeline import fs
@@ -108,12 +109,12 @@ def _fetch(url: str, kind: str, dest: Path) -> None:
         raise _unwritable(kind, url, e) from None
     try:
         with open(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
-            announced = r.headers.get("Content-Length")
+            announced = content_length(r.headers.get("Content-Length"))
             shutil.copyfileobj(r, f)
             got = f.tell()
         # urllib returns a body cut short by a dropped connection as if it were whole; only the length tells.
-        if announced is not None and announced.isdigit() and got != int(announced):
-            raise UserError(f"the download of the {kind} model from {url} stopped after {got:,} of {int(announced):,} "
+        if announced is not None and got != announced:
+            raise UserError(f"the download of the {kind} model from {url} stopped after {got:,} of {announced:,} "
                             f"bytes: run again, or download it elsewhere and pass its local path")
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:

@@ -35,6 +35,7 @@ from warcio.bufferedreaders import DecompressingBufferedReader
 from warcio.recordloader import ArcWarcRecordLoader
 from warcio.timeutils import timestamp_to_iso_date
 
+from gristmill.counts import content_length
 from gristmill.pipeline import fs
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
@@ -671,8 +672,7 @@ def _whole_arc_block(stream: BinaryIO, start: int, end: int, record) -> bool:
 def _http_length(record) -> int | None:
     """The record's HTTP Content-Length, or None where it has none (or none that is a number)."""
     http = record.http_headers
-    declared = http.get_header("Content-Length") if http is not None else None
-    return int(declared) if declared and declared.strip().isdigit() else None
+    return content_length(http.get_header("Content-Length")) if http is not None else None
 
 
 def _merged_headers(record) -> bool:

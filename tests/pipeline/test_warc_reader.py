@@ -803,3 +803,16 @@ def test_a_cut_plain_arc_record_whose_rest_runs_into_the_next_header_line_is_cou
              ("response", "not_html:image/png", None), ("response", "status:404", None)]
     fates[hit] = (fates[hit][0], "bad:payload_length", None)
     assert [(o.warc_type, o.reason, o.page and o.page.url) for o in outs] == fates
+
+
+def test_an_http_content_length_that_is_no_number_is_none_not_a_failed_record():
+    # '²' passes str.isdigit and fails int(): the reader counted the page bad:valueerror, and the junk after it
+    # with it. HTTP's Content-Length is ASCII digits (RFC 9110 8.6), so '²' is no length: as a record without one,
+    # the page is kept and the junk after it is one record of its own.
+    def page_record(length: bytes) -> bytes:
+        http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: " + length + b"\r\n\r\n<p>a page</p>"
+        return raw_record(b"response", http, b"Content-Type: application/http; msgtype=response\r\n")
+
+    for length in ("²".encode(), "١٣".encode(), b"x"):
+        pages, reasons = _pages_and_reasons(page_record(length) + b"junk junk\r\n" + page_record(b"13"), "x.warc")
+        assert len(pages) == 2 and reasons == {"bad:not_warc": 1}, length
