@@ -45,8 +45,10 @@ GZIP_MAGIC = fs.GZIP_MAGIC
 WARC_MAGIC = b"WARC/1."
 ARC_MAGIC = b"filedesc://"  # an ARC file's first record
 # An ARC record's header line: URL IP-address Archive-date Content-type Archive-length (ARC v1; the URL may hold
-# spaces), or ARC v2's, with Result-code Checksum Location Offset Filename before the length.
-ARC_LINE = re.compile(rb"\S[^\r\n]* \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n")
+# spaces), or ARC v2's, with Result-code Checksum Location Offset Filename before the length. The URL holds its
+# scheme's colon (`http:`, `dns:`, `filedesc:`), so the rest of a header line that a newline broke inside its URL
+# is no header line; bytes before the URL (a cut record's rest run on into the line) are, until a seam is found.
+ARC_LINE = re.compile(rb"\S[^\r\n]*:[^\r\n]* \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n")
 ARC_DATE = re.compile(r"\d{14}")  # YYYYMMDDhhmmss
 # Where a plain ARC record's header line is cut short, the next record's header line carries on from the cut, and
 # the two read as one line. The seam (group "next") is a URL's scheme right after a letter, digit, dot, dash,

@@ -816,3 +816,17 @@ def test_an_http_content_length_that_is_no_number_is_none_not_a_failed_record():
     for length in ("²".encode(), "١٣".encode(), b"x"):
         pages, reasons = _pages_and_reasons(page_record(length) + b"junk junk\r\n" + page_record(b"13"), "x.warc")
         assert len(pages) == 2 and reasons == {"bad:not_warc": 1}, length
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_a_newline_inside_a_plain_arc_records_url_costs_that_record_once(tmp_path, k):
+    # `http://exam\nple.com/2 192.0.2.1 ...`: the line's rest passed for a header line (an ARC URL was any
+    # non-blank text), so the damaged record counted twice, as junk and as a record with no HTTP headers. An
+    # ARC URL begins with its scheme.
+    records = write_arc(tmp_path / "a.arc", n=6, gz=False)
+    good = [(o.page is not None, o.reason) for o in iter_warc(io.BytesIO(b"".join(records)), "a.arc")]
+    r = records[k]
+    cut = r.index(b"example") + 4
+    damaged = records[:k] + [r[:cut] + b"\n" + r[cut:]] + records[k + 1:]
+    got = [(o.page is not None, o.reason) for o in iter_warc(io.BytesIO(b"".join(damaged)), "a.arc")]
+    assert got == good[:k] + [(False, "bad:not_warc")] + good[k + 1:]
