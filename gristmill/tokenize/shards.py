@@ -303,9 +303,10 @@ def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq
 
 
 def first_id_outside(ids: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
-    """(row, id) of the first token id outside [0, vocab_size) in a (rows, seq_len) array, or None; a min and a
-    max over the array when every id is inside."""
-    if not ids.size or (int(ids.min()) >= 0 and int(ids.max()) < vocab_size):
+    """(row, id) of the first token id outside [0, vocab_size) in a (rows, seq_len) integer array, or None; one
+    max over the array when every id is inside (read as unsigned, a negative id is above any vocabulary)."""
+    unsigned = ids.view(f"u{ids.dtype.itemsize}") if ids.dtype.kind == "i" else ids
+    if not ids.size or int(unsigned.max()) < vocab_size:
         return None
     outside = (ids < 0) | (ids >= vocab_size)
     j = int(np.flatnonzero(outside.any(axis=-1))[0])

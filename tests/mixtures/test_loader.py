@@ -322,7 +322,8 @@ def test_an_edited_validation_set_is_one_line(mixture, key, value, message):
     assert message in str(e.value)
 
 
-def test_a_shard_damaged_in_its_input_ids_is_one_line(tmp_path, make_dataset):
+@pytest.mark.parametrize("flip, shown", [(0x40, "10737"), (0x80, "-21474")])  # id + 2**30; the sign bit: negative
+def test_a_shard_damaged_in_its_input_ids_is_one_line(tmp_path, make_dataset, flip, shown):
     """Open-time checks read a shard's metadata and small columns, not its input_ids: an id pushed outside the
     vocabulary there would index past the model's embedding (an IndexError, or a CUDA assert). It is caught as
     the batch is gathered."""
@@ -340,10 +341,10 @@ def test_a_shard_damaged_in_its_input_ids_is_one_line(tmp_path, make_dataset):
     data = bytearray(shard.read_bytes())
     whole = pa.py_buffer(bytes(data))
     ids = pa.ipc.open_file(whole).get_batch(0).column(0).values.buffers()[1]
-    data[ids.address - whole.address + 4 * 5 + 3] ^= 0x40  # sequence 0, position 5: id + 2**30
+    data[ids.address - whole.address + 4 * 5 + 3] ^= flip  # sequence 0, position 5: its id's top byte
     shard.write_bytes(bytes(data))
     with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0 of split 'train' holds token id "
-                                        r"10737"):
+                                        + shown):
         list(MixtureLoader(path, 5))
     with pytest.raises(UserError, match=r"train-00000.arrow is damaged: sequence 0"):
         list(token_dataset_batches(TokenDataset(tmp_path / "d"), 4))
