@@ -439,8 +439,9 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
         if nxt is None and not confirmed:
             # The file's first bytes showed a kind of which no good record has been read: they were junk that
             # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
-            # filedesc record). Look for a record of any kind.
-            nxt = fs.find_first(stream, last_end + 1, (GZIP_MAGIC, WARC_MAGIC, ARC_MAGIC))
+            # filedesc record). Look for a record of any kind (with the kind unknown, the search above did).
+            if len(magics) < 2:
+                nxt = fs.find_first(stream, last_end + 1, (GZIP_MAGIC, WARC_MAGIC, ARC_MAGIC))
             if nxt is None:
                 nxt = _find_arc_line(stream, last_end + 1)
             magics = (GZIP_MAGIC, WARC_MAGIC)

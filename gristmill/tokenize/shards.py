@@ -464,7 +464,7 @@ class TokenDataset:
         """Check every id against the vocabulary and the manifest's totals against the shards."""
         v = self.vocab_size
         for ids in self._ids:
-            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= v):
+            if first_id_outside(ids, v) is not None:
                 raise UserError(f"{self.root}: token id outside the vocabulary [0, {v})")
         split = self.manifest["splits"][self.split]
         pad = int(self.manifest["tokenizer"]["pad_id"])

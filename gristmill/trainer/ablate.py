@@ -459,7 +459,7 @@ def execute_parallel(plan: dict[str, Any], rundir: Path, workers: int, *, keep_c
     # (a copied job script), and CUDA uses no more of its entries than it finds.
     count = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = (visible.split(",")[:count] if visible else [str(i) for i in range(count)]) if count else []
+    gpus = visible.split(",")[:count] if visible else [str(i) for i in range(count)]
     if gpus and workers > len(gpus):
         raise UserError(f"--parallel-gpus {workers}, but only {len(gpus)} GPU(s) are visible")
     pending = [r["name"] for r in plan["runs"] if not (rundir / "runs" / r["name"] / "result.json").is_file()]

@@ -75,7 +75,7 @@ class MixtureSource:
 
         self.loader = MixtureLoader(manifest, batch_size, rank=rank, world_size=world_size, steps=batches)
         self.seq_len = self.loader.seq_len
-        self.vocab_size = int(self.loader.manifest["tokenizer"]["vocab_size"])
+        self.vocab_size = self.loader.vocab_size
         self.pad_id = self.loader.manifest["tokenizer"].get("pad_id")
         self.eos_id = self.loader.manifest["tokenizer"].get("eos_id")
 
