@@ -4,8 +4,9 @@ A damaged region (truncated gzip, garbage bytes, a broken record, a damaged firs
 the reader re-synchronises at the next gzip member or `WARC/1.` header and carries on with the rest of the
 file. Garbage between records (after a whole record, plain or gzipped) is one record of its own, `bad:not_warc`.
 Padding (NULs, blank lines) after the last record or in a gzip member of its own, and blank lines between gzip
-members, are not a record. A whole plain WARC file gzipped as one stream (`gzip crawl.warc`, not one member per
-record) is read through.
+members, are not a record; blank lines at the start of a gzip member are passed over, and what follows them read
+as the member's record (or counted, `bad:not_warc`). A whole plain WARC file gzipped as one stream
+(`gzip crawl.warc`, not one member per record) is read through.
 
 ARC files (ARC v1, the Internet Archive's and Common Crawl's format before WARC: `.arc.gz`, or plain `.arc`) are
 read the same way. Their records are named as warcio's ARC-to-WARC conversion names them (the `filedesc://`
@@ -96,6 +97,21 @@ class _ArchiveIterator(ArchiveIterator):
         self.loader = _RecordLoader(verify_http=kwargs.get("verify_http", False),
                                     arc2warc=kwargs.get("arc2warc", False))
         self.reader = _MemberReader(self.fh, block_size=self.reader.block_size)
+
+    def _next_record(self, next_line):
+        # A gzip member whose data begins with a blank line: warcio's WARC parser reads the line as a padding
+        # "record" with no length, and drains the rest of the member as its block, unseen, whatever it holds (a
+        # record, an ARC record, junk). Blank lines (padding) at a member's start are passed over here, so that
+        # what follows them is parsed as a record (or fails as one, and is counted); a member of padding alone
+        # is still that padding record. Not in plain data (no decompressor once the first block is read): there
+        # iter_warc reads on after a padding record itself.
+        if next_line is not None:
+            return super()._next_record(next_line)
+        first = line = self.reader.readline()
+        if first and not first.strip() and self.reader.decompressor is not None:
+            while line and not line.strip(PADDING):
+                line = self.reader.readline()
+        return super()._next_record(line or first or None)
 
 
 @dataclass

@@ -211,6 +211,46 @@ def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
     assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
 
 
+_JUNK = bytes(random.Random(1).randrange(256) for _ in range(300))
+
+
+@pytest.mark.parametrize("data, counted", [
+    (b"\nARC/1.0 not a record\r\nmore\r\n\r\n", "bad:not_warc"),
+    (b"\n" + arc_record("http://example.com/x", "20080101120000", http_response(page(9))), "bad:not_warc"),
+    (b"\n" + _JUNK, "bad:not_warc"),
+    (b"\r\n\r\n" + raw_response(target_uri=b"http://example.com/in-member"), "http://example.com/in-member"),
+    (b"\r\n\r\n\n", None), (b"\n\x00\x00 \r\n", None)],
+    ids=["lf-arc-line", "lf-arc-record", "lf-junk", "crlf-crlf-record", "blank-lines", "padding"])
+def test_a_gzip_member_that_begins_with_a_blank_line_is_not_lost(data, counted):
+    # warcio reads a member's leading blank line as a padding "record" and drains the member's rest as its block:
+    # whatever followed (junk, a record of another kind, a WARC record) was lost with nothing counted. Padding alone
+    # is still no record; a WARC record after blank lines is read, as after blank lines before a plain record.
+    chunks = write_warc_bytes(4)
+    good_pages, good_reasons = _pages_and_reasons(b"".join(chunks))
+    member = gzip.compress(data, mtime=0)
+    for at in (1, 3, len(chunks)):  # between members, and last
+        pages, reasons = _pages_and_reasons(b"".join(chunks[:at]) + member + b"".join(chunks[at:]))
+        if counted is None:
+            assert (pages, reasons) == (good_pages, good_reasons)
+        elif counted.startswith("bad:"):
+            assert (pages, reasons) == (good_pages, good_reasons + Counter({counted: 1}))
+        else:
+            assert [url for url, _ in pages] == ([url for url, _ in good_pages[:at]] + [counted]
+                                                 + [url for url, _ in good_pages[at:]])
+            assert reasons == good_reasons
+
+
+def test_a_blank_line_before_an_arc_gz_members_record_is_passed_over(tmp_path):
+    # As in a .warc.gz (above): the record after the blank line was drained unseen by warcio's WARC parser. In an
+    # ARC, warcio's ARC parser rejected the blank line, and the record was counted as bad:not_warc, not read.
+    records = write_arc(tmp_path / "a.arc", n=3, gz=False)
+    good = _pages_and_reasons(b"".join(gzip.compress(r, mtime=0) for r in records), "a.arc.gz")
+    data = b"".join(gzip.compress(b"\n" + r if i == 2 else r, mtime=0) for i, r in enumerate(records))
+    assert _pages_and_reasons(data, "a.arc.gz") == good
+    junk = b"".join(gzip.compress(r, mtime=0) for r in records[:2]) + gzip.compress(b"\n" + _JUNK, mtime=0)
+    assert _pages_and_reasons(junk, "a.arc.gz")[1]["bad:not_warc"] == 1
+
+
 @pytest.mark.parametrize("between", [b"\n", b"\r\n\r\n", b"\r\n\r\n junk"], ids=["lf", "crlf-crlf", "then-junk"])
 def test_plain_bytes_between_gzip_members_hide_no_member_after_them(between):
     # warcio reads bytes between members as plain data, and every member after them too: blank lines were one
