@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,17 @@ def stable_id(*parts: str) -> str:
         h.update(p.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return h.hexdigest()
+
+
+# A score's name or a decision's stage label, as a counter or drop reason names it (`bad_field:scores.<name>`).
+# The keys are the documents' own, any string at all (megabytes long, control characters), so one that is no
+# reasonable name adds one name, `<group>.malformed`, not one name per key.
+KEY_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def key_name(group: str, key) -> str:
+    """`scores.kenlm.perplexity`; `scores.malformed` for a key that does not fullmatch KEY_NAME."""
+    return f"{group}.{key}" if isinstance(key, str) and KEY_NAME.fullmatch(key) else f"{group}.malformed"
 
 
 @dataclass

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
 from gristmill.pipeline import fs
-from gristmill.pipeline.document import Document
+from gristmill.pipeline.document import Document, key_name
 
 OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
 FIELDS = ("language", "language_score", "dup_count", "cluster_size", "weight", "repeats", "url", "source", "chars")
@@ -101,7 +101,8 @@ class SelectFilter(Filter):
 
     A document that fails several decisions is dropped under the first stage, in `decision_order` (the labels
     in pipeline order), that failed it, as the run in drop mode would have. With the order unknown it is
-    dropped as `select:decisions`, and each failing decision is counted under failed/decisions.<label>."""
+    dropped as `select:decisions`, and each failing decision is counted under failed/decisions.<label>. The
+    labels are the documents' own keys: one that is no name is `decisions.malformed` (see key_name)."""
 
     conditions: tuple[Condition, ...] = ()
     all_decisions: str | None = None
@@ -128,10 +129,11 @@ class SelectFilter(Filter):
                 return Verdict(False, f"{self.name}:bad_value:decisions")
             failing = [label for label, decision in doc.decisions.items() if decision != self.all_decisions]
             if len(failing) == 1 or (failing and all(label in self._rank for label in failing)):
-                return Verdict(False, f"{self.name}:decisions.{min(failing, key=lambda l: self._rank.get(l, 0))}")
+                first = min(failing, key=lambda l: self._rank.get(l, 0))
+                return Verdict(False, f"{self.name}:{key_name('decisions', first)}")
             if failing:
                 return Verdict(False, f"{self.name}:decisions",
-                               counts={f"failed/decisions.{label}": 1 for label in sorted(failing)})
+                               counts={f"failed/{key_name('decisions', label)}": 1 for label in sorted(failing)})
         return Verdict(True)
 
 

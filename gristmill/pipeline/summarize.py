@@ -7,10 +7,12 @@ Numeric fields (`chars`, language_score, dup_count, cluster_size, weight, repeat
 get count, missing, mean, min, max and percentiles, from Beam's ApproximateQuantiles with epsilon 1e-3: exact
 (numpy's `inverted_cdf`) while a field has under about 15,000 values, and within 0.1% of rank beyond. A
 non-finite score is counted under `non_finite` and left out of the figures; a document with a score that is not a
-number at all (or another field not of its kind) is counted as `bad_field:<field>` in stats.json and left out. Categorical fields (language,
-source and every `decisions.<stage label>`) get the count of each value. OUTPUT/summary.json holds it all,
-OUTPUT/stats.json the read counts; the table goes to stdout. Below the exact range, percentiles can differ in
-the last digits between worker counts (the sketch merges in whatever order bundles finish); counts never do.
+number at all (or another field not of its kind) is counted as `bad_field:<field>` in stats.json
+(`bad_field:scores.malformed` where the score's key is no name: see document.key_name) and left out. Categorical
+fields (language, source and every `decisions.<stage label>`) get the count of each value. OUTPUT/summary.json
+holds it all, OUTPUT/stats.json the read counts; the table goes to stdout. Below the exact range, percentiles can
+differ in the last digits between worker counts (the sketch merges in whatever order bundles finish); counts never
+do.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import apache_beam as beam
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
 from gristmill.errors import UserError
-from gristmill.pipeline.document import Document
+from gristmill.pipeline.document import Document, key_name
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
 
 NUMERIC = ("language_score", "dup_count", "cluster_size", "weight", "repeats")
@@ -38,7 +40,8 @@ def _is_number(value) -> bool:
 def bad_field(doc: Document) -> str | None:
     """The first field of `doc` that is not of its kind (a score that is not a number, `scores` or `decisions`
     that is not a mapping, a decision or language that is not a string), or None. Such a document is counted
-    under `bad_field:<field>` and left out, rather than failing the run."""
+    under `bad_field:<field>` and left out, rather than failing the run. A score's or decision's key that is no
+    reasonable name is `scores.malformed` or `decisions.malformed` (see key_name)."""
     if not isinstance(doc.text, str):
         return "text"
     for name in NUMERIC:
@@ -49,12 +52,12 @@ def bad_field(doc: Document) -> str | None:
         return "scores"
     for name, value in doc.scores.items():
         if not _is_number(value):
-            return f"scores.{name}"
+            return key_name("scores", name)
     if not isinstance(doc.decisions, dict):
         return "decisions"
     for label, decision in doc.decisions.items():
         if not isinstance(decision, str):
-            return f"decisions.{label}"
+            return key_name("decisions", label)
     for name in ("language", "source"):
         value = getattr(doc, name)
         if value is not None and not isinstance(value, str):

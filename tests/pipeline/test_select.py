@@ -112,6 +112,20 @@ def test_all_decisions_drops_under_the_first_failing_stage_in_pipeline_order(tmp
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_failing_decisions_label_names_its_counter_only_when_it_is_a_name():
+    # With --all-decisions the failing stage's label, a key of the document's decisions, named the drop reason and
+    # the failed/ counters: any key of the input (megabytes long, control characters) became a counter name.
+    flt = SelectFilter(all_decisions="keep")
+    for label in ("x" * 5000, "a\x1b[2Jb", "", "two words"):
+        assert flt.check(Document(id="a", url="u", text="x", decisions={label: "drop"})).reason == \
+            "select:decisions.malformed"
+    several = flt.check(Document(id="a", url="u", text="x", decisions={"\n": "drop", "\t": "drop", "C4": "c4:x"}))
+    assert several.reason == "select:decisions"
+    assert several.counts == {"failed/decisions.malformed": 1, "failed/decisions.C4": 1}
+    named = flt.check(Document(id="a", url="u", text="x", decisions={"Lang-ID_2:v1.0": "drop"}))
+    assert named.reason == "select:decisions.Lang-ID_2:v1.0"
+
+
 def test_values_not_of_their_kind_are_counted_not_fatal():
     where = SelectFilter((Condition.parse("scores.k < 3"),))
     assert where.check(Document(id="a", url="u", text="t", scores={"k": 2})).keep

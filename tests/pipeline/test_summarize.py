@@ -103,6 +103,26 @@ def test_a_document_with_a_score_that_is_not_a_number_is_counted_not_fatal(tmp_p
     assert sum(dropped.values()) == 2
 
 
+def test_a_bad_fields_key_names_its_counter_only_when_it_is_a_name(tmp_path):
+    # The key of a score that is not a number named the counter, bad_field:scores.<key>: any key of the input
+    # (megabytes long, control characters, one per document) became a counter name of its own in stats.json.
+    docs = _docs(20)
+    odd = ["x" * 5000, "a\x1b[2Jb", "", "k e y", "sc\u00f6re", *(f"{'y' * 70}{i}" for i in range(8))]
+    for d, key in zip(docs, odd):
+        d.scores[key] = "abc"
+    docs[15].scores["fine.name:1-2"] = "abc"  # a name: kept as it is
+    docs[16].decisions["\n"] = 3
+    docs[17].decisions["Quality"] = 3
+    _write(tmp_path / "s" / "documents", docs)
+    assert main(["summarize", str(tmp_path / "s" / "documents" / "*.jsonl.gz"), "--output", str(tmp_path / "s" / "out"),
+                 "--direct_running_mode=multi_threading", "--direct_num_workers=2"]) == 0
+    stats = json.loads((tmp_path / "s" / "out" / "stats.json").read_text())
+    assert stats["balanced"]
+    assert stats["stages"]["Summarize"]["dropped"] == {
+        "bad_field:scores.malformed": len(odd), "bad_field:scores.fine.name:1-2": 1,
+        "bad_field:decisions.malformed": 1, "bad_field:decisions.Quality": 1}
+
+
 @pytest.mark.parametrize("held", ["documents", "stats", "run"])
 def test_an_output_holding_another_run_is_refused(tmp_path, capsys, held):
     _write(tmp_path / "annot" / "documents", _docs(5), files=1)
