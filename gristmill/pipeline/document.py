@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,13 +18,17 @@ def stable_id(*parts: str) -> str:
 
 # A score's name or a decision's stage label, as a counter or drop reason names it (`bad_field:scores.<name>`).
 # The keys are the documents' own, any string at all (megabytes long, control characters), so one that is no
-# reasonable name adds one name, `<group>.malformed`, not one name per key.
-KEY_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# reasonable name adds one name, `<group>.malformed`, not one name per key. A stage label is a Beam label, which
+# may hold spaces and any printable character ('Gopher quality', 'Qualität'), so those are names.
+KEY_NAME_MAX = 64
 
 
 def key_name(group: str, key) -> str:
-    """`scores.kenlm.perplexity`; `scores.malformed` for a key that does not fullmatch KEY_NAME."""
-    return f"{group}.{key}" if isinstance(key, str) and KEY_NAME.fullmatch(key) else f"{group}.malformed"
+    """`scores.kenlm.perplexity`; `scores.malformed` for a key that is no name: empty, over KEY_NAME_MAX
+    characters, with a character that is not printable (str.isprintable: control characters, line breaks), or
+    with white space at either end."""
+    named = isinstance(key, str) and 0 < len(key) <= KEY_NAME_MAX and key.isprintable() and key == key.strip()
+    return f"{group}.{key}" if named else f"{group}.malformed"
 
 
 @dataclass

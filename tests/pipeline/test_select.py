@@ -116,7 +116,7 @@ def test_a_failing_decisions_label_names_its_counter_only_when_it_is_a_name():
     # With --all-decisions the failing stage's label, a key of the document's decisions, named the drop reason and
     # the failed/ counters: any key of the input (megabytes long, control characters) became a counter name.
     flt = SelectFilter(all_decisions="keep")
-    for label in ("x" * 5000, "a\x1b[2Jb", "", "two words"):
+    for label in ("x" * 5000, "a\x1b[2Jb", "", "two words\n"):
         assert flt.check(Document(id="a", url="u", text="x", decisions={label: "drop"})).reason == \
             "select:decisions.malformed"
     several = flt.check(Document(id="a", url="u", text="x", decisions={"\n": "drop", "\t": "drop", "C4": "c4:x"}))
@@ -124,6 +124,8 @@ def test_a_failing_decisions_label_names_its_counter_only_when_it_is_a_name():
     assert several.counts == {"failed/decisions.malformed": 1, "failed/decisions.C4": 1}
     named = flt.check(Document(id="a", url="u", text="x", decisions={"Lang-ID_2:v1.0": "drop"}))
     assert named.reason == "select:decisions.Lang-ID_2:v1.0"
+    spaced = flt.check(Document(id="a", url="u", text="x", decisions={"Gopher quality": "drop"}))  # a Beam label
+    assert spaced.reason == "select:decisions.Gopher quality"
 
 
 def test_values_not_of_their_kind_are_counted_not_fatal():

@@ -107,10 +107,11 @@ def test_a_bad_fields_key_names_its_counter_only_when_it_is_a_name(tmp_path):
     # The key of a score that is not a number named the counter, bad_field:scores.<key>: any key of the input
     # (megabytes long, control characters, one per document) became a counter name of its own in stats.json.
     docs = _docs(20)
-    odd = ["x" * 5000, "a\x1b[2Jb", "", "k e y", "sc\u00f6re", *(f"{'y' * 70}{i}" for i in range(8))]
+    odd = ["x" * 5000, "a\x1b[2Jb", "", " key", "line\nbreak", *(f"{'y' * 70}{i}" for i in range(8))]
     for d, key in zip(docs, odd):
         d.scores[key] = "abc"
-    docs[15].scores["fine.name:1-2"] = "abc"  # a name: kept as it is
+    docs[15].scores["fine.name:1-2"] = "abc"  # names: kept as they are
+    docs[14].scores["Sc\u00f6re (v2)"] = "abc"
     docs[16].decisions["\n"] = 3
     docs[17].decisions["Quality"] = 3
     _write(tmp_path / "s" / "documents", docs)
@@ -120,6 +121,7 @@ def test_a_bad_fields_key_names_its_counter_only_when_it_is_a_name(tmp_path):
     assert stats["balanced"]
     assert stats["stages"]["Summarize"]["dropped"] == {
         "bad_field:scores.malformed": len(odd), "bad_field:scores.fine.name:1-2": 1,
+        "bad_field:scores.Sc\u00f6re (v2)": 1,
         "bad_field:decisions.malformed": 1, "bad_field:decisions.Quality": 1}
 
 
