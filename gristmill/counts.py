@@ -1,6 +1,7 @@
 """Counts as people write them: 7.5B, 125M, 20k, .5T, 1e9, 1.4e3K; read exactly, with no float rounding."""
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 
@@ -18,6 +19,11 @@ def human_count(text: str) -> Decimal:
     number = Decimal(m.group(1)).as_tuple()
     # Shifting the exponent scales by the suffix without rounding, at any size (Decimal arithmetic would round).
     return Decimal(number._replace(exponent=number.exponent + _POWER[m.group(2).upper()]))
+
+
+def is_number(value) -> bool:
+    """Whether a value read from JSON or YAML is a finite number (an int or a float, not a bool or text)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_count(value) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from gristmill.counts import is_count
+from gristmill.counts import is_count, is_number
 from gristmill.errors import UserError
 from gristmill.mixtures.build import FORMAT, row_weights
 from gristmill.mixtures.weighting import SUM_TOLERANCE
@@ -125,7 +125,7 @@ def mixture_problem(manifest: dict[str, Any]) -> str | None:
             return f"source {e['name']!r} is listed twice"
         names.add(e["name"])
         p = e.get("proportion")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+        if not is_number(p) or p < 0:
             return f"source {e['name']!r} has proportion {p!r}, not a number >= 0"
         for key in ("tokens_available", "sequences_available"):
             if not is_count(e.get(key)) or e[key] < 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from gristmill.counts import is_number
 from gristmill.errors import UserError
 
 # Proportions given by hand are accepted as summing to 1 if they are this close.
@@ -30,7 +31,7 @@ def explicit(
     values = []
     for n in names:
         v = proportions[n]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if not is_number(v) or v < 0:
             raise UserError(f"weighting.proportions.{n} must be a number >= 0, not {v!r}")
         values.append(float(v))
     total = math.fsum(values)

@@ -6,18 +6,14 @@ YAML reads `3e-4` (no dot) as text; the error for a number field given such text
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from gristmill.counts import is_number
 from gristmill.errors import UserError
 
 
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
