@@ -1,6 +1,8 @@
-"""Fixtures for the mixture tests: small synthetic token datasets written with the real shard writer."""
+"""Fixtures for the mixture tests: small synthetic token datasets written with the real shard writer; and the
+helpers in this folder made importable (pytest runs with --import-mode=importlib)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 import yaml
 
 from gristmill.tokenize.shards import ShardWriter, build_manifest, shard_name, write_manifest
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 SEQ_LEN = 8
 VOCAB = 1000

@@ -13,6 +13,7 @@ from gristmill.errors import UserError
 from gristmill.mixtures import build as mixbuild
 from gristmill.mixtures.cli import main
 from gristmill.mixtures.spec import load_spec, parse_count
+from manifest_edit import DROP, edit
 
 # LLaMA-1 (Touvron et al. 2023), Table 1: sampling proportion, epochs at 1.4T tokens, disk size.
 LLAMA_TABLE = """\
@@ -353,24 +354,11 @@ def test_remote_source_without_its_filesystem_is_one_line(tmp_path, spec_dict, s
                         "install the Beam extra that provides it\n"), r.stderr
 
 
-def _edit(m, path, value):
-    *head, last = path
-    for k in head:
-        m = m[k]
-    if value is _DROP:
-        del m[last]
-    else:
-        m[last] = value
-
-
-_DROP = object()
-
-
 @pytest.mark.parametrize("path, value, message", [
-    (("splits", "train", "shards", 0, "bytes_on_disk"), _DROP, "has no sequences, tokens or bytes_on_disk"),
-    (("seq_len",), _DROP, "seq_len is None"),
-    (("splits", "train", "shards"), _DROP, "split 'train' has no list of shards"),
-    (("tokenizer",), _DROP, "no tokenizer object"),
+    (("splits", "train", "shards", 0, "bytes_on_disk"), DROP, "has no sequences, tokens or bytes_on_disk"),
+    (("seq_len",), DROP, "seq_len is None"),
+    (("splits", "train", "shards"), DROP, "split 'train' has no list of shards"),
+    (("tokenizer",), DROP, "no tokenizer object"),
     (("tokenizer", "vocab_size"), "1000", "tokenizer.vocab_size is '1000'"),
     (("splits",), [], "splits is not an object"),
     (("splits", "train", "sequences"), "many", "manifest sequence totals do not match the shards"),
@@ -382,7 +370,7 @@ def test_an_edited_dataset_manifest_is_one_line(tmp_path, spec_dict, spec_file, 
                                                 message):
     mpath = make_dataset(tmp_path / "edited", "edited", "web", [10, 5])
     m = json.loads(mpath.read_text())
-    _edit(m, path, value)
+    edit(m, path, value)
     mpath.write_text(json.dumps(m))
     spec_dict["sources"][2]["manifest"] = str(mpath)
     err = one_line_error(capsys, ["build", str(spec_file(spec_dict)), "-o", str(tmp_path / "m.json")])

@@ -13,6 +13,7 @@ from gristmill.errors import UserError
 from gristmill.mixtures import build as mixbuild
 from gristmill.mixtures.loader import DRAW_VERSION, DrawChanged, MixtureLoader, MixtureSampler, source_draws
 from gristmill.mixtures.spec import spec_from_dict
+from manifest_edit import DROP, edit
 
 SEEDS = {"web": 0, "news": 1, "wiki": 2}  # the tag each fixture source writes into its rows
 
@@ -275,34 +276,24 @@ def test_a_folder_or_a_mix_spec_instead_of_a_manifest_is_named(tmp_path, spec_di
         MixtureLoader(tmp_path / "mix.md", 4)
 
 
-def _set(m, path, value):
-    *head, last = path
-    for k in head:
-        m = m[k]
-    if value is None:
-        del m[last]
-    else:
-        m[last] = value
-
-
 @pytest.mark.parametrize("path, value, message", [
     (("sources", 0, "proportion"), 5.0, "the proportions sum to 5.5, not 1"),
     (("sources", 0, "proportion"), -0.5, "proportion -0.5, not a number >= 0"),
     (("sources", 0, "proportion"), float("nan"), "proportion nan"),
     (("sources", 1, "name"), "web", "source 'web' is listed twice"),
     (("sources",), [], "it lists no sources"),
-    (("sources", 0, "name"), None, "source 0 has no name or manifest"),
-    (("budget_sequences",), None, "budget_sequences is None"),
+    (("sources", 0, "name"), DROP, "source 0 has no name or manifest"),
+    (("budget_sequences",), DROP, "budget_sequences is None"),
     (("budget_sequences",), "100", "budget_sequences is '100'"),
     (("seed",), -1, "seed is -1"),
     (("sources", 0, "tokens_available"), 0, "tokens_available 0, not a positive integer"),
     (("sources", 0, "sequences_available"), 10, "sequences_available 10, its train split 300"),
-    (("validation",), None, "no validation object"),
-    (("tokenizer",), None, "no tokenizer.vocab_size"),
+    (("validation",), DROP, "no validation object"),
+    (("tokenizer",), DROP, "no tokenizer.vocab_size"),
 ])
 def test_an_edited_mixture_is_one_line(mixture, path, value, message):
     m = json.loads(mixture.read_text())
-    _set(m, path, value)
+    edit(m, path, value)
     bad = mixture.with_name("bad.json")
     bad.write_text(json.dumps(m))
     with pytest.raises(UserError, match="write (it|the mixture) again with `mix build`") as e:
