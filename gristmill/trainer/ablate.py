@@ -385,7 +385,8 @@ def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path, *, log=No
     evals = [e for e in _read_jsonl(evals_path) if e["step"] <= start]
     out.mkdir(parents=True, exist_ok=True)
     evals_path.write_text("".join(json.dumps(e) + "\n" for e in evals), encoding="utf-8")
-    tokens_per_step = settings.train["batch_size"] * settings.seq_len
+    # the curve counts targets trained on, as the run's metrics.jsonl does (a row of L tokens trains on L - 1)
+    tokens_per_step = settings.train["batch_size"] * (settings.seq_len - 1)
     eval_sequences = sum(src["sequences"] for s in plan["eval_sets"] for src in s["sources"])
     step = start
     while True:

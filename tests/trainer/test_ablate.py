@@ -118,6 +118,18 @@ def test_outputs_ranked_table_and_seed_spread(finished):
         assert [r["mixture"] for r in csv.DictReader(f)] == [s["mixture"] for s in ranked]
 
 
+def test_curve_tokens_are_the_trainers_targets_trained_on(finished):
+    """The run's eval.jsonl and results' curve count tokens as its metrics.jsonl does: batch x (seq_len - 1) a
+    step (8 x 31), not the tokens read (8 x 32), which the run's `tokens` (the --tokens budget) counts."""
+    run = json.loads((finished / "results.json").read_text())["runs"][0]
+    metrics = {m["step"]: m["tokens"] for m in map(json.loads, (finished / "runs" / run["name"] / "metrics.jsonl")
+                                                   .read_text().splitlines())}
+    evals = [json.loads(line) for line in (finished / "runs" / run["name"] / "eval.jsonl").read_text().splitlines()]
+    assert [e["tokens"] for e in run["curve"]] == [e["tokens"] for e in evals] == [8 * 8 * 31, 16 * 8 * 31]
+    assert [metrics[e["step"]] for e in run["curve"]] == [8 * 8 * 31, 16 * 8 * 31]
+    assert run["tokens"] == 16 * 8 * 32
+
+
 def test_bits_per_byte_recomputed_row_by_row(finished, data):
     """The `web` set's figure equals nats / ln 2 / bytes over the evenly spaced rows (16 of 24), each row scored
     alone by the saved model, with no ablation code in the loop."""
