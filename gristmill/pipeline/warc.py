@@ -13,9 +13,12 @@ read the same way. Their records are named as warcio's ARC-to-WARC conversion na
 record is a `warcinfo`, the others `response`s; the URL is WARC-Target-URI, Archive-date the WARC-Date). An ARC
 record has no record id, so it is given a uuid5 of the file name and the record's offset: the same file gives
 the same ids on every run, and no two records share one. A plain ARC re-synchronises at the next ARC header line;
-a plain ARC record cut inside its header line (which then runs on into the next record's) costs only itself.
+a plain ARC record cut inside its block or its header line (which then runs on into the next record's) costs only
+itself, unless the cut leaves its URL ending in punctuation (`http://example.com/` then `http://...`): that reads as
+one URL holding another, as a Wayback URL does, and the two records as one.
 Junk after a whole plain ARC record costs only itself when the record's HTTP Content-Length shows its block whole
-(see _whole_arc_block); after one without, the record is counted with the junk, `bad:payload_length`.
+(see _whole_arc_block); after one without, the record is counted with the junk, `bad:payload_length`: the same
+bytes are a record whose Archive-length stops short at a newline of its body, and the body's rest, one record.
 """
 from __future__ import annotations
 
@@ -49,14 +52,23 @@ ARC_MAGIC = b"filedesc://"  # an ARC file's first record
 # spaces), or ARC v2's, with Result-code Checksum Location Offset Filename before the length. The URL holds its
 # scheme's colon (`http:`, `dns:`, `filedesc:`), so the rest of a header line that a newline broke inside its URL
 # is no header line; bytes before the URL (a cut record's rest run on into the line) are, until a seam is found.
-ARC_LINE = re.compile(rb"\S[^\r\n]*:[^\r\n]* \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n")
+ARC_FIELDS = rb" \S+ \d{14} \S+( \S+ \S+ \S+ \d+ \S+)? \d+\r?\n"  # a header line's fields after its URL
+ARC_LINE = re.compile(rb"\S[^\r\n]*:[^\r\n]*" + ARC_FIELDS)
 ARC_DATE = re.compile(r"\d{14}")  # YYYYMMDDhhmmss
+ARC_URL_START = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*:\S")  # a URL's scheme (RFC 3986): how a header line begins
 # Where a plain ARC record's header line is cut short, the next record's header line carries on from the cut, and
 # the two read as one line. The seam (group "next") is a URL's scheme right after a letter, digit, dot, dash,
-# underscore or space, or right after a bare scheme (`http:/`: no host). A URL inside a URL, as in `?u=http://` or
-# a Wayback `/2008/http://`, follows punctuation, and is no cut; so a cut just after a `/` goes unseen.
+# underscore or space, right after a bare scheme (`http:/`, or an HTTP header's name: no host), or in the field
+# after the Archive-date (a line cut inside its Content-type, `text/`). A URL inside a URL, as in `?u=http://` or a
+# Wayback `/2008/http://`, follows punctuation, and is no cut; so a cut just after a `/` inside the URL goes unseen.
+# In a cut record's block, run on into the next record's header line, a URL's scheme after any byte may begin that
+# line: see _seam.
 ARC_SCHEME = re.compile(rb"(?:https?|ftp|filedesc)://")  # where an ARC header line may begin inside a line
-ARC_CUT = re.compile(rb"(?:^[a-z]+:/{0,2}|(?<=[A-Za-z0-9._\- \r]))(?P<next>(?:https?|ftp|filedesc)://)")
+ARC_CUT = re.compile(rb"(?:^[A-Za-z][A-Za-z0-9+.-]*:/{0,2}|(?<=[A-Za-z0-9._\- \r])| \d{14} \S*?)"
+                     rb"(?P<next>(?:https?|ftp|filedesc)://)")
+# A header line that begins inside a line, whose URL holds no white space, quote or angle bracket: RFC 3986's URLs
+# hold none, and the HTML of a link before it on the line (a cut page's rest) does.
+ARC_INNER_LINE = re.compile(rb'[^\s"<>]+' + ARC_FIELDS)
 
 
 class _MemberReader(DecompressingBufferedReader):
@@ -111,7 +123,20 @@ class _ArchiveIterator(ArchiveIterator):
         if first and not first.strip() and self.reader.decompressor is not None:
             while line and not line.strip(PADDING):
                 line = self.reader.readline()
+            if not line:
+                return self._padding_record(first)
         return super()._next_record(line or first or None)
+
+    def _padding_record(self, blank_line):
+        # The padding record is the WARC parser's. In an ARC file warcio parses with the ARC parser alone once it has
+        # read an ARC record, and that parser rejects a blank line; and the padding record must not make the file a
+        # WARC for warcio, whose WARC parser alone would then reject the ARC records after it.
+        known = self.known_format
+        self.known_format = None
+        try:
+            return super()._next_record(blank_line)
+        finally:
+            self.known_format = known
 
 
 @dataclass
@@ -445,13 +470,19 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
             nxt = fs.find_first(stream, last_end + 1, magics + (ARC_MAGIC,))
         elif magics:
             nxt = fs.find_first(stream, last_end + 1, magics)
-        else:
+        elif cut_end is None:
             nxt = _find_arc_line(stream, last_end + 1)
-            if nxt is not None and cut_end is not None and nxt <= cut_end:
+        else:
+            # The cut record's block is no record: the next record's header line may begin inside a line of it,
+            # where the block's rest (cut after a `/`, a `<`, a CR) runs on into that line.
+            stream.seek(last_end)
+            stream.readline()  # the cut record's header line, whole: warcio has read it
+            nxt = _find_arc_line(stream, stream.tell(), first_line=True, seams=True)
+            if nxt is not None and nxt <= cut_end:
                 # The header line found begins inside the cut record (at its declared end, say, where a damaged
                 # terminator runs on into the next record's line): what comes before a seam in it is the rest of
                 # the record counted already, not a record cut inside its header line. Read on from the seam.
-                nxt = _arc_seam(stream, nxt) or nxt
+                nxt = _arc_seam(stream, nxt, counted=True) or nxt
         if nxt is None and not confirmed:
             # The file's first bytes showed a kind of which no good record has been read: they were junk that
             # looked like it (a `WARC/1.` line before gzip members, a gzip member before plain records, a damaged
@@ -473,16 +504,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
 def _find_arc_line(stream: BinaryIO, start: int, first_line: bool = False, seams: bool = False) -> int | None:
     """Offset of the first line after `start` (not the line `start` is in, unless first_line: `start` is a line
     start) that is an ARC record's header line. With seams, also of a header line that begins inside a line, after
-    junk with no newline at its end (the line's rest from a URL scheme on is a header line)."""
+    junk (or a cut record's rest) with no newline at its end (_inner_arc_line)."""
     stream.seek(max(start, 0))
     at_line_start = first_line
     while line := stream.readline(1 << 16):  # bounded: a long line is read in pieces, none at a line start
         if at_line_start and ARC_LINE.fullmatch(line):
             return stream.tell() - len(line)
-        if seams:
-            for scheme in ARC_SCHEME.finditer(line):
-                if ARC_LINE.fullmatch(line, scheme.start()):
-                    return stream.tell() - len(line) + scheme.start()
+        if seams and (inner := _inner_arc_line(line)) is not None:
+            return stream.tell() - len(line) + inner
         at_line_start = line.endswith(b"\n")
     return None
 
@@ -496,17 +525,35 @@ def _cut_arc_header(stream: BinaryIO, start: int, record) -> int | None:
     return _arc_seam(stream, start)
 
 
-def _arc_seam(stream: BinaryIO, start: int) -> int | None:
-    """Where a header line begins inside the line at `start` after a seam (ARC_CUT), or None; the stream position
-    is restored."""
+def _arc_seam(stream: BinaryIO, start: int, counted: bool = False) -> int | None:
+    """Where a header line begins inside the line at `start` (_seam), or None; the stream position is restored."""
     pos = stream.tell()
     try:
         stream.seek(start)
         line = stream.readline(1 << 16)
     finally:
         stream.seek(pos)
+    seam = _seam(line, counted)
+    return None if seam is None else start + seam
+
+
+def _seam(line: bytes, counted: bool = False) -> int | None:
+    """Where the header line in `line` begins after bytes that are no part of it, or None: at a seam (ARC_CUT), or,
+    in a line that begins with no URL after bytes counted already (`counted`: a cut record's rest run on into the
+    next record's header line), at any URL scheme (_inner_arc_line). Without `counted`, such bytes may be the line's
+    own URL, damaged at its start (`ple.com/?u=http://`), and a URL inside it no record's."""
+    if counted and not ARC_URL_START.match(line) and (inner := _inner_arc_line(line)) is not None:
+        return inner
     seam = ARC_CUT.search(line)
-    return start + seam.start("next") if seam and ARC_LINE.fullmatch(line, seam.start("next")) else None
+    return seam.start("next") if seam and ARC_LINE.fullmatch(line, seam.start("next")) else None
+
+
+def _inner_arc_line(line: bytes) -> int | None:
+    """Where a header line begins inside `line`, or None: at the first URL scheme that begins one (ARC_INNER_LINE),
+    and there at its seam, should that URL be cut too (a page cut inside a link's URL, `href="http://ex`, runs on
+    into the next record's URL)."""
+    at = next((s.start() for s in ARC_SCHEME.finditer(line) if ARC_INNER_LINE.fullmatch(line, s.start())), None)
+    return None if at is None else at + (_seam(line[at:]) or 0)
 
 
 def _damaged_member(stream: BinaryIO, start: int) -> bool:

@@ -633,7 +633,8 @@ def _arc_line_cuts(record: bytes) -> dict[str, int]:
     """Cut points inside an ARC record's header line `http://example.com/2 192.0.2.1 20080101120002 text/html N`."""
     line = record.split(b"\n", 1)[0]
     return {"in-url": 10, "bare-scheme": 6, "after-url": line.index(b" ") + 1, "in-ip": line.index(b" ") + 5,
-            "in-date": line.index(b" 2008") + 6, "in-type": line.index(b"text/") + 3, "before-newline": len(line)}
+            "in-date": line.index(b" 2008") + 6, "in-type": line.index(b"text/") + 3,
+            "in-type-after-slash": line.index(b"text/") + 5, "before-newline": len(line)}
 
 
 @pytest.mark.parametrize("where", list(_arc_line_cuts(arc_record("http://example.com/2", "20080101120002", b"x"))))
@@ -811,6 +812,18 @@ def test_a_record_warcio_fails_to_parse_is_counted_once(version, gz):
         (None, "http://example.com/1"), ("bad:not_warc", None), (None, "http://example.com/3")]
 
 
+@pytest.mark.parametrize("padding", [b"\n", b"\r\n\r\n", b"\n\x00\x00 \r\n"], ids=["lf", "crlf-crlf", "nuls"])
+def test_a_gzip_member_of_padding_alone_in_an_arc_gz_is_no_record(tmp_path, padding):
+    # As in a .warc.gz (test_a_gzip_member_that_begins_with_a_blank_line_is_not_lost). Once warcio has read an ARC
+    # record it parses with its ARC parser alone, which rejects a blank line: the member was counted bad:not_warc.
+    # First in the file, the member made warcio take the file for a WARC, and the filedesc record was counted so.
+    members = [gzip.compress(r, mtime=0) for r in write_arc(tmp_path / "a.arc", n=3, gz=False)]
+    good = _fates(list(iter_warc(io.BytesIO(b"".join(members)), "a.arc.gz")))
+    for at in (0, 1, 3, len(members)):  # first, after the filedesc record, between pages, last
+        data = b"".join(members[:at]) + gzip.compress(padding, mtime=0) + b"".join(members[at:])
+        assert _fates(list(iter_warc(io.BytesIO(data), "a.arc.gz"))) == good, at
+
+
 @pytest.mark.parametrize("between", [b"\n", b"\r\n", b"\r\n\r\n", b"\r\n\r\n junk\n"],
                          ids=["lf", "crlf", "crlf-crlf", "then-junk"])
 def test_blank_lines_between_arc_gz_members_are_no_record(tmp_path, between):
@@ -870,3 +883,29 @@ def test_a_newline_inside_a_plain_arc_records_url_costs_that_record_once(tmp_pat
     damaged = records[:k] + [r[:cut] + b"\n" + r[cut:]] + records[k + 1:]
     got = [(o.page is not None, o.reason) for o in iter_warc(io.BytesIO(b"".join(damaged)), "a.arc")]
     assert got == good[:k] + [(False, "bad:not_warc")] + good[k + 1:]
+
+
+def _linked_arc(n: int = 5) -> list[bytes]:
+    """A plain ARC file's records, each page holding a link."""
+    pages = [b'<html><body>\n<p>Page %d: <a href="http://example.net/%d/">a link</a>.</p>\n</body></html>' % (i, i)
+             for i in range(n)]
+    return [arc_filedesc("c.arc")] + [arc_record(f"http://example.com/{i}", "20080101120000", http_response(body))
+                                      for i, body in enumerate(pages)]
+
+
+@pytest.mark.parametrize("after", [b"HTTP/", b"200 OK\r", b"Content-Type:", b"Content-Type: text/", b"<p>",
+                                   b'<a href="', b'href="http://ex', b'href="http://', b"a link</", b"</body></"])
+def test_a_plain_arc_record_cut_inside_its_block_after_punctuation_costs_only_itself(after):
+    # The next record's header line runs on from the cut. Its seam was looked for only after a letter, digit, dot,
+    # dash, underscore or space (a URL inside a URL follows other punctuation), so the next record was read from
+    # the start of the cut page's line, a URL that is none (`<p>...</http://...`): its page was lost, counted as
+    # bad:no_http_headers. After a CR, which no header line holds, the line was not found at all: two records in,
+    # one outcome. What precedes the seam is the cut record's, counted already, so any URL scheme may begin it.
+    records = _linked_arc()
+    cut = records[3].index(after) + len(after)
+    data = b"".join(records[:3]) + records[3][:cut] + b"".join(records[4:])
+    outs = list(iter_warc(io.BytesIO(data), "c.arc"))
+    assert _fates(outs) == _arc_fates_with(records[:3] + records[4:], 3, ("response", None, None, "bad:payload_length"))
+    for pg in (o.page for o in outs if o.page):  # the offsets point at the records
+        rec = next(iter(ArchiveIterator(io.BytesIO(data[pg.offset:]), arc2warc=True)))
+        assert rec.rec_headers.get_header("WARC-Target-URI") == pg.url
