@@ -443,14 +443,14 @@ def iter_warc(stream: BinaryIO, file: str, max_bytes: int = 2 << 20) -> Iterator
                 last_end = resync_from
             else:
                 # warcio stops quietly at a truncated last member; bytes left over are a damaged record.
-                if fs.only_padding(stream, last_end, PADDING):
+                if _only_padding_to_the_end(stream, last_end):
                     return
                 yield ReadOutcome("unknown", reason="bad:truncated")
         except Exception as e:  # the stream itself is damaged here: count it, then re-synchronise
             if gz and last_read and last_offset >= 0 and "non-chunked gzip" in str(e):  # as for length < 0 above
                 yield from _iter_gzip_stream(stream, last_offset, file, max_bytes)
                 return
-            if fs.only_padding(stream, last_end, PADDING):  # e.g. NULs after the last gzip member
+            if _only_padding_to_the_end(stream, last_end):  # e.g. NULs after the last gzip member
                 return
             # Blank lines between gzip members are no record: warcio's WARC parser reads them as a padding record
             # (see above), its ARC parser rejects them. Either way, reading resynchronises at the next member.
@@ -594,6 +594,30 @@ def _member_follows(stream: BinaryIO, start: int) -> bool:
         return fs.find_first(stream, start + 1, (GZIP_MAGIC,)) is not None
     finally:
         stream.seek(pos)
+
+
+def _only_padding_to_the_end(stream: BinaryIO, start: int) -> bool:
+    """Whether the stream from `start` on holds no record: padding bytes, or whole gzip members of padding (an empty
+    member, `gzip.compress(b"")`, which warcio stops at), with padding between and after them."""
+    stream.seek(max(start, 0))
+    inflate, rest = None, b""
+    while chunk := rest or stream.read(1 << 16):
+        rest = b""
+        if inflate is None:
+            chunk = chunk.lstrip(PADDING)
+            if not chunk:
+                continue
+            if not GZIP_MAGIC.startswith(chunk[:len(GZIP_MAGIC)]):
+                return False
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            if inflate.decompress(chunk, 1 << 16).strip(PADDING) or inflate.unconsumed_tail:
+                return False  # a record's bytes, or more than padding fills
+        except zlib.error:
+            return False
+        if inflate.eof:
+            inflate, rest = None, inflate.unused_data
+    return inflate is None  # a member cut short is a damaged record
 
 
 def _only_padding_in(stream: BinaryIO, start: int, end: int) -> bool:

@@ -211,6 +211,24 @@ def test_padding_is_not_a_record_and_a_cut_payload_is_not_a_page(tmp_path):
     assert pages == good[0][:4] and reasons == Counter({"bad:truncated": 1})
 
 
+@pytest.mark.parametrize("name", ["a.warc.gz", "a.arc.gz"])
+@pytest.mark.parametrize("tail", [gzip.compress(b"", mtime=0), gzip.compress(b"", mtime=0) * 2,
+                                  gzip.compress(b"", mtime=0) + b"\x00" * 10, gzip.compress(b"\r\n", mtime=0)],
+                         ids=["empty", "two-empty", "empty-then-nul", "crlf"])
+def test_empty_or_padding_gzip_members_at_the_end_are_no_record(tmp_path, name, tail):
+    # An empty member (`gzip.compress(b"")`, 20 bytes) holds no record, as `zcat` shows; warcio stops at one, and
+    # what it left over was counted bad:truncated (bad:not_warc with NULs after it): one outcome with nothing in.
+    (write_warc if name.endswith(".warc.gz") else write_arc)(tmp_path / name, n=5)
+    data = (tmp_path / name).read_bytes()
+    assert gzip.decompress(tail).strip(b"\r\n") == b""
+    good = _pages_and_reasons(data, name)
+    assert len(good[0]) == 5
+    assert _pages_and_reasons(data + tail, name) == good
+    # an empty member cut short is damage, and counted once
+    pages, reasons = _pages_and_reasons(data + gzip.compress(b"", mtime=0)[:-3], name)
+    assert pages == good[0] and reasons == good[1] + Counter({"bad:truncated": 1})
+
+
 _JUNK = bytes(random.Random(1).randrange(256) for _ in range(300))
 
 
