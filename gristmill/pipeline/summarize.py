@@ -72,14 +72,14 @@ def numeric_fields(doc: Document):
         if value is not None:
             yield name, float(value)
     for name, value in doc.scores.items():
-        yield f"scores.{name}", float(value)
+        yield key_name("scores", name), float(value)
 
 
 def categorical_fields(doc: Document):
     yield "language", doc.language if doc.language is not None else "(none)"
     yield "source", doc.source or "(none)"
     for label, decision in doc.decisions.items():
-        yield f"decisions.{label}", decision
+        yield key_name("decisions", label), decision
 
 
 class _Moments(beam.CombineFn):
@@ -192,10 +192,17 @@ def format_table(summary: dict, top: int = 8) -> str:
     lines.append("")
     for name, values in summary["categorical"].items():
         total = sum(values.values())
-        shown = ", ".join(f"{v} {n:,} ({100 * n / total:.1f}%)" for v, n in list(values.items())[:top])
+        shown = ", ".join(f"{_shown(v)} {n:,} ({100 * n / total:.1f}%)" for v, n in list(values.items())[:top])
         more = f", ... {len(values) - top} more" if len(values) > top else ""
         lines.append(f"{name}: {shown}{more}")
     return "\n".join(lines)
+
+
+def _shown(value: str, most: int = 40) -> str:
+    """A categorical value as the table prints it: the documents' own string (summary.json keeps it whole), so
+    one with a control character (a terminal escape, a line break) is shown escaped, and a long one cut."""
+    text = value if value.isprintable() else ascii(value)
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 EPILOG = """examples:

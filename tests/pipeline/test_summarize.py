@@ -125,6 +125,27 @@ def test_a_bad_fields_key_names_its_counter_only_when_it_is_a_name(tmp_path):
         "bad_field:decisions.malformed": 1, "bad_field:decisions.Quality": 1}
 
 
+def test_odd_keys_and_values_are_one_field_and_print_escaped(tmp_path, capsys):
+    # A good document's own score keys and decision labels named its summary fields as they were (a 5,000-character
+    # field set the table's column width; a terminal escape went to the terminal), and its decision values and
+    # languages were printed raw: keys go through key_name, as the counters' do, and the table escapes values.
+    docs = _docs(12)
+    for d, key in zip(docs, ["x" * 5000, "a\x1b[2Jb", " key"]):
+        d.scores[key] = 1.5
+    docs[5].decisions["line\nbreak"] = "keep"
+    docs[6].decisions["C4"] = "drop\x1b[2J"
+    docs[7].language = "z" * 300
+    summary, printed = _summary(tmp_path, docs, capsys)
+    assert summary["numeric"]["scores.malformed"]["count"] == 3
+    assert summary["categorical"]["decisions.malformed"] == {"keep": 1}
+    assert summary["categorical"]["decisions.C4"]["drop\x1b[2J"] == 1  # summary.json keeps the value whole
+    assert summary["categorical"]["language"]["z" * 300] == 1
+    assert all(k.isprintable() and len(k) <= 80 for k in [*summary["numeric"], *summary["categorical"]])
+    table = printed.out
+    assert "\x1b" not in table and "'drop\\x1b[2J' 1 " in table
+    assert max(map(len, table.splitlines())) < 200 and "z" * 37 + "..." in table
+
+
 @pytest.mark.parametrize("held", ["documents", "stats", "run"])
 def test_an_output_holding_another_run_is_refused(tmp_path, capsys, held):
     _write(tmp_path / "annot" / "documents", _docs(5), files=1)
