@@ -86,7 +86,7 @@ def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if path.is_dir():
         raise UserError(f"{path} is a folder (a token dataset?); give a mixture manifest written by `mix build`")
     if not path.is_file():
-        raise UserError(f"mixture manifest {path} does not exist")
+        raise UserError(f"mixture manifest {path} " + ("is not a file" if path.exists() else "does not exist"))
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)

@@ -167,7 +167,7 @@ def spec_from_dict(raw: Any, base: Path, *, path: Path | None = None, sha256: st
 def load_spec(path: str | Path) -> MixtureSpec:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"spec file {p} does not exist")
+        raise UserError(f"spec file {p} " + ("is not a file" if p.exists() else "does not exist"))
     data = p.read_bytes()
     try:
         raw = yaml.safe_load(data)

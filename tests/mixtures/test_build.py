@@ -273,6 +273,8 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, spec_file, capsys, monk
 
 def test_missing_spec_file(tmp_path, capsys):
     assert "does not exist" in one_line_error(capsys, ["build", str(tmp_path / "none.yaml"), "-o", "x.json"])
+    # one that exists but is no file (/dev/null, a pipe) was said not to exist
+    assert one_line_error(capsys, ["build", "/dev/null", "-o", "x.json"]) == "error: spec file /dev/null is not a file\n"
 
 
 def test_parse_count():

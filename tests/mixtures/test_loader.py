@@ -271,6 +271,8 @@ def test_a_folder_or_a_mix_spec_instead_of_a_manifest_is_named(tmp_path, spec_di
             MixtureLoader(tmp_path / name, 4)
     with pytest.raises(UserError, match="does not exist"):
         MixtureLoader(tmp_path / "absent.json", 4)
+    with pytest.raises(UserError, match="^mixture manifest /dev/null is not a file$"):
+        MixtureLoader("/dev/null", 4)
     (tmp_path / "mix.md").write_text("# a mixture's report\n\n| source | share |\n")  # mix build's .md beside it
     with pytest.raises(UserError, match=r"mix\.md is not a mixture manifest \(not valid JSON: .*\); give the \.json"):
         MixtureLoader(tmp_path / "mix.md", 4)
