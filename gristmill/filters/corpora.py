@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.pipeline import textgen
 
 CRAWL_LANGUAGES = ("fr", "de", "es", "ru", "zh")
@@ -66,8 +66,7 @@ def read_texts(paths: list[str]) -> Iterator[str]:
         raise UserError("no input files given")
     for p in paths:
         path = Path(p)
-        if not path.is_file():
-            raise UserError(f"input file {path} does not exist")
+        require_file(path, "input file")
         try:
             yield from _file_texts(path)
         except (OSError, EOFError, zlib.error) as e:

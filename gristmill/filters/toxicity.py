@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.filters.base import Filter, Verdict
 from gristmill.filters.classifier import ClassifierFilter, TrainConfig, label_probabilities, train_classifier
 from gristmill.filters.models import load_fasttext, resolve, sidecar
@@ -108,8 +108,7 @@ def teacher_labels(texts: list[str]) -> list[str]:
 
 def read_jigsaw(path: Path) -> list[tuple[str, str]]:
     """(label, text) from a Jigsaw toxic-comment CSV: toxic when any of the six label columns is 1."""
-    if not path.is_file():
-        raise UserError(f"Jigsaw CSV {path} does not exist")
+    require_file(path, "Jigsaw CSV")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         cols = [c for c in JIGSAW_LABELS if c in (reader.fieldnames or [])]

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from gristmill.counts import is_count, is_number
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.mixtures.build import FORMAT, row_weights
 from gristmill.mixtures.weighting import SUM_TOLERANCE
 from gristmill.pipeline import fs
@@ -85,8 +85,7 @@ def read_mixture_manifest(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder (a token dataset?); give a mixture manifest written by `mix build`")
-    if not path.is_file():
-        raise UserError(f"mixture manifest {path} " + ("is not a file" if path.exists() else "does not exist"))
+    require_file(path, "mixture manifest")
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)

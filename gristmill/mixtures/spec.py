@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from gristmill.counts import human_count
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.pipeline import fs
 
 METHODS = ("explicit", "temperature", "unimax")
@@ -166,8 +166,7 @@ def spec_from_dict(raw: Any, base: Path, *, path: Path | None = None, sha256: st
 
 def load_spec(path: str | Path) -> MixtureSpec:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"spec file {p} " + ("is not a file" if p.exists() else "does not exist"))
+    require_file(p, "spec file")
     data = p.read_bytes()
     try:
         raw = yaml.safe_load(data)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.pipeline.stages import Stage
 
 
@@ -42,8 +42,7 @@ class Recipe:
 
 def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"recipe not found: {path}")
+    require_file(p, "recipe")
     try:
         ns = runpy.run_path(str(p), run_name="gristmill_recipe")
     except UserError:

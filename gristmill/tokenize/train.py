@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.pipeline import fs
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
@@ -156,8 +156,7 @@ def read_tokenizer_json(source: str | bytes | os.PathLike) -> bytes:
         inside = p / "tokenizer.json"
         raise UserError(f"tokenizer {p} is a folder; give the tokenizer.json inside it"
                         + (f" ({inside})" if inside.is_file() else ", e.g. out/cc_en/tokens/tokenizer.json"))
-    if not p.is_file():
-        raise UserError(f"tokenizer file {p} does not exist")
+    require_file(p, "tokenizer file")
     return adopt_tokenizer(p.read_bytes(), s)
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.trainer.checks import BOOL, PATH, STR, Int, Number, OneOf, check_mapping, is_number
 
 PARALLEL_MODES = ("single", "ddp", "zero1", "zero2", "zero3")
@@ -152,8 +152,7 @@ def load_config(path: str | Path, validate: bool = True, **overrides) -> TrainCo
     import yaml  # here, not at the top: the trainer itself (and bench/trainer.py on a bare GPU box) needs no YAML
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+    require_file(path, "config file")
     try:
         raw = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
     except (yaml.YAMLError, json.JSONDecodeError) as e:

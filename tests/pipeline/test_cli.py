@@ -34,7 +34,7 @@ def test_missing_input(tmp_path):
 
 
 def test_missing_recipe(tmp_path):
-    assert_one_line_error(beam("run", str(tmp_path / "nope.py")), "recipe not found")
+    assert_one_line_error(beam("run", str(tmp_path / "nope.py")), "does not exist")
 
 
 def test_recipe_with_syntax_error(tmp_path):

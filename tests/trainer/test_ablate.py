@@ -289,7 +289,7 @@ def test_evaluation_sets_are_the_union_of_domains(data, tmp_path):
         ablate.make_plan(parse([str(data["easy_mix"]), "--config", str(anneal), "-o", str(tmp_path / "b"), *FAST]))
     broken = tmp_path / "broken.yaml"
     broken.write_text("lr: [1\n")
-    for bad, message in ((["--config", str(tmp_path / "none.yaml")], "config file not found"),
+    for bad, message in ((["--config", str(tmp_path / "none.yaml")], "config file .*none.yaml does not exist"),
                          (["--config", str(broken)], "cannot parse"),
                          (["--eval", "nonsense"], "NAME=TOKEN_DATASET_DIR"),
                          (["--eval", f"web={data['easy']}"], "already a mixture domain"),

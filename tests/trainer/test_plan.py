@@ -148,7 +148,7 @@ def test_plan_command(capsys, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["plan", "--gpus", "8"], "exactly one of CONFIG"),
     (["plan", "--preset", "3b", "--gpus", "8"], "unknown preset"),
-    (["plan", "missing.yaml", "--gpus", "8"], "config file not found"),
+    (["plan", "missing.yaml", "--gpus", "8"], "config file missing.yaml does not exist"),
     (["plan", "--preset", "1b", "--gpus", "8", "--micro-batch", "-4", "--seq-len", "2048"],
      "--micro-batch must be >= 1, not -4"),
     (["plan", "--preset", "1b", "--gpus", "8", "--micro-batch", "4", "--seq-len", "0"], "--seq-len must be >= 1"),
