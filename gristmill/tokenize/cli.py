@@ -1,4 +1,5 @@
-"""`beam tokenize train|encode`: train a tokenizer on, or tokenize, document shards written by an earlier run."""
+"""`beam tokenize train|encode|verify`: train a tokenizer on, or tokenize, document shards written by an earlier run,
+and check a token dataset's files against its manifest."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,13 @@ examples:
   beam tokenize encode 'docs/*.jsonl.gz' --tokenizer tok.json --output out/tokens --seq-len 4096 \\
       --shard-mb 256 --validation-fraction 0.005 --domain web --direct_num_workers=2
 Any flag not listed here is a Beam pipeline option (--runner, --direct_num_workers, ...).
+"""
+
+VERIFY_EPILOG = """\
+examples:
+  beam tokenize verify out/tokens
+  beam tokenize verify out/cc_en/tokens out/wiki/tokens gs://bucket/code/tokens --quiet
+Exit status 0 when every file matches its manifest, 1 when any does not, 2 when a folder holds no token dataset.
 """
 
 
@@ -112,12 +120,32 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from gristmill.tokenize.shards import SPLITS, load_manifest, verify_files
+    from gristmill.trainer.progress import Progress
+
+    # Every dataset is found before any is read whole, so a mistyped last one fails at once.
+    loaded = [load_manifest(d, splits=SPLITS) for d in args.datasets]
+    failed = False
+    for name, (manifest, root) in zip(args.datasets, loaded):
+        total = sum(len(s["shards"]) for s in manifest["splits"].values())
+        bar = Progress(total, not args.quiet, what=f"{name}: shards")
+        unhashed = sum("sha256" not in e for s in manifest["splits"].values() for e in s["shards"])
+        checked, hashed, problems = verify_files(
+            manifest, root, say=lambda line: print(line, flush=True),
+            progress=lambda done, nbytes: bar.show(done, f"{nbytes / 1e6:,.1f} MB hashed"))
+        note = f" ({unhashed} with no sha256 recorded)" if unhashed else ""
+        print(f"{name}: {checked} shard(s) checked{note}, {hashed:,} bytes hashed, {problems} problem(s)")
+        failed |= problems > 0
+    return 1 if failed else 0
+
+
 def register(subparsers) -> None:
-    """Adds `beam tokenize train` and `beam tokenize encode` to the beam CLI."""
+    """Adds `beam tokenize train`, `beam tokenize encode` and `beam tokenize verify` to the beam CLI."""
     group = subparsers.add_parser(
         "tokenize", help="train a BPE tokenizer on, or tokenize, document shards from an earlier run",
         description="Byte-level BPE tokenization of gristmill document shards into Arrow token shards.",
-        epilog="examples:\n  beam tokenize train --help\n  beam tokenize encode --help",
+        epilog="examples:\n  beam tokenize train --help\n  beam tokenize encode --help\n  beam tokenize verify --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(dest="tokenize_command", metavar="COMMAND", required=True)
 
@@ -163,3 +191,16 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of the validation split and packing order (default 0)")
     e.add_argument("--workers", type=int, default=0, help="local workers (default: one per core)")
     e.set_defaults(func=_cmd_encode, takes_beam_args=True)
+
+    v = sub.add_parser(
+        "verify", help="read every byte of token datasets and check each file against its manifest",
+        description="Check every shard of every split of each DATASET: the file is there, its size, its sha256 "
+                    "(when the manifest records one), its record batches, documents and text_bytes, and every id "
+                    "inside the vocabulary; and the tokenizer.json's sha256. Prints one line per problem and a "
+                    "summary per dataset. Opening a dataset for training checks only what it can without reading "
+                    "input_ids; this reads everything.",
+        epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="token dataset folder or its manifest.json (local, or gs://, s3://: copied to the cache first)")
+    v.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    v.set_defaults(func=_cmd_verify)

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from gristmill.errors import UserError
 from gristmill.paths import cache_dir
 from gristmill.pipeline import fs
+from gristmill.tokenize.shards import file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -63,18 +64,10 @@ def _locked(folder: Path):
         yield
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _whole(path: Path, size: int | None, sha256: str | None) -> bool:
     if not path.is_file() or (size is not None and path.stat().st_size != size):
         return False
-    return sha256 is None or _sha256(path) == sha256
+    return sha256 is None or file_sha256(path) == sha256
 
 
 def _plain_name(name: Any, url: str) -> str:
@@ -94,6 +87,7 @@ def _wanted(manifest: dict[str, Any], url: str, splits: Iterable[str]) -> list[t
     for split in splits:
         for shard in ((manifest.get("splits") or {}).get(split) or {}).get("shards", []):
             size = shard.get("bytes_on_disk")
+            # A shard's sha256 is left to `beam tokenize verify`: a reused copy would be read whole at every open.
             out.append((_plain_name(shard.get("path"), url), int(size) if size is not None else None, None))
     return out
 
@@ -131,7 +125,7 @@ def stage(path: str, splits: Iterable[str] = ()) -> Path:
                     part.unlink()
                     raise UserError(f"{src} is {n:,} bytes, the manifest says {size:,}: it was cut short or "
                                     f"replaced; write the token dataset again")
-                if sha256 is not None and _sha256(part) != sha256:
+                if sha256 is not None and file_sha256(part) != sha256:
                     part.unlink()
                     raise UserError(f"{src} does not match the sha256 in {url}; write the token dataset again")
                 os.replace(part, dst)

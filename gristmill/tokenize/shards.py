@@ -14,10 +14,12 @@ Each shard has three columns:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +35,8 @@ TOKENIZER = "tokenizer.json"
 # Rows per Arrow record batch: large enough that per-batch overhead vanishes, small enough that a
 # writer never holds more than a few MB before flushing.
 BATCH_ROWS = 1024
+NO_SHA256 = "no sha256 recorded (written before gristmill recorded shard hashes)"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def shard_schema(seq_len: int) -> pa.Schema:
@@ -49,6 +53,15 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.arrow"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a local file, read in 1 MiB blocks (a shard is up to shard_bytes, 128 MB by default)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 class ShardWriter:
     """Writes packed rows to one Arrow IPC file, in record batches of BATCH_ROWS rows.
 
@@ -58,6 +71,7 @@ class ShardWriter:
 
     A local path is written as it goes. A Beam filesystem path (gs://, s3://) is built in memory (a shard
     is at most `shard_bytes`, 128 MB by default) and uploaded through Beam's FileSystems at close.
+    Either way the manifest entry holds the sha256 of the bytes written, for `beam tokenize verify`.
     """
 
     def __init__(self, path: str | os.PathLike, seq_len: int, vocab_size: int, pad_id: int):
@@ -144,14 +158,18 @@ class ShardWriter:
         self._writer.write_batch(batch)
 
     def close(self) -> dict[str, Any]:
-        """Finish the file and return its manifest entry."""
+        """Finish the file and return its manifest entry. A local file is hashed once closed (Arrow's file
+        sink has no hook for its bytes; they are still in the page cache); a remote one before upload."""
         self._flush(final=True)
         self._writer.close()
         size = self._sink.tell()
         if self.remote:
-            fs.write_bytes(self.path, self._sink.getvalue().to_pybytes())
+            data = self._sink.getvalue()
+            sha256 = hashlib.sha256(data).hexdigest()
+            fs.write_bytes(self.path, data.to_pybytes())
         else:
             self._sink.close()
+            sha256 = file_sha256(self.path)
         return {
             "path": fs.basename(self.path),
             "sequences": self.sequences,
@@ -159,6 +177,7 @@ class ShardWriter:
             "documents": self.documents,
             "bytes_on_disk": size,
             "text_bytes": self.text_bytes,
+            "sha256": sha256,
         }
 
 
@@ -237,7 +256,9 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
 
 def manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the fields a reader uses (an edited or hand-made manifest), or None. A split's totals
-    must be its shards' sums, as summarize_split writes them; a shard's path must name a file in the folder."""
+    must be its shards' sums, as summarize_split writes them; a shard's path must name a file in the folder.
+    A shard's sha256 may be missing (manifests written before it was recorded), but not malformed: a verify
+    against a mangled digest would report every shard damaged."""
     if not is_count(manifest.get("seq_len")) or manifest["seq_len"] < 1:
         return f"seq_len is {manifest.get('seq_len')!r}, not a positive integer"
     tok = manifest.get("tokenizer")
@@ -267,6 +288,8 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
                     return f"shard {path}: {field} is {entry[field]!r}, not a count"
             if "sequences" not in entry or "tokens" not in entry or "bytes_on_disk" not in entry:
                 return f"shard {path} has no sequences, tokens or bytes_on_disk"
+            if "sha256" in entry and not (isinstance(entry["sha256"], str) and _HEX64.fullmatch(entry["sha256"])):
+                return f"shard {path}: sha256 is {entry['sha256']!r:.80}, not 64 lower-case hex digits"
         for total, field in (("sequences", "sequences"), ("tokens", "tokens"), ("documents", "documents"),
                              ("bytes", "text_bytes")):
             if total not in split and field not in ("sequences", "tokens"):
@@ -302,6 +325,39 @@ def _checked_batch(reader: pa.ipc.RecordBatchFileReader, k: int, path: Path, seq
     return batch
 
 
+def open_shard(path: Path, entry: dict[str, Any], seq_len: int) -> tuple[pa.MemoryMappedFile, list[pa.RecordBatch]]:
+    """Map one shard and check it against its manifest entry: there, its size, its schema, each record batch
+    (_checked_batch), its sequences, and its documents and text_bytes summed. Reads a few bytes per row, never
+    input_ids, so opening stays cheap; a problem is a UserError naming the shard."""
+    if not path.is_file():
+        raise UserError(f"shard {path} listed in the manifest does not exist")
+    size = entry.get("bytes_on_disk")
+    if size is not None and path.stat().st_size != size:
+        raise UserError(f"shard {path} is {path.stat().st_size:,} bytes, the manifest says {size:,}: it was "
+                        f"cut short or replaced; write the token dataset again")
+    mm = pa.memory_map(str(path), "r")
+    try:
+        reader = pa.ipc.open_file(mm)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"shard {path} is not a readable Arrow file ({str(e).splitlines()[0]}); write the "
+                        f"token dataset again") from None
+    if not reader.schema.equals(shard_schema(seq_len)):
+        raise UserError(f"{path}: schema {reader.schema} does not match seq_len {seq_len}")
+    batches = [_checked_batch(reader, k, path, seq_len) for k in range(reader.num_record_batches)]
+    rows = sum(b.num_rows for b in batches)
+    if rows != entry["sequences"]:
+        raise UserError(f"{path}: {rows} sequences, manifest says {entry['sequences']}")
+    # Two small columns, summed as they are mapped: a shard swapped for another of the same size (the last
+    # one of a bucket, or one from a run of the same shard size), or damaged in them, differs here.
+    documents = sum(len(b.column(1).values) for b in batches)
+    text_bytes = sum(int(b.column(2).to_numpy(zero_copy_only=True).sum(dtype=np.int64)) for b in batches)
+    for field, have in (("documents", documents), ("text_bytes", text_bytes)):
+        if field in entry and have != entry[field]:
+            raise UserError(f"shard {path} holds {have:,} {field}, the manifest says {entry[field]:,}: it was "
+                            f"replaced or damaged; write the token dataset again")
+    return mm, batches
+
+
 def first_id_outside(ids: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
     """(row, id) of the first token id outside [0, vocab_size) in a (rows, seq_len) integer array, or None; one
     max over the array when every id is inside (read as unsigned, a negative id is above any vocabulary)."""
@@ -333,42 +389,14 @@ class TokenDataset:
         self._starts: list[pa.ListArray] = []
         self._nbytes: list[np.ndarray] = []
         self._paths: list[Path] = []  # the shard of each record batch
-        expected = shard_schema(self.seq_len)
         for entry in self.manifest["splits"][split]["shards"]:
             path = self.root / entry["path"]
-            if not path.is_file():
-                raise UserError(f"shard {path} listed in the manifest does not exist")
-            size = entry.get("bytes_on_disk")
-            if size is not None and path.stat().st_size != size:
-                raise UserError(f"shard {path} is {path.stat().st_size:,} bytes, the manifest says {size:,}: it was "
-                                f"cut short or replaced; write the token dataset again")
-            mm = pa.memory_map(str(path), "r")
-            try:
-                reader = pa.ipc.open_file(mm)
-            except (pa.ArrowInvalid, OSError) as e:
-                raise UserError(f"shard {path} is not a readable Arrow file ({str(e).splitlines()[0]}); write the "
-                                f"token dataset again") from None
-            if not reader.schema.equals(expected):
-                raise UserError(f"{path}: schema {reader.schema} does not match seq_len {self.seq_len}")
-            rows = documents = text_bytes = 0
-            for k in range(reader.num_record_batches):
-                batch = _checked_batch(reader, k, path, self.seq_len)
-                ids = batch.column(0).values.to_numpy(zero_copy_only=True)
-                self._ids.append(ids.reshape(-1, self.seq_len))
+            mm, batches = open_shard(path, entry, self.seq_len)
+            for batch in batches:
+                self._ids.append(batch.column(0).values.to_numpy(zero_copy_only=True).reshape(-1, self.seq_len))
                 self._starts.append(batch.column(1))
                 self._nbytes.append(batch.column(2).to_numpy(zero_copy_only=True))
                 self._paths.append(path)
-                rows += batch.num_rows
-                documents += len(batch.column(1).values)
-                text_bytes += int(self._nbytes[-1].sum(dtype=np.int64))
-            if rows != entry["sequences"]:
-                raise UserError(f"{path}: {rows} sequences, manifest says {entry['sequences']}")
-            # Two small columns, summed as they are mapped: a shard swapped for another of the same size (the
-            # last one of a bucket, or one from a run of the same shard size), or damaged in them, differs here.
-            for field, have in (("documents", documents), ("text_bytes", text_bytes)):
-                if field in entry and have != entry[field]:
-                    raise UserError(f"shard {path} holds {have:,} {field}, the manifest says {entry[field]:,}: it was "
-                                    f"replaced or damaged; write the token dataset again")
             self._maps.append(mm)
         sizes = np.array([a.shape[0] for a in self._ids], dtype=np.int64)
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -471,3 +499,63 @@ class TokenDataset:
         tokens = sum(int(np.count_nonzero(ids != pad)) for ids in self._ids)
         if tokens != split["tokens"] or tokens != sum(s["tokens"] for s in split["shards"]):
             raise UserError(f"{self.root}: manifest token totals do not match the shards ({tokens} counted)")
+
+
+def verify_shard(path: Path, entry: dict[str, Any], seq_len: int, vocab_size: int) -> tuple[list[str], int]:
+    """Read one shard whole: the checks of opening it (open_shard), then its sha256 against the manifest's and
+    every id against the vocabulary. An id changed in place inside the vocabulary passes every other check.
+    Returns (one line per problem, bytes hashed)."""
+    try:
+        _, batches = open_shard(path, entry, seq_len)
+    except UserError as e:
+        return [str(e)], 0
+    problems = []
+    sha256 = file_sha256(path)
+    if "sha256" in entry and sha256 != entry["sha256"]:
+        problems.append(f"shard {path} is damaged: its sha256 is {sha256}, the manifest says {entry['sha256']}; "
+                        f"write the token dataset again")
+    row = 0
+    for batch in batches:
+        ids = batch.column(0).values.to_numpy(zero_copy_only=True).reshape(-1, seq_len)
+        if (found := first_id_outside(ids, vocab_size)) is not None:
+            problems.append(f"shard {path} is damaged: its sequence {row + found[0]} holds token id {found[1]}, "
+                            f"outside the vocabulary [0, {vocab_size}); write the token dataset again")
+            break
+        row += batch.num_rows
+    return problems, path.stat().st_size
+
+
+def verify_files(manifest: dict[str, Any], root: Path, say: Callable[[str], None],
+                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+    """Check every file of a loaded dataset against its manifest, reading every byte: the tokenizer's sha256
+    and each shard of each split (verify_shard). Opening a dataset does not do this, as it would read every
+    byte at every open. Problems, and shards with no sha256 recorded (not a problem alone), go to `say`, one
+    line each; progress(shards done, bytes hashed) after each shard. Returns (shards checked, bytes
+    hashed, problems)."""
+    tok = manifest["tokenizer"]
+    tok_path = root / tok["path"]
+    problems = hashed = 0
+    if not tok_path.is_file():
+        say(f"tokenizer {tok_path} listed in the manifest does not exist")
+        problems += 1
+    else:
+        sha256 = file_sha256(tok_path)
+        hashed += tok_path.stat().st_size
+        if sha256 != tok["sha256"]:
+            say(f"tokenizer {tok_path} is not the one the manifest records: its sha256 is {sha256}, the manifest "
+                f"says {tok['sha256']}")
+            problems += 1
+    seq_len, vocab_size = int(manifest["seq_len"]), int(tok["vocab_size"])
+    entries = [e for split in manifest["splits"].values() for e in split["shards"]]
+    for k, entry in enumerate(entries, 1):
+        path = root / entry["path"]
+        if "sha256" not in entry:
+            say(f"shard {path}: {NO_SHA256}")
+        lines, n = verify_shard(path, entry, seq_len, vocab_size)
+        for line in lines:
+            say(line)
+        problems += len(lines)
+        hashed += n
+        if progress:
+            progress(k, hashed)
+    return len(entries), hashed, problems

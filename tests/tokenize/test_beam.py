@@ -165,7 +165,7 @@ def test_a_token_dataset_folder_for_tokenizer_names_the_file_inside(docs, tmp_pa
 def test_help_has_examples(capsys):
     from gristmill.pipeline.cli import main
 
-    for sub in ("train", "encode"):
+    for sub in ("train", "encode", "verify"):
         with pytest.raises(SystemExit):
             main(["tokenize", sub, "--help"])
         assert f"beam tokenize {sub} " in capsys.readouterr().out

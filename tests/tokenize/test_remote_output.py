@@ -275,6 +275,18 @@ def test_remote_dataset_errors_are_one_line(remote_dataset, remote_root):
         TokenDataset("nofs://bucket/tokens", "train")
 
 
+def test_verify_reads_a_remote_dataset_through_its_copy(remote_dataset, capsys):
+    from gristmill.pipeline.cli import main
+
+    local, url = remote_dataset
+    assert main(["tokenize", "verify", url, "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(f"{url}: ") and out[0].endswith(", 0 problem(s)")
+    assert main(["tokenize", "verify", PREFIX + "nowhere"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: no token dataset at {PREFIX}nowhere: {PREFIX}nowhere/"
+                                               f"manifest.json does not exist")
+
+
 def test_mixture_of_remote_sources_trains_on_the_same_batches(remote_dataset, remote_root, tmp_path):
     from gristmill.mixtures import build as mixbuild
     from gristmill.mixtures.loader import MixtureLoader

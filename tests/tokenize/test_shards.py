@@ -258,3 +258,21 @@ def test_a_shard_replaced_by_another_of_the_same_size_is_one_line(tmp_path):
     a.write_bytes(data_a)
     b.write_bytes(data_b)
     assert len(shards.TokenDataset(tmp_path)) == 600
+
+
+def test_each_shard_entry_holds_the_sha256_of_its_file(tmp_path):
+    write_dataset(tmp_path)
+    for e in json.loads((tmp_path / "manifest.json").read_text())["splits"]["train"]["shards"]:
+        assert e["sha256"] == hashlib.sha256((tmp_path / e["path"]).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("bad", ["A" * 64, "a" * 63, "a" * 65, "g" * 64, " " + "a" * 63, None, 7, ["a" * 64]])
+def test_a_malformed_shard_sha256_is_one_line_at_load(tmp_path, bad):
+    write_dataset(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["splits"]["train"]["shards"][1]["sha256"] = bad
+    shards.write_manifest(tmp_path, m)
+    with pytest.raises(UserError) as e:
+        shards.TokenDataset(tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'manifest.json'} is damaged: shard train-00001.arrow: sha256 is "
+                            f"{bad!r:.80}, not 64 lower-case hex digits; write the token dataset again")
