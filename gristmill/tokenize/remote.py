@@ -87,8 +87,8 @@ def _wanted(manifest: dict[str, Any], url: str, splits: Iterable[str]) -> list[t
     for split in splits:
         for shard in ((manifest.get("splits") or {}).get(split) or {}).get("shards", []):
             size = shard.get("bytes_on_disk")
-            # A shard's sha256 is left to `beam tokenize verify`: a reused copy would be read whole at every open.
-            out.append((_plain_name(shard.get("path"), url), int(size) if size is not None else None, None))
+            out.append((_plain_name(shard.get("path"), url), int(size) if size is not None else None,
+                        shard.get("sha256")))
     return out
 
 
@@ -107,7 +107,10 @@ def stage(path: str, splits: Iterable[str] = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     root = fs.dirname(url)
     with _locked(folder):
-        todo = [w for w in wanted if not _whole(folder / w[0], w[1], w[2])]
+        # A copy is hashed as it lands (it is in the page cache: cheap beside the copy); a shard already here is
+        # reused on its size alone, since its sha256 would read it whole at every open (`beam tokenize verify`
+        # does). The tokenizer, small and with no size in the manifest, is hashed each time.
+        todo = [w for w in wanted if not _whole(folder / w[0], w[1], w[2] if w[1] is None else None)]
         if todo:
             total = sum(size or 0 for _, size, _ in todo)
             print(f"staging {len(todo)} file(s), {total / 1e6:,.1f} MB, from {root} into {folder}",

@@ -252,6 +252,14 @@ def test_remote_dataset_copy_is_checked_and_a_rewrite_gets_a_new_folder(remote_d
         TokenDataset(url, "train")
     (staged,) = (tmp_path / "cache" / "datasets").iterdir()
     assert not any(n.startswith("train-00000") for n in os.listdir(staged))  # no half copy is left to reuse
+    # damaged in place, the same size and every id still inside the vocabulary: the copy's sha256 is not the
+    # manifest's (the open-time checks alone read it as good rows)
+    flipped = bytearray(whole)
+    flipped[len(whole) // 3] ^= 1
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(UserError, match=r"train-00000.arrow does not match the sha256 in gmtest://ds/tokens/manifest"):
+        TokenDataset(url, "train")
+    assert not any(n.startswith("train-00000") for n in os.listdir(staged))
     shard.write_bytes(whole)
     assert _rows(TokenDataset(url, "train")) == _rows(TokenDataset(local, "train"))
     # The dataset written again (another manifest): a fresh folder, never the stale copy.
