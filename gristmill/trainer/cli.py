@@ -270,6 +270,19 @@ def _export(args) -> int:
     return 0
 
 
+# How long a machine's other processes wait, after a user error, for its first to print the line: torchrun ends
+# a run's processes as soon as one exits with an error, so the first (slower to import under load, say) was ended
+# before it printed, and the line was only in torchrun's report.
+REPORT_GRACE_S = 10.0
+
+
+def _let_the_first_process_report() -> None:
+    """Under torchrun, a process other than its machine's first waits REPORT_GRACE_S before it exits: every rank
+    raises the same error, and the first's exit ends this one sooner. One only this rank saw costs the wait."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("TORCHELASTIC_RUN_ID"):
+        time.sleep(REPORT_GRACE_S)
+
+
 def _report_error(line: str) -> None:
     """Print a user error's one line on stderr; under torchrun only from each machine's first process
     (LOCAL_RANK 0), since every rank raises the same one: the config is checked before the process group, the data
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 "evaluate": _evaluate}[args.command](args)
     except UserError as e:
         _report_error(f"error: {e}")
+        _let_the_first_process_report()
         return 1
     except KeyboardInterrupt:
         _report_error("error: interrupted")

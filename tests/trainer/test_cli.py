@@ -109,6 +109,23 @@ def test_a_user_error_under_torchrun_is_one_line(tmp_path, config, error):
     assert not any("gristmill" in line for line in lines if line.startswith("  File "))  # only torchrun's own
 
 
+def test_a_user_error_is_printed_when_the_first_process_is_the_slowest(tmp_path):
+    """torchrun ends the other processes once one exits with an error: where the machine's first process (the one
+    that prints) came to the error last (slower to start, under load), it was ended before it printed, and the
+    line reached only torchrun's report. Its first process here starts 3 s late."""
+    (tmp_path / "bad.yaml").write_text("parallel: zero9\n")
+    (tmp_path / "slow_first.py").write_text(
+        "import os, sys, time\n"
+        "if os.environ['LOCAL_RANK'] == '0':\n    time.sleep(3)\n"
+        "from gristmill.trainer.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "slow_first.py"), "train", str(tmp_path / "bad.yaml"), "--quiet"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [
+        "error: config: parallel must be one of single, ddp, zero1, zero2, zero3, not 'zero9'"]
+
+
 def test_a_non_zero_rank_writes_its_error_for_torchrun_not_to_stderr(tmp_path):
     """What a rank other than a machine's first saw still reaches torchrun's report (read here by torchrun's own
     ProcessFailure and ChildFailedError), and its exit status stays 1."""
