@@ -21,9 +21,15 @@ def human_count(text: str) -> Decimal:
     return Decimal(number._replace(exponent=number.exponent + _POWER[m.group(2).upper()]))
 
 
+def is_json_number(value) -> bool:
+    """Whether a value read from JSON or YAML is a number: an int or a float (NaN and the infinities included),
+    not a bool (Python's bool is an int) or text."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def is_number(value) -> bool:
     """Whether a value read from JSON or YAML is a finite number (an int or a float, not a bool or text)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_json_number(value) and math.isfinite(value)
 
 
 def is_count(value) -> bool:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from gristmill.counts import human_count
+from gristmill.counts import human_count, is_json_number, is_number
 from gristmill.errors import UserError
 from gristmill.mixtures.spec import parse_count
 from gristmill.trainer.cli import _count
@@ -57,3 +57,12 @@ def test_content_length_is_ascii_digits_only(value, expected):
     from gristmill.counts import content_length
 
     assert content_length(value) == expected
+
+
+@pytest.mark.parametrize("value, json_number, finite", [
+    (0, True, True), (-3, True, True), (2.5, True, True), (float("nan"), True, False), (float("inf"), True, False),
+    (-float("inf"), True, False), (True, False, False), (False, False, False), ("1", False, False),
+    (None, False, False), ([1], False, False)])
+def test_json_numbers_and_finite_numbers(value, json_number, finite):
+    # json.loads reads NaN and Infinity as floats and true as a bool, which Python's int includes
+    assert is_json_number(value) is json_number and is_number(value) is finite

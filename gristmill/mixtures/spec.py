@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gristmill.counts import human_count
+from gristmill.counts import human_count, is_number
 from gristmill.errors import UserError, require_file
 from gristmill.pipeline import fs
 
@@ -78,7 +78,7 @@ def parse_count(value: Any, what: str) -> int:
 
 
 def _number(value: Any, what: str, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value):
         raise UserError(f"{what} must be a number, not {value!r}")
     if positive and value <= 0:
         raise UserError(f"{what} must be > 0, not {value!r}")

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gristmill.counts import is_json_number
+
 
 def stable_id(*parts: str) -> str:
     """A 20-hex-digit id that depends only on its parts, so re-runs give the same ids."""
@@ -119,7 +121,7 @@ def _check_field(name: str, value: Any) -> None:
         if ok and value < 0:
             raise ValueError(f"document field {name} must be >= 0, not {value}")
     elif name in _NUMBER or name in _OPTIONAL_NUMBER:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_json_number(value)
     elif name in _BOOL:
         ok = isinstance(value, bool)
     else:

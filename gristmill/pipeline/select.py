@@ -30,6 +30,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from gristmill.counts import is_json_number
 from gristmill.errors import UserError
 from gristmill.filters.base import Filter, Verdict
 from gristmill.pipeline import fs
@@ -40,10 +41,6 @@ FIELDS = ("language", "language_score", "dup_count", "cluster_size", "weight", "
 _CONDITION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|==|!=|<|>)\s*(.*?)\s*$")
 _MISSING = object()
 _BAD = object()  # a field whose container is not of its kind (`"scores": [1, 2]`, a text that is not a string)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class Condition:
         else:
             value = getattr(doc, self.field)
             value = _MISSING if value is None else value
-        if isinstance(self.value, float) and value is not _MISSING and not _is_number(value):
+        if isinstance(self.value, float) and value is not _MISSING and not is_json_number(value):
             return _BAD
         return value
 

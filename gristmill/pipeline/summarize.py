@@ -23,6 +23,7 @@ import math
 import apache_beam as beam
 from apache_beam.transforms.stats import ApproximateQuantilesCombineFn
 
+from gristmill.counts import is_json_number
 from gristmill.errors import UserError
 from gristmill.pipeline.document import Document, key_name
 from gristmill.pipeline.stages import RunContext, Stage, StageCounters
@@ -31,10 +32,6 @@ NUMERIC = ("language_score", "dup_count", "cluster_size", "weight", "repeats")
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 EPSILON = 1e-3
 PARTS = "summary.parts.jsonl"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def bad_field(doc: Document) -> str | None:
@@ -46,12 +43,12 @@ def bad_field(doc: Document) -> str | None:
         return "text"
     for name in NUMERIC:
         value = getattr(doc, name)
-        if value is not None and not _is_number(value):
+        if value is not None and not is_json_number(value):
             return name
     if not isinstance(doc.scores, dict):
         return "scores"
     for name, value in doc.scores.items():
-        if not _is_number(value):
+        if not is_json_number(value):
             return key_name("scores", name)
     if not isinstance(doc.decisions, dict):
         return "decisions"
