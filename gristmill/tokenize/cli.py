@@ -195,7 +195,7 @@ def register(subparsers) -> None:
     v = sub.add_parser(
         "verify", help="read every byte of token datasets and check each file against its manifest",
         description="Check every shard of every split of each DATASET: the file is there, its size, its sha256 "
-                    "(when the manifest records one), its record batches, documents and text_bytes, and every id "
+                    "(when the manifest records one), its record batches, documents, text_bytes and tokens, and every id "
                     "inside the vocabulary; and the tokenizer.json's sha256. Prints one line per problem and a "
                     "summary per dataset. Opening a dataset for training checks only what it can without reading "
                     "input_ids; this reads everything.",

@@ -501,9 +501,11 @@ class TokenDataset:
             raise UserError(f"{self.root}: manifest token totals do not match the shards ({tokens} counted)")
 
 
-def verify_shard(path: Path, entry: dict[str, Any], seq_len: int, vocab_size: int) -> tuple[list[str], int]:
-    """Read one shard whole: the checks of opening it (open_shard), then its sha256 against the manifest's and
-    every id against the vocabulary. An id changed in place inside the vocabulary passes every other check.
+def verify_shard(path: Path, entry: dict[str, Any], seq_len: int, vocab_size: int,
+                 pad_id: int | None) -> tuple[list[str], int]:
+    """Read one shard whole: the checks of opening it (open_shard), then its sha256 against the manifest's,
+    every id against the vocabulary, and its non-PAD ids against its `tokens` (as TokenDataset.verify counts a
+    split's). An id changed in place inside the vocabulary passes every check but the sha256.
     Returns (one line per problem, bytes hashed)."""
     try:
         _, batches = open_shard(path, entry, seq_len)
@@ -514,14 +516,19 @@ def verify_shard(path: Path, entry: dict[str, Any], seq_len: int, vocab_size: in
     if "sha256" in entry and sha256 != entry["sha256"]:
         problems.append(f"shard {path} is damaged: its sha256 is {sha256}, the manifest says {entry['sha256']}; "
                         f"write the token dataset again")
-    row = 0
+    row = tokens = 0
     for batch in batches:
         ids = batch.column(0).values.to_numpy(zero_copy_only=True).reshape(-1, seq_len)
         if (found := first_id_outside(ids, vocab_size)) is not None:
             problems.append(f"shard {path} is damaged: its sequence {row + found[0]} holds token id {found[1]}, "
                             f"outside the vocabulary [0, {vocab_size}); write the token dataset again")
             break
+        tokens += ids.size if pad_id is None else int(np.count_nonzero(ids != pad_id))
         row += batch.num_rows
+    else:
+        if tokens != entry["tokens"]:
+            problems.append(f"shard {path} holds {tokens:,} tokens (ids other than PAD), the manifest says "
+                            f"{entry['tokens']:,}: it was replaced or damaged; write the token dataset again")
     return problems, path.stat().st_size
 
 
@@ -551,7 +558,7 @@ def verify_files(manifest: dict[str, Any], root: Path, say: Callable[[str], None
         path = root / entry["path"]
         if "sha256" not in entry:
             say(f"shard {path}: {NO_SHA256}")
-        lines, n = verify_shard(path, entry, seq_len, vocab_size)
+        lines, n = verify_shard(path, entry, seq_len, vocab_size, tok.get("pad_id"))
         for line in lines:
             say(line)
         problems += len(lines)

@@ -118,3 +118,26 @@ def test_mistakes_are_one_line_and_nothing_is_read(dataset, tmp_path, capsys):
         err = captured.err.strip().splitlines()
         assert captured.out == ""
         assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_a_shards_token_count_is_checked_where_no_sha256_would_catch_it(dataset, capsys):
+    # A manifest with no shard hashes (written before them), its per-shard `tokens` edited so the split's total
+    # (which the manifest check and TokenDataset.verify read) is still their sum: each shard's own count says so.
+    m = json.loads((dataset / "manifest.json").read_text())
+    train = m["splits"]["train"]["shards"]
+    for e in (s for split in m["splits"].values() for s in split["shards"]):
+        del e["sha256"]
+    train[0]["tokens"] += 5
+    train[1]["tokens"] -= 5
+    write_manifest(dataset, m)
+    TokenDataset(dataset).verify()
+    assert verify(dataset) == 1
+    pad = m["tokenizer"]["pad_id"]
+    problems = [line for line in capsys.readouterr().out.splitlines() if NO_SHA256 not in line]
+    for e, line in zip(train[:2], problems):
+        ids = pa.ipc.open_file(pa.memory_map(str(dataset / e["path"]))).read_all().column(0).combine_chunks().values
+        have = int(np.count_nonzero(ids.to_numpy() != pad))
+        assert have != e["tokens"]
+        assert line == (f"shard {dataset / e['path']} holds {have:,} tokens (ids other than PAD), the manifest says "
+                        f"{e['tokens']:,}: it was replaced or damaged; write the token dataset again")
+    assert problems[2].endswith(", 2 problem(s)")
