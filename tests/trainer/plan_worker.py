@@ -7,7 +7,8 @@ Measured on the second of two steps of two micro-batches (the first step makes t
   parameters registered on the modules plus its all-gather buffers (a prefetched group's flat output, and the
   one forward keeps until the next block has copied out)
 - accumulated: the storage of every live tensor that is new after the first micro-batch's backward without
-  gradient sync, i.e. what a mode keeps of gradients between micro-batches
+  gradient sync, i.e. what a mode keeps of gradients between micro-batches (snapshots once they stop changing:
+  _held_storages)
 - grads: this rank's local .grad tensors after the second (synchronised) backward
 - grad_buckets: DDP's all-reduce buckets (its logging data's bucket_sizes, in bytes)
 - optimizer: this rank's AdamW exp_avg and exp_avg_sq
@@ -16,6 +17,7 @@ import gc
 import json
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -51,6 +53,21 @@ def _live_storages() -> dict[int, int]:
             if x is not None and _local(x).untyped_storage().nbytes():
                 found[_local(x).untyped_storage().data_ptr()] = _local(x).untyped_storage().nbytes()
     return found
+
+
+def _held_storages(tries: int = 100) -> dict[int, int]:
+    """_live_storages once it has stopped changing. A collective's buffer that the module has dropped can still
+    be owned for a moment by the process group's worker thread, which frees the work and its tensors after
+    wait() returns, and needs the GIL to free their Python objects: a snapshot taken before it has run counts
+    the buffer as held. Two snapshots alike, with a sleep between that hands over the GIL, are what is held."""
+    last = _live_storages()
+    for _ in range(tries):
+        time.sleep(0.1)
+        now = _live_storages()
+        if now == last:
+            return now
+        last = now
+    raise RuntimeError(f"live tensors still changing after {tries} snapshots")
 
 
 def _gathered(model: torch.nn.Module) -> int:
@@ -93,12 +110,12 @@ def measure(mode: str, precision: str, world: int) -> dict:
     ids = torch.randint(0, cfg.vocab_size, (2, 2, 17))
     row = {}
     for step in range(2):
-        before = _live_storages()
+        before = _held_storages()
         for micro in range(2):
             with parallel.grad_sync(model, mode, world, sync=micro == 1), autocast:
                 model(ids[micro, :, :-1], ids[micro, :, 1:], reduction="sum").backward()
             if micro == 0:
-                row["accumulated"] = sum(n for ptr, n in _live_storages().items() if ptr not in before)
+                row["accumulated"] = sum(n for ptr, n in _held_storages().items() if ptr not in before)
         row["grads"] = sum(_nbytes(p.grad) for p in plain.parameters())
         opt.step()
         opt.zero_grad(set_to_none=True)
