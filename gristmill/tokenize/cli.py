@@ -121,19 +121,25 @@ def _cmd_encode(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from gristmill.tokenize.shards import SPLITS, load_manifest, verify_files
+    from functools import partial
+
+    from gristmill.tokenize import remote
+    from gristmill.tokenize.shards import load_manifest, verify_files
     from gristmill.trainer.progress import Progress
 
-    # Every dataset is found before any is read whole, so a mistyped last one fails at once.
-    loaded = [load_manifest(d, splits=SPLITS) for d in args.datasets]
+    # Every dataset is found before any is read whole, so a mistyped last one fails at once. A remote one: its
+    # manifest alone is staged, and each file is then copied afresh, checked and deleted (remote.fetched), so
+    # what is checked is the remote bytes, not a copy the cache took earlier.
+    loaded = [load_manifest(d) for d in args.datasets]
     failed = False
     for name, (manifest, root) in zip(args.datasets, loaded):
+        fetch = partial(remote.fetched, remote.manifest_url(name), folder=root) if fs.is_remote(name) else None
         total = sum(len(s["shards"]) for s in manifest["splits"].values())
         bar = Progress(total, not args.quiet, what=f"{name}: shards")
         unhashed = sum("sha256" not in e for s in manifest["splits"].values() for e in s["shards"])
         checked, hashed, problems = verify_files(
             manifest, root, say=lambda line: print(line, flush=True),
-            progress=lambda done, nbytes: bar.show(done, f"{nbytes / 1e6:,.1f} MB hashed"))
+            progress=lambda done, nbytes: bar.show(done, f"{nbytes / 1e6:,.1f} MB hashed"), fetch=fetch)
         note = f" ({unhashed} with no sha256 recorded)" if unhashed else ""
         print(f"{name}: {checked} shard(s) checked{note}, {hashed:,} bytes hashed, {problems} problem(s)")
         failed |= problems > 0
@@ -201,6 +207,6 @@ def register(subparsers) -> None:
                     "input_ids; this reads everything.",
         epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("datasets", nargs="+", metavar="DATASET",
-                   help="token dataset folder or its manifest.json (local, or gs://, s3://: copied to the cache first)")
+                   help="token dataset folder or its manifest.json (local, or gs://, s3://: each file is read from there)")
     v.add_argument("--quiet", action="store_true", help="no progress on stderr")
     v.set_defaults(func=_cmd_verify)

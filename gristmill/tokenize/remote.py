@@ -4,10 +4,12 @@ copied into the local cache for training.
 The reader memory-maps its shards, so they must be local files. `stage(url, splits)` copies a remote dataset's
 manifest, tokenizer and the shards of the given splits into $GRISTMILL_CACHE/datasets/<key>/. The key is made
 of the manifest's URL and its sha256, so a dataset written again gets a new folder. It returns the local
-manifest path. Each file is copied under a temporary name and renamed once its size (and, for the tokenizer,
-its sha256) matches the manifest, so a cut-short copy is never taken for a whole one and the next call
-resumes. Processes on one machine (torchrun's ranks) take a file lock: one copies, the others wait and then
-reuse the copy (on a filesystem without locks, each copies for itself after one warning).
+manifest path. Each file is copied under a temporary name and renamed once its size and sha256 match the
+manifest (a shard with no sha256 recorded: its size), so a cut-short or damaged copy is never taken for a whole
+one and the next call resumes. Processes on one machine (torchrun's ranks) take a file lock: one copies, the
+others wait and then reuse the copy (on a filesystem without locks, each copies for itself after one warning).
+`fetched(url, name, folder)` is a fresh copy of one file that is deleted after use: what `beam tokenize verify`
+checks, so it reads the remote bytes and not the cache's.
 """
 from __future__ import annotations
 
@@ -90,6 +92,23 @@ def _wanted(manifest: dict[str, Any], url: str, splits: Iterable[str]) -> list[t
             out.append((_plain_name(shard.get("path"), url), int(size) if size is not None else None,
                         shard.get("sha256")))
     return out
+
+
+@contextlib.contextmanager
+def fetched(url: str, name: str, folder: Path):
+    """(a fresh local copy of the file `name` of the remote dataset whose manifest is at `url`, its URL), the
+    copy deleted afterwards. `beam tokenize verify` reads these, one file at a time, so it checks the bytes on
+    the remote filesystem rather than a copy staged earlier, and leaves the cache as it was."""
+    src = fs.join(fs.dirname(url), _plain_name(name, url))
+    part = folder / f".verify{os.getpid()}-{name}"
+    try:
+        try:
+            fs.copy_to_local(src, part)
+        except Exception as e:  # gone, no access: one problem of this file, not of the whole check
+            raise UserError(f"cannot copy {src}: {_first_line(e)}") from None
+        yield part, src
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def stage(path: str, splits: Iterable[str] = ()) -> Path:

@@ -14,12 +14,13 @@ Each shard has three columns:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -533,32 +534,44 @@ def verify_shard(path: Path, entry: dict[str, Any], seq_len: int, vocab_size: in
 
 
 def verify_files(manifest: dict[str, Any], root: Path, say: Callable[[str], None],
-                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+                 progress: Callable[[int, int], None] | None = None,
+                 fetch: Callable[[str], ContextManager[tuple[Path, str]]] | None = None) -> tuple[int, int, int]:
     """Check every file of a loaded dataset against its manifest, reading every byte: the tokenizer's sha256
     and each shard of each split (verify_shard). Opening a dataset does not do this, as it would read every
     byte at every open. Problems, and shards with no sha256 recorded (not a problem alone), go to `say`, one
-    line each; progress(shards done, bytes hashed) after each shard. Returns (shards checked, bytes
-    hashed, problems)."""
+    line each; progress(shards done, bytes hashed) after each shard. `fetch(name)` gives (a local file to
+    read, the name to report it by) for one file of the manifest, and may raise UserError, a problem of that
+    file alone (a remote dataset's: remote.fetched); by default the file in `root`. Returns (shards checked,
+    bytes hashed, problems)."""
+    fetch = fetch or (lambda name: contextlib.nullcontext((root / name, str(root / name))))
     tok = manifest["tokenizer"]
-    tok_path = root / tok["path"]
     problems = hashed = 0
-    if not tok_path.is_file():
-        say(f"tokenizer {tok_path} listed in the manifest does not exist")
+    try:
+        with fetch(tok["path"]) as (tok_path, shown):
+            if not tok_path.is_file():
+                say(f"tokenizer {shown} listed in the manifest does not exist")
+                problems += 1
+            else:
+                sha256 = file_sha256(tok_path)
+                hashed += tok_path.stat().st_size
+                if sha256 != tok["sha256"]:
+                    say(f"tokenizer {shown} is not the one the manifest records: its sha256 is {sha256}, the "
+                        f"manifest says {tok['sha256']}")
+                    problems += 1
+    except UserError as e:
+        say(str(e))
         problems += 1
-    else:
-        sha256 = file_sha256(tok_path)
-        hashed += tok_path.stat().st_size
-        if sha256 != tok["sha256"]:
-            say(f"tokenizer {tok_path} is not the one the manifest records: its sha256 is {sha256}, the manifest "
-                f"says {tok['sha256']}")
-            problems += 1
     seq_len, vocab_size = int(manifest["seq_len"]), int(tok["vocab_size"])
     entries = [e for split in manifest["splits"].values() for e in split["shards"]]
     for k, entry in enumerate(entries, 1):
-        path = root / entry["path"]
-        if "sha256" not in entry:
-            say(f"shard {path}: {NO_SHA256}")
-        lines, n = verify_shard(path, entry, seq_len, vocab_size, tok.get("pad_id"))
+        try:
+            with fetch(entry["path"]) as (path, shown):
+                if "sha256" not in entry:
+                    say(f"shard {shown}: {NO_SHA256}")
+                lines, n = verify_shard(path, entry, seq_len, vocab_size, tok.get("pad_id"))
+                lines = [line.replace(str(path), shown) for line in lines]  # a fetched copy: by its URL
+        except UserError as e:
+            lines, n = [str(e)], 0
         for line in lines:
             say(line)
         problems += len(lines)

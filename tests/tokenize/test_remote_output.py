@@ -283,8 +283,9 @@ def test_remote_dataset_errors_are_one_line(remote_dataset, remote_root):
         TokenDataset("nofs://bucket/tokens", "train")
 
 
-def test_verify_reads_a_remote_dataset_through_its_copy(remote_dataset, capsys):
+def test_verify_reads_a_remote_dataset_from_the_remote(remote_dataset, remote_root, tmp_path, capsys):
     from gristmill.pipeline.cli import main
+    from gristmill.tokenize.shards import TokenDataset
 
     local, url = remote_dataset
     assert main(["tokenize", "verify", url, "--quiet"]) == 0
@@ -293,6 +294,25 @@ def test_verify_reads_a_remote_dataset_through_its_copy(remote_dataset, capsys):
     assert main(["tokenize", "verify", PREFIX + "nowhere"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: no token dataset at {PREFIX}nowhere: {PREFIX}nowhere/"
                                                f"manifest.json does not exist")
+    # Training staged a good copy; then the remote shard is damaged in place (same size) and another is gone.
+    # verify reads the remote bytes, not the copy: both shards named by URL, the rest checked, exit 1.
+    TokenDataset(url, "train")
+    (staged,) = (tmp_path / "cache" / "datasets").iterdir()
+    cached = files_under(staged)
+    shard = remote_root / "ds" / "tokens" / "train-00000.arrow"
+    flipped = bytearray(shard.read_bytes())
+    flipped[len(flipped) // 3] ^= 1
+    shard.write_bytes(bytes(flipped))
+    gone = sorted((remote_root / "ds" / "tokens").glob("validation-*.arrow"))[0]
+    gone.unlink()
+    assert main(["tokenize", "verify", url, "--quiet"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    shards = len(list(local.glob("*.arrow")))
+    assert out[-1].startswith(f"{url}: {shards} shard(s) checked, ") and out[-1].endswith(", 3 problem(s)")
+    assert out[0].startswith(f"shard {url}/train-00000.arrow is damaged: its sha256 is ")
+    assert out[1].startswith(f"shard {url}/train-00000.arrow is damaged: its sequence ")  # the bit: a high one
+    assert out[2].startswith(f"cannot copy {url}/{gone.name}: ") and len(out) == 4
+    assert files_under(staged) == cached  # the cache is left as it was: no fetched copy stays, none replaced
 
 
 def test_mixture_of_remote_sources_trains_on_the_same_batches(remote_dataset, remote_root, tmp_path):
