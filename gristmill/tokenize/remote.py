@@ -102,13 +102,20 @@ def fetched(url: str, name: str, folder: Path):
     src = fs.join(fs.dirname(url), _plain_name(name, url))
     part = folder / f".verify{os.getpid()}-{name}"
     try:
-        try:
-            fs.copy_to_local(src, part)
-        except Exception as e:  # gone, no access: one problem of this file, not of the whole check
-            raise UserError(f"cannot copy {src}: {_first_line(e)}") from None
+        _copy(src, part)  # its UserError is a problem of this file (verify_files), not of the whole check
         yield part, src
     finally:
         part.unlink(missing_ok=True)
+
+
+def _copy(src: str, part: Path) -> int:
+    """Copy `src` to the local file `part`; returns its bytes. A copy that fails is removed, and one line says
+    why in the filesystem's own words (gone, no access, a connection lost)."""
+    try:
+        return fs.copy_to_local(src, part)
+    except Exception as e:
+        part.unlink(missing_ok=True)
+        raise UserError(f"cannot copy {src}: {_first_line(e)}") from None
 
 
 def stage(path: str, splits: Iterable[str] = ()) -> Path:
@@ -138,11 +145,7 @@ def stage(path: str, splits: Iterable[str] = ()) -> Path:
             for k, (name, size, sha256) in enumerate(todo, 1):
                 src, dst = fs.join(root, name), folder / name
                 part = dst.with_name(dst.name + f".part{os.getpid()}")
-                try:
-                    n = fs.copy_to_local(src, part)
-                except Exception as e:
-                    part.unlink(missing_ok=True)
-                    raise UserError(f"cannot copy {src}: {_first_line(e)}") from None
+                n = _copy(src, part)
                 if size is not None and n != size:
                     part.unlink()
                     raise UserError(f"{src} is {n:,} bytes, the manifest says {size:,}: it was cut short or "
