@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,6 +282,14 @@ def test_remote_dataset_errors_are_one_line(remote_dataset, remote_root):
         TokenDataset(url, "train")
     with pytest.raises(UserError, match="no Beam filesystem for nofs:// paths"):
         TokenDataset("nofs://bucket/tokens", "train")
+    m.write_bytes(m.read_bytes().replace(b'"path": "../../train-00000.arrow"', b'"path": "train-00000.arrow"'))
+    (remote_root / "ds" / "tokens" / "train-00001.arrow").unlink()
+    with pytest.raises(UserError, match=f"^cannot copy {url}/train-00001.arrow: ") as e:
+        TokenDataset(url, "train")
+    assert len(str(e.value).splitlines()) == 1
+    (staged,) = (Path(os.environ["GRISTMILL_CACHE"]) / "datasets").iterdir()
+    names = os.listdir(staged)
+    assert "train-00000.arrow" in names and not [n for n in names if ".part" in n]  # no half copy is left
 
 
 def test_verify_reads_a_remote_dataset_from_the_remote(remote_dataset, remote_root, tmp_path, capsys):
