@@ -326,8 +326,8 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                 print(f"note: --resume {resume}: moved this out_dir's checkpoints past step {start} to {replaced}",
                       file=sys.stderr, flush=True)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    limit = f"--stop-after {stop_after}" if stop_after is not None and stop_after < cfg.steps else f"steps {cfg.steps}"
     if end < start:  # the loop would train nothing and exit 0 as if it had
-        limit = f"--stop-after {stop_after}" if stop_after is not None and stop_after < cfg.steps else f"steps {cfg.steps}"
         raise UserError(f"{limit} is before step {start}, where {resume_from} resumes; nothing to train (raise it, "
                         f"or --resume never to start over)")
     if is_main and start == 0 and hasattr(source, "loader"):
@@ -346,6 +346,9 @@ def train(cfg: TrainConfig, *, resume: str = "auto", stop_after: int | None = No
                   f"accumulation={accum} device={device.type}" +
                   (f"; resumed from {resume_from} at step {start}" if resume_from else "") +
                   (f"; weights from {initialized}" if initialized else ""), flush=True)
+        if verbose and resume_from and end == start:  # a finished run run again: say why nothing follows, not only exit 0
+            print(f"note: {resume_from} is at step {start} ({limit}); nothing left to train (raise it to continue, "
+                  f"or --resume never to start over)", file=sys.stderr, flush=True)
     metrics_file = open(out / "metrics.jsonl", "a") if is_main else None
     eval_sets = _eval_sets(cfg)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")

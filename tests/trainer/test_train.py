@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -725,3 +726,17 @@ def test_a_resume_past_the_steps_or_stop_after_is_refused(tiny):
     with pytest.raises(UserError, match=r"^--stop-after 2 is before step 3"):
         train(tiny("r", steps=4), stop_after=2, verbose=False)
     assert [r["step"] for r in train(tiny("r", steps=4), verbose=False)] == [4]
+
+
+def test_a_finished_run_run_again_says_there_is_nothing_left(tiny, capsys):
+    """Its rerun trains nothing and exits 0 (an ablation reruns its finished runs); it said only its config."""
+    train(tiny("r", steps=2), verbose=False)
+    capsys.readouterr()
+    assert train(tiny("r", steps=2), verbose=True) == []
+    err = capsys.readouterr().err
+    assert re.search(r"^note: \S*step-00000002 is at step 2 \(steps 2\); nothing left to train", err, re.M)
+    train(tiny("r", steps=4), stop_after=3, verbose=True)
+    assert "nothing left" not in capsys.readouterr().err
+    assert train(tiny("r", steps=4), stop_after=3, verbose=True) == []
+    assert re.search(r"^note: \S*step-00000003 is at step 3 \(--stop-after 3\); nothing left", capsys.readouterr().err,
+                     re.M)
