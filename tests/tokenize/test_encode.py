@@ -1,6 +1,7 @@
 """Encoding and packing functions, each against a direct computation."""
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -13,6 +14,7 @@ from gristmill.tokenize.encode import (
     Piece,
     TokenizeConfig,
     clean_text,
+    order_key,
     pack,
     split_of,
     split_text,
@@ -125,6 +127,22 @@ def test_validation_split_is_a_stable_fraction_of_documents():
     assert val == {i for i in ids if split_of(i, 0, 0.05) == "validation"}
     assert val != {i for i in ids if split_of(i, 1, 0.05) == "validation"}
     assert all(split_of(i, 0, 0.0) == "train" for i in ids[:1000])
+    # Exactly the documents whose blake2b-64 of "split:SEED:ID" falls below the fraction of 2**64: the bounds
+    # above let a split 10% too small pass (1004 of 20000 here; 0.9 x the fraction gives about 900).
+    expected = {i for i in ids if int.from_bytes(hashlib.blake2b(f"split:0:{i}".encode(), digest_size=8).digest(),
+                                                 "big") < 0.05 * 2**64}
+    assert val == expected and len(expected) == 1004
+
+
+def test_copies_and_seeds_get_their_own_order_keys():
+    """A copy's key (its bucket and place) is blake2b-64 of "order:SEED:ID:COPY": copies of a document and other
+    seeds get unrelated keys, so repeats spread over the dataset and the seed reorders it."""
+    def direct(doc_id, seed, copy):
+        return int.from_bytes(hashlib.blake2b(f"order:{seed}:{doc_id}:{copy}".encode(), digest_size=8).digest(), "big")
+
+    for doc_id, seed, copy in [("doc1", 3, 0), ("doc1", 3, 1), ("doc1", 4, 0), ("ü/x", 0, 7)]:
+        assert order_key(doc_id, seed, copy) == direct(doc_id, seed, copy)
+    assert len({order_key("doc1", 3, 0), order_key("doc1", 3, 1), order_key("doc1", 4, 0)}) == 3
 
 
 def test_lone_surrogates_are_replaced():
@@ -146,4 +164,5 @@ def test_buckets_are_fixed_by_the_config_not_the_data():
     assert n_buckets("train", config) == 5
     assert n_buckets("validation", config) == 1
     assert n_buckets("validation", TokenizeConfig(buckets=40, validation_fraction=0.1)) == 4
+    assert n_buckets("validation", TokenizeConfig(buckets=30, validation_fraction=0.05)) == 2  # 1.5 rounds up
     assert {bucket_of("train", k, config) for k in range(100)} == set(range(5))

@@ -276,3 +276,59 @@ def test_a_malformed_shard_sha256_is_one_line_at_load(tmp_path, bad):
         shards.TokenDataset(tmp_path)
     assert str(e.value) == (f"{tmp_path / 'manifest.json'} is damaged: shard train-00001.arrow: sha256 is "
                             f"{bad!r:.80}, not 64 lower-case hex digits; write the token dataset again")
+
+
+def test_file_sha256_covers_every_block(tmp_path):
+    """Shards are hashed in 1 MiB blocks; the digest is the whole file's (hashlib over the bytes at once)."""
+    data = np.random.default_rng(0).bytes((3 << 20) + 17)
+    (tmp_path / "f").write_bytes(data)
+    assert shards.file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_first_id_outside_counts_the_vocabulary_size_itself_as_outside():
+    assert shards.first_id_outside(np.array([[1, 2], [3, VOCAB]], np.int32), VOCAB) == (1, VOCAB)
+    assert shards.first_id_outside(np.array([[1, 2], [-1, 3]], np.int32), VOCAB) == (1, -1)
+    assert shards.first_id_outside(np.array([[0, VOCAB - 1]], np.int32), VOCAB) is None
+
+
+def _edit_manifest(folder, edit):
+    m = json.loads((folder / "manifest.json").read_text())
+    edit(m["splits"]["train"])
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def test_verify_counts_the_tokens_in_the_shards_not_the_manifests_own_sums(tmp_path):
+    """A manifest edited consistently (a shard's tokens and the split's total alike) passes the load-time sums;
+    only counting the shards' non-PAD ids tells."""
+    write_dataset(tmp_path)
+
+    def one_more_token(train):
+        train["shards"][0]["tokens"] += 1
+        train["tokens"] += 1
+    _edit_manifest(tmp_path, one_more_token)
+    ds = shards.TokenDataset(tmp_path)  # opens: the sums agree
+    with pytest.raises(UserError, match=r"manifest token totals do not match the shards \(\d+ counted\)"):
+        ds.verify()
+
+
+def test_verify_finds_an_id_outside_the_vocabulary_written_in_place(tmp_path):
+    write_dataset(tmp_path)
+    shard = tmp_path / "train-00000.arrow"
+    data = shard.read_bytes()
+    at = _body_offset(data, 0, 2) + 4 * 37  # input_ids: validity, the child's validity, then its values
+    shard.write_bytes(data[:at] + np.int32(VOCAB).tobytes() + data[at + 4:])
+    ds = shards.TokenDataset(tmp_path)  # opens: sizes, documents and text bytes are unchanged
+    assert ds[37 // SEQ][37 % SEQ] == VOCAB
+    with pytest.raises(UserError, match=rf"token id outside the vocabulary \[0, {VOCAB}\)"):
+        ds.verify()
+
+
+def test_a_shard_with_fewer_rows_than_its_entry_says_is_one_line_at_open(tmp_path):
+    write_dataset(tmp_path)
+
+    def one_more_sequence(train):
+        train["shards"][0]["sequences"] += 1
+        train["sequences"] += 1
+    _edit_manifest(tmp_path, one_more_sequence)
+    with pytest.raises(UserError, match=r"train-00000.arrow: 2500 sequences, manifest says 2501$"):
+        shards.TokenDataset(tmp_path)
