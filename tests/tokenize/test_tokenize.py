@@ -10,7 +10,7 @@ import pytest
 from tok_corpus import HARD_TEXTS, LONG_WORD, WORDS
 
 from gristmill.pipeline.document import Document
-from gristmill.tokenize.encode import DocumentEncoder, TokenizeConfig, tokenize_documents
+from gristmill.tokenize.encode import DocumentEncoder, TokenizeConfig, split_of, tokenize_documents
 from gristmill.tokenize.shards import TokenDataset
 
 CONFIG = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 120, validation_fraction=0.1)
@@ -71,6 +71,19 @@ def test_counters_and_manifest_agree(run, docs):
     emitted = sum(manifest["splits"][s]["tokens"] for s in ("train", "validation"))
     assert counts["Tokenize/tokens_emitted"] == emitted
     assert counts["Tokenize/tokens_unique"] < emitted
+    # Exactly, from the tokenizers library on each kept document (its ids plus one EOS): once for
+    # tokens_unique, and once per emitted copy (1 in validation, `repeats` in train) for tokens_emitted.
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    kept = [d for d in docs if d.text and d.repeats > 0]
+    length = {d.id: len(tok.encode(d.text, add_special_tokens=False).ids) + 1 for d in kept}
+    held_out = {d.id for d in kept if split_of(d.id, 3, CONFIG.validation_fraction) == "validation"}
+    assert counts["Tokenize/tokens_unique"] == sum(length.values())
+    assert emitted == sum(n * (1 if i in held_out else d.repeats) for d in kept for i, n in [(d.id, length[d.id])])
+    assert counts["Tokenize/documents_validation"] == len(held_out) > 0
+    assert counts["Tokenize/documents_train"] == len(kept) - len(held_out)
+    assert counts["Tokenize/documents_train"] + counts["Tokenize/documents_validation"] == counts["Tokenize/kept"]
     for split in ("train", "validation"):
         s = manifest["splits"][split]
         assert s["tokens"] == sum(x["tokens"] for x in s["shards"])
@@ -91,6 +104,15 @@ def test_shards_keep_to_the_target_size(run):
         assert s["sequences"] * CONFIG.seq_len * 4 <= CONFIG.shard_bytes
 
 
+def test_a_buckets_shards_are_full_but_its_last(docs, tokenizer_path, tmp_path):
+    """One bucket: its rows fill shards of shard_bytes // (4 x seq_len) = 120 rows each, all but the last."""
+    config = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 120, validation_fraction=0, buckets=1)
+    manifest, _ = tokenize_documents(docs, tokenizer_path, tmp_path, config)
+    rows = [s["sequences"] for s in manifest["splits"]["train"]["shards"]]
+    assert len(rows) > 2 and rows[:-1] == [120] * (len(rows) - 1) and 1 <= rows[-1] <= 120
+    assert sum(rows) == manifest["splits"]["train"]["sequences"]
+
+
 def test_output_is_byte_identical_for_the_same_input_in_any_order(run, docs, tokenizer_path, tmp_path):
     folder, manifest, _ = run
     shuffled = docs[:]
@@ -104,6 +126,11 @@ def test_output_is_byte_identical_for_the_same_input_in_any_order(run, docs, tok
     assert all(digest(folder / n) == digest(tmp_path / n) for n in names)
     other, _ = tokenize_documents(docs, tokenizer_path, tmp_path / "seed4", CONFIG, seed=4)
     assert digest(tmp_path / "seed4" / "train-00000.arrow") != digest(folder / "train-00000.arrow")
+    # With no validation split the seed still reorders the packing (not only through which documents it holds out)
+    no_val = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 120, validation_fraction=0)
+    for seed in (3, 4):
+        tokenize_documents(docs, tokenizer_path, tmp_path / f"noval{seed}", no_val, seed=seed)
+    assert digest(tmp_path / "noval3" / "train-00000.arrow") != digest(tmp_path / "noval4" / "train-00000.arrow")
 
 
 def test_hostile_documents(tokenizer_path, tmp_path):
