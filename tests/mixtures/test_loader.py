@@ -350,3 +350,64 @@ def test_a_mixture_vocab_size_below_the_data_ids_is_one_line(mixture):
     bad.write_text(json.dumps(m))
     with pytest.raises(UserError, match=r"tokenizer.vocab_size is 10, but sequence \d+ of .*\.arrow holds token id"):
         next(iter(MixtureLoader(bad, 4)))
+
+
+def _splitmix64_draws(proportions, seed, count):
+    """The documented draw in plain Python integers: u_g = SplitMix64(key + g x golden) >> 11 over 2**53 for
+    g = 1..count, key the seed's first SeedSequence word; the source is the first whose cumulative share
+    exceeds u_g."""
+    m64 = (1 << 64) - 1
+    key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+    total = sum(proportions)
+    cum = [sum(proportions[: i + 1]) / total for i in range(len(proportions))]
+    out = []
+    for g in range(1, count + 1):
+        z = (key + g * 0x9E3779B97F4A7C15) & m64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        u = ((z ^ (z >> 31)) >> 11) / 2.0**53
+        out.append(next(i for i, c in enumerate(cum) if u < c))
+    return out
+
+
+def test_source_draws_are_the_documented_splitmix64_stream():
+    """Pinned to its definition, so the stream cannot change without DRAW_VERSION: checkpoints count in it."""
+    p = [0.1, 0.0, 0.6, 0.3]
+    assert source_draws(np.array(p), 3, 0, 20).tolist() == [0, 2, 3, 2, 2, 0, 0, 2, 2, 2, 2, 2, 2, 3, 2, 3, 0, 3, 3, 2]
+    assert source_draws(np.array(p), 3, 0, 500).tolist() == _splitmix64_draws(p, 3, 500)
+    assert source_draws(np.array([2.0, 1.0]), 11, 0, 300).tolist() == _splitmix64_draws([2.0, 1.0], 11, 300)
+
+
+def test_a_sources_row_order_is_keyed_by_the_seed_its_name_and_the_epoch():
+    """perm = Philox(SeedSequence([seed, first 8 bytes of sha256(name) little-endian, epoch])).permutation(n)."""
+    import hashlib
+
+    name_key = int.from_bytes(hashlib.sha256(b"a").digest()[:8], "little")
+    for seed, epoch in ((1, 0), (2, 0), (1, 3)):
+        expected = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, name_key, epoch]))).permutation(100)
+        assert np.array_equal(MixtureSampler(["a"], [1.0], [100], seed=seed).permutation(0, epoch), expected)
+    one_source = [MixtureSampler(["a"], [1.0], [100], seed=s).draw(100)[1] for s in (1, 2)]
+    assert not np.array_equal(*one_source)  # with one source only the rows' order can depend on the seed
+
+
+def test_a_position_saved_with_another_seed_or_other_sources_is_refused(mixture):
+    state = MixtureLoader(mixture, 4).state_dict()
+    with pytest.raises(UserError, match=rf"^loader state was saved with seed {state['seed']}, this loader has seed "
+                                        rf"{state['seed'] + 1}$"):
+        MixtureLoader(mixture, 4, seed=state["seed"] + 1).load_state_dict(state)
+    renamed = json.loads(json.dumps(state))
+    renamed["counts"]["web2"] = renamed["counts"].pop("web")
+    with pytest.raises(UserError, match="^loader state names different sources than the mixture$"):
+        MixtureLoader(mixture, 4).load_state_dict(renamed)
+
+
+def test_a_stale_tokens_available_is_one_line(mixture):
+    """The row weights are computed from tokens_available: one the dataset no longer has is refused."""
+    m = json.loads(mixture.read_text())
+    n = m["sources"][0]["tokens_available"]
+    m["sources"][0]["tokens_available"] = n + 1
+    bad = mixture.with_name("bad.json")
+    bad.write_text(json.dumps(m))
+    with pytest.raises(UserError, match=rf"source 'web' has tokens_available {n + 1}, its train split {n}; write the "
+                                        rf"mixture again"):
+        MixtureLoader(bad, 4)
