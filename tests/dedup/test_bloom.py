@@ -246,3 +246,34 @@ def test_copies_of_one_record_keep_the_same_one_whatever_the_order(run_dedup):
         assert [d.to_json() for d in out] == [expected.to_json()], k
         s = stats["stages"]["BloomDedup"]
         assert s["units_removed"] == 2 * 2 and s["dropped"] == {"empty_after_dedup": 2}
+
+
+def _two_saved_shards(folder):
+    folder.mkdir()
+    for s in range(2):
+        f = bloom.new_filter(100, 1e-4)
+        f.add(f"k{s}")
+        bloom.save_filter(bloom.shard_path(str(folder), s, 2), f, s, 2, "line")
+
+
+def test_a_saved_filter_in_the_wrong_place_or_of_another_unit_is_refused(tmp_path):
+    folder = tmp_path / "f"
+    _two_saved_shards(folder)
+    bloom.check_saved_filter(str(folder), 2, "line")
+    with pytest.raises(UserError, match="unit='line'"):
+        bloom.check_saved_filter(str(folder), 2, "paragraph")
+    p0, p1 = folder / "bloom-00000-of-00002.bin", folder / "bloom-00001-of-00002.bin"
+    b0, b1 = p0.read_bytes(), p1.read_bytes()
+    p0.write_bytes(b1)
+    p1.write_bytes(b0)  # each shard's keys are those hashed to it: swapped files would miss every duplicate
+    with pytest.raises(UserError, match="was saved with"):
+        bloom.check_saved_filter(str(folder), 2, "line")
+
+
+def test_min_words_drops_a_document_left_shorter(run_dedup, make_docs):
+    docs = make_docs(["hello", "common line\nxx yy", "common line\nzz"])
+    out, _ = run_dedup(docs, [BloomDedup(num_shards=2, expected_keys=100, save_to=None)])
+    assert "hello" in [d.text for d in out]  # one word is enough by default
+    out, stats = run_dedup(docs, [BloomDedup(num_shards=2, expected_keys=100, save_to=None, min_words=2)], name="m2")
+    assert "hello" not in [d.text for d in out]
+    assert stats["stages"]["BloomDedup"]["dropped"]["too_short_after_dedup"] >= 1

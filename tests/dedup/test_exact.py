@@ -57,3 +57,10 @@ def test_copies_of_one_record_keep_the_same_one_whatever_the_order(run_dedup):
     outs = [run_dedup(order, [ExactDedup()], name=f"o{k}")[0]
             for k, order in enumerate((docs, docs[::-1], docs[1:] + docs[:1]))]
     assert [[(d.warc["file"], d.dup_count) for d in out] for out in outs] == [[("crawl-0.warc.gz", 3)]] * 3
+
+
+def test_text_key_is_the_128_bit_blake2b_of_the_normalized_text():
+    """16 bytes: a 32-bit key would merge two different texts by chance after about 77k documents."""
+    import hashlib
+
+    assert text_key("  Hello  World ") == hashlib.blake2b(b"hello world", digest_size=16).hexdigest()

@@ -102,3 +102,43 @@ def test_pairs_of_pages_sharing_an_id_match_datasketch_lsh(pages_sharing_ids):
     expected = {p: j for p, j in expected.items() if j >= cfg.verify_threshold()}
     assert near_duplicate_pairs(nodes, [d.text for d in docs], cfg) == pytest.approx(expected)
     assert {(a[0], b[0]) for a, b in expected} == {("a", "b"), ("b", "c"), ("d", "d")}
+
+
+def test_each_band_key_covers_its_rows_and_its_band():
+    """Band b hashes rows b*r .. b*r + r - 1 and its own index: a change in a band's last row changes that
+    band's key only, and equal rows in different bands give different keys (no cross-band collisions)."""
+    sig = np.arange(128, dtype=np.uint32)
+    keys = band_keys(sig, 11, 11)
+    for row, band in ((0, 0), (10, 0), (11, 1), (120, 10)):
+        other = sig.copy()
+        other[row] += 1000
+        assert [a != b for a, b in zip(keys, band_keys(other, 11, 11))] == [k == band for k in range(11)]
+    assert len(set(band_keys(np.zeros(128, dtype=np.uint32), 16, 8))) == 16
+
+
+def test_a_bucket_at_its_size_limit_still_gives_its_pairs():
+    assert bucket_pairs(["c", "a", "b"], 3) == ([("a", "b"), ("a", "c"), ("b", "c")], False)
+
+
+def test_verification_keeps_a_pair_exactly_at_the_cut():
+    """Pairs are kept when their estimated Jaccard is at least the verify threshold."""
+    import random
+
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(5000)]
+    p = rng.choices(words, k=200)
+    q = list(p)
+    q[100] = "edit"
+    a, b = " ".join(p), " ".join(q)
+    sig = signatures([shingles(a), shingles(b)], MinHashConfig())
+    est = estimated_jaccard(sig[0], sig[1])
+    cfg = MinHashConfig(threshold=est, verify_margin=0.0, bands=128, rows=1)
+    assert near_duplicate_pairs(["a", "b"], [a, b], cfg) == {("a", "b"): est}
+
+
+def test_the_default_verify_margin_is_one_standard_error():
+    """threshold + sqrt(t(1 - t) / num_perm): the standard error of the estimate at the threshold."""
+    import math
+
+    assert MinHashConfig().verify_threshold() == pytest.approx(0.8 + math.sqrt(0.8 * 0.2 / 128), rel=1e-12)
+    assert MinHashConfig(verify_margin=0.0).verify_threshold() == 0.8

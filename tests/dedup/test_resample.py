@@ -35,6 +35,15 @@ def test_bad_config_is_a_user_error():
         ResampleConfig(form="cube")
     with pytest.raises(UserError, match="base must be > 1"):
         ResampleConfig(base=1.0)
+    with pytest.raises(UserError, match="max_weight must be >= 1, not 0.5"):  # a cap below one copy drops data
+        ResampleConfig(max_weight=0.5)
+
+
+def test_the_other_forms_are_their_formulas():
+    assert [cluster_weight(c, ResampleConfig(form="count")) for c in (1, 7, 100)] == [1.0, 7.0, 100.0]  # w = c
+    assert [cluster_weight(c, ResampleConfig(form="sqrt")) for c in (1, 7, 100)] == [1.0, math.sqrt(7), 10.0]
+    assert [cluster_weight(c, ResampleConfig(form="one")) for c in (1, 7, 100)] == [1.0, 1.0, 1.0]
+    assert cluster_weight(100, ResampleConfig(form="count", max_weight=3.5)) == 3.5
 
 
 def test_stochastic_rounding_is_unbiased_and_seeded():
@@ -62,3 +71,26 @@ def test_resample_stage_keeps_representatives_and_counts_repeated_tokens(run_ded
     s = stats["stages"]["LogCountResample"]
     assert s["dropped"] == {"near_duplicate": 1} and s["kept"] == 3
     assert s["tokens_out"] == 3 * 3 + 1 * 2 + 2 * 1
+
+
+def test_the_stage_rounds_with_the_run_seed(run_dedup, make_docs):
+    """Pairs (weight 1 + log10 2): each document's repeats are 1, plus 1 when blake2b-64 of "SEED\\0ID" over
+    2**64 is below log10 2, with the run's seed; the `repeats` counter is their sum."""
+    import hashlib
+
+    docs = make_docs([f"document number {i}" for i in range(60)])
+    for d in docs:
+        d.dup_count = 2
+    frac = math.log10(2)
+
+    def expected(seed, doc_id):
+        u = int.from_bytes(hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest(), "big") / 2.0**64
+        return 1 + (u < frac)
+
+    repeats = {}
+    for seed in (1, 2):
+        out, stats = run_dedup(docs, [LogCountResample()], seed=seed, name=f"seed{seed}")
+        repeats[seed] = {d.id: d.repeats for d in out}
+        assert repeats[seed] == {d.id: expected(seed, d.id) for d in docs}
+        assert stats["stages"]["LogCountResample"]["repeats"] == sum(repeats[seed].values())
+    assert repeats[1] != repeats[2]

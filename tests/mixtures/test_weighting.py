@@ -72,3 +72,5 @@ def test_unimax_budget_exactly_at_caps():
 def test_unimax_infeasible_names_sources():
     with pytest.raises(UserError, match=r"needs more epochs than the caps allow.*a, b.*30 tokens"):
         weighting.unimax(["a", "b"], 31, [10, 20])
+    with pytest.raises(UserError, match="needs more epochs"):  # 0.1% over the caps is over them
+        weighting.unimax(["a", "b"], 1001, [500, 500])
