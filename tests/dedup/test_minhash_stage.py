@@ -297,3 +297,22 @@ def test_the_stage_keeps_a_pair_exactly_at_the_cut(run_dedup, make_docs):
     out, stats = run_dedup(make_docs([a, b]), [MinHashDedup(config=cfg, keep="all")])
     assert [d.cluster_size for d in out] == [2, 2]
     assert stats["stages"]["MinHashDedup"]["verified_pairs"] == 1
+
+
+def test_the_stage_counts_unshingled_documents_oversized_buckets_and_cluster_members(run_dedup, make_docs):
+    rng = random.Random(2)
+    words = [f"w{i}" for i in range(5000)]
+    page = rng.choices(words, k=200)
+    copies = []
+    for k in range(4):  # four near copies: one word each edited, every pair about 0.95 alike
+        p = list(page)
+        p[40 * k + 10] = f"edit{k}"
+        copies.append(" ".join(p))
+    docs = make_docs(copies + ["", " ".join(rng.choices(words, k=200))])
+    for size, oversized in ((2, True), (50, False)):
+        cfg = MinHashConfig(max_bucket_size=size)
+        out, stats = run_dedup(docs, [MinHashDedup(config=cfg, keep="all")], name=f"b{size}")
+        s = stats["stages"]["MinHashDedup"]
+        assert s["no_shingles"] == 1  # the empty text: kept, in no bucket
+        assert s["in_clusters"] == 4 and sorted(d.cluster_size for d in out) == [1, 1, 4, 4, 4, 4]
+        assert (s.get("oversized_buckets", 0) > 0) is oversized  # buckets holding 3 or 4 of the copies
