@@ -53,6 +53,7 @@ def test_stage_removes_repeated_lines_and_drops_emptied_documents(run_dedup, mak
     s = stats["stages"]["BloomDedup"]
     lines_removed = 2 * (len(docs) - 1)
     assert s["units_removed"] == lines_removed
+    assert s["units_in"] == sum(len([u for u in t.split("\n") if u.strip()]) for t in texts)  # the non-blank lines
     assert s["dropped"] == ({"empty_after_dedup": 1} if first.text != BOILER else {})
     assert s["in"] == s["kept"] + sum(s.get("dropped", {}).values())
     assert s["tokens_in"] - s["tokens_out"] == sum(len(t.split()) for t in texts) - sum(
