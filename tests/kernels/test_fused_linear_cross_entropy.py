@@ -229,3 +229,34 @@ def test_gpu_peak_memory_quarter_of_eager():
     x.grad = w.grad = None
     eager = _cuda_peak_bytes(lambda: fused_linear_cross_entropy_reference(x, w, y).backward())
     assert fused <= eager / 4, (fused / 2**20, eager / 2**20)
+
+
+def test_label_smoothing_spreads_eps_over_all_v_classes():
+    """PyTorch's (and Szegedy et al.'s) label smoothing: the target distribution is (1 - eps) onehot + eps / V,
+    V counting the target class too. With V = 5 an eps / (V - 1) spread (mutant) is 25% off; the large-vocab
+    tests (V = 1100) cannot tell the two apart. Exact values by hand on two rows, then F.cross_entropy."""
+    import math
+
+    eps, v = 0.3, 5
+    # hidden = identity rows, so the logits are the weight's columns: easy to write out by hand
+    w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, -1.0], [-1.0, 0.5], [0.5, 0.5]])  # (V, H) = (5, 2)
+    x = torch.eye(2)
+    y = torch.tensor([2, 4])
+    logits = x @ w.t()  # row 0: w[:, 0], row 1: w[:, 1]
+    by_hand = []
+    for row, t in zip(logits.tolist(), y.tolist()):
+        lse = math.log(sum(math.exp(z) for z in row))
+        by_hand.append(lse - (1 - eps) * row[t] - eps / v * sum(row))
+    want = sum(by_hand) / 2
+    with use_backend("triton"):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        got = fused_linear_cross_entropy(xg, wg, y, label_smoothing=eps)
+        got.backward()
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    # gradients against autograd through F.cross_entropy on the full logits
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = F.cross_entropy(xr @ wr.t(), y, label_smoothing=eps)
+    ref.backward()
+    assert ref.item() == pytest.approx(want, rel=1e-6)
+    torch.testing.assert_close(xg.grad, xr.grad)
+    torch.testing.assert_close(wg.grad, wr.grad)

@@ -99,13 +99,15 @@ def _torchrun_train(tmp_path, config: str) -> subprocess.CompletedProcess:
 ])
 def test_a_user_error_under_torchrun_is_one_line(tmp_path, config, error):
     """Both ranks raise it; one prints it, and torchrun's report gives each failed rank's reason from its error
-    file (it read "To enable traceback see: ..." before), not a traceback of ours."""
+    file (it read "To enable traceback see: ..." before), not a traceback of ours. Under load a rank can still
+    be starting when the other exits with the error; torchrun then ends it, and reports it as ended (SIGTERM)."""
     proc = _torchrun_train(tmp_path, config.replace("OUT", str(tmp_path / "out")))
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     assert [line for line in lines if line.startswith("error: ")] == [next(x for x in lines if x.startswith(error))]
     reasons = [line.strip() for line in lines if line.strip().startswith("traceback :")]
-    assert reasons and all(r.startswith(f"traceback : {error}") for r in reasons)
+    assert any(r.startswith(f"traceback : {error}") for r in reasons)
+    assert all(r.startswith((f"traceback : {error}", "traceback : Signal 15 (SIGTERM)")) for r in reasons), reasons
     assert not any("gristmill" in line for line in lines if line.startswith("  File "))  # only torchrun's own
 
 

@@ -169,3 +169,23 @@ def test_document_masking_scores_each_packed_document_as_if_alone(kv):
     torch.testing.assert_close(masked[:, 14:], alone_b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(masked[:, :14], alone_a, atol=1e-5, rtol=1e-5)
     assert (plain[:, 14:] - alone_b).abs().max() > 1e-2  # without the mask, b sees a
+
+
+def test_every_residual_projection_has_the_scaled_init():
+    """GPT-2 / nanoGPT: the two projections that write into the residual stream (attention output and MLP down)
+    get std 0.02 / sqrt(2 * n_layers); every other matrix, embeddings included, std 0.02; gains are 1."""
+    import math
+
+    torch.manual_seed(0)
+    n_layers = 8
+    m = Transformer(ModelConfig(vocab_size=1024, d_model=512, n_layers=n_layers, n_heads=8))
+    scaled = 0.02 / math.sqrt(2 * n_layers)  # 0.005
+    for i, blk in enumerate(m.layers):
+        for name, p in (("wo", blk.attn.wo.weight), ("w_down", blk.mlp.w_down.weight)):
+            assert p.std().item() == pytest.approx(scaled, rel=0.02), (i, name)  # 262k-721k samples: ~0.2% noise
+        for name, p in (("wq", blk.attn.wq.weight), ("wk", blk.attn.wk.weight), ("wv", blk.attn.wv.weight),
+                        ("w_gate", blk.mlp.w_gate.weight), ("w_up", blk.mlp.w_up.weight)):
+            assert p.std().item() == pytest.approx(0.02, rel=0.02), (i, name)
+        assert torch.equal(blk.attn_norm.weight, torch.ones(512)) and torch.equal(blk.mlp_norm.weight, torch.ones(512))
+    for name, p in (("tok_emb", m.tok_emb.weight), ("lm_head", m.lm_head.weight)):
+        assert p.std().item() == pytest.approx(0.02, rel=0.02), name

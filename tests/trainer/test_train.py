@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 
 import pytest
 import torch
@@ -740,3 +741,61 @@ def test_a_finished_run_run_again_says_there_is_nothing_left(tiny, capsys):
     assert train(tiny("r", steps=4), stop_after=3, verbose=True) == []
     assert re.search(r"^note: \S*step-00000003 is at step 3 \(--stop-after 3\); nothing left", capsys.readouterr().err,
                      re.M)
+
+
+def test_spike_is_judged_against_the_running_mean_strictly():
+    """A window whose mean (2.0) differs from its max and last (3.0) and its min (1.0): factor 3 x mean = 6."""
+    high_last = deque([1.0, 3.0] * 10, maxlen=20)
+    low_last = deque([3.0, 1.0] * 10, maxlen=20)
+    for recent in (high_last, low_last):
+        assert sum(recent) / len(recent) == 2.0
+        assert _anomaly(7.0, 1.0, recent, 3.0).startswith("loss spike")  # > 3 x mean; < 3 x max = 9
+        assert _anomaly(5.0, 1.0, recent, 3.0) is None  # < 3 x mean; > 3 x min = 3
+        assert _anomaly(6.0, 1.0, recent, 3.0) is None  # "above" spike_factor x the mean: equal is no spike
+    assert "running mean 2" in _anomaly(7.0, 1.0, high_last, 3.0)
+
+
+def _force_skips(monkeypatch, skipped: set, seen: list | None = None) -> None:
+    """Judge the steps in `skipped` (1-based) anomalies whatever their loss; record what _anomaly is given."""
+    from gristmill.trainer import train as train_module
+
+    step = iter(range(1, 10 ** 6))
+
+    def judge(loss, norm, recent, factor):
+        s = next(step)
+        if seen is not None:
+            seen.append((s, loss, list(recent), recent.maxlen))
+        return "forced" if s in skipped else _anomaly(loss, norm, recent, factor)
+
+    monkeypatch.setattr(train_module, "_anomaly", judge)
+
+
+def test_max_skips_counts_skips_in_a_row_not_in_total(tiny, monkeypatch):
+    """max_skips 1: single skips with applied updates between them never stop the run (mutant: the counter is
+    not reset by a successful step, so the second skip stops it); two in a row do."""
+    from gristmill.trainer.train import TrainingStopped, train
+
+    _force_skips(monkeypatch, {2, 4, 6})
+    rows = train(tiny("apart", steps=7, on_anomaly="skip", max_skips=1, save_checkpoints=False), verbose=False)
+    assert [r["skipped"] for r in rows] == [None, "forced", None, "forced", None, "forced", None]
+    _force_skips(monkeypatch, {3, 4})
+    with pytest.raises(TrainingStopped, match=r"step 4: forced, 2 steps skipped in a row \(max_skips 1\)"):
+        train(tiny("row", steps=7, on_anomaly="skip", max_skips=1, save_checkpoints=False), verbose=False)
+
+
+def test_the_spike_window_holds_the_last_20_applied_losses(tiny, monkeypatch):
+    """The running mean is over the losses of the last 20 applied updates: a skipped step's loss (it may be a
+    spike, or inf) stays out of it (mutant: appended for every step), and the window is 20 (mutant: 5)."""
+    from gristmill.trainer.train import train
+
+    seen: list = []
+    _force_skips(monkeypatch, {3}, seen)
+    steps = 24
+    rows = train(tiny("w", steps=steps, on_anomaly="skip", save_checkpoints=False), verbose=False)
+    applied = [r["loss"] for r in rows if r["skipped"] is None]
+    assert len(applied) == steps - 1
+    for s, loss, recent, maxlen in seen:
+        assert maxlen == 20
+        before = [r["loss"] for r in rows[:s - 1] if r["skipped"] is None]  # the applied updates before step s
+        assert recent == before[-20:], s
+    assert seen[3][2] == [rows[0]["loss"], rows[1]["loss"]]  # step 4 sees steps 1 and 2, not skipped step 3
