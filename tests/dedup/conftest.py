@@ -63,3 +63,20 @@ def pages_sharing_ids():
         "e": [(" ".join(p4), {"file": f"crawl-{k}.warc.gz"}) for k in (1, 0)],  # one record read twice
         "f": [(" ".join(p5), {})],
     }
+
+
+@pytest.fixture
+def pair_at_the_cut():
+    """(text a, text b, their estimated Jaccard, a MinHashConfig whose verify threshold is exactly that estimate,
+    with one band per row so the pair is a candidate): two 200-word pages one word apart."""
+    from gristmill.dedup.minhash import MinHashConfig, estimated_jaccard, shingles, signatures
+
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(5000)]
+    p = rng.choices(words, k=200)
+    q = list(p)
+    q[100] = "edit"
+    a, b = " ".join(p), " ".join(q)
+    sig = signatures([shingles(a), shingles(b)], MinHashConfig())
+    est = estimated_jaccard(sig[0], sig[1])
+    return a, b, est, MinHashConfig(threshold=est, verify_margin=0.0, bands=128, rows=1)

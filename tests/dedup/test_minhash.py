@@ -120,19 +120,9 @@ def test_a_bucket_at_its_size_limit_still_gives_its_pairs():
     assert bucket_pairs(["c", "a", "b"], 3) == ([("a", "b"), ("a", "c"), ("b", "c")], False)
 
 
-def test_verification_keeps_a_pair_exactly_at_the_cut():
+def test_verification_keeps_a_pair_exactly_at_the_cut(pair_at_the_cut):
     """Pairs are kept when their estimated Jaccard is at least the verify threshold."""
-    import random
-
-    rng = random.Random(1)
-    words = [f"w{i}" for i in range(5000)]
-    p = rng.choices(words, k=200)
-    q = list(p)
-    q[100] = "edit"
-    a, b = " ".join(p), " ".join(q)
-    sig = signatures([shingles(a), shingles(b)], MinHashConfig())
-    est = estimated_jaccard(sig[0], sig[1])
-    cfg = MinHashConfig(threshold=est, verify_margin=0.0, bands=128, rows=1)
+    a, b, est, cfg = pair_at_the_cut
     assert near_duplicate_pairs(["a", "b"], [a, b], cfg) == {("a", "b"): est}
 
 

@@ -281,19 +281,9 @@ def test_sizes_and_weights_do_not_depend_on_the_order_of_dedup_stages(run_dedup,
     assert runs[0] == runs[1] == runs[2]
 
 
-def test_the_stage_keeps_a_pair_exactly_at_the_cut(run_dedup, make_docs):
+def test_the_stage_keeps_a_pair_exactly_at_the_cut(run_dedup, make_docs, pair_at_the_cut):
     """As near_duplicate_pairs: a pair whose estimated Jaccard equals the verify threshold is a duplicate."""
-    from gristmill.dedup.minhash import estimated_jaccard, shingles, signatures
-
-    rng = random.Random(1)
-    words = [f"w{i}" for i in range(5000)]
-    p = rng.choices(words, k=200)
-    q = list(p)
-    q[100] = "edit"
-    a, b = " ".join(p), " ".join(q)
-    sig = signatures([shingles(a), shingles(b)], MinHashConfig())
-    est = estimated_jaccard(sig[0], sig[1])
-    cfg = MinHashConfig(threshold=est, verify_margin=0.0, bands=128, rows=1)
+    a, b, _, cfg = pair_at_the_cut
     out, stats = run_dedup(make_docs([a, b]), [MinHashDedup(config=cfg, keep="all")])
     assert [d.cluster_size for d in out] == [2, 2]
     assert stats["stages"]["MinHashDedup"]["verified_pairs"] == 1
