@@ -120,6 +120,11 @@ def test_pack_matches_a_naive_packer(seq_len):
     assert n_bytes.tolist() == [int(sum(lengths[t] for t in r)) for r in rows]
 
 
+def _blake2b64(text: str) -> int:
+    """The first 8 bytes of blake2b of the UTF-8 text, big-endian: the split and order keys' definition."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
 def test_validation_split_is_a_stable_fraction_of_documents():
     ids = [f"doc{i}" for i in range(20000)]
     val = {i for i in ids if split_of(i, 0, 0.05) == "validation"}
@@ -129,19 +134,15 @@ def test_validation_split_is_a_stable_fraction_of_documents():
     assert all(split_of(i, 0, 0.0) == "train" for i in ids[:1000])
     # Exactly the documents whose blake2b-64 of "split:SEED:ID" falls below the fraction of 2**64: the bounds
     # above let a split 10% too small pass (1004 of 20000 here; 0.9 x the fraction gives about 900).
-    expected = {i for i in ids if int.from_bytes(hashlib.blake2b(f"split:0:{i}".encode(), digest_size=8).digest(),
-                                                 "big") < 0.05 * 2**64}
+    expected = {i for i in ids if _blake2b64(f"split:0:{i}") < 0.05 * 2**64}
     assert val == expected and len(expected) == 1004
 
 
 def test_copies_and_seeds_get_their_own_order_keys():
     """A copy's key (its bucket and place) is blake2b-64 of "order:SEED:ID:COPY": copies of a document and other
     seeds get unrelated keys, so repeats spread over the dataset and the seed reorders it."""
-    def direct(doc_id, seed, copy):
-        return int.from_bytes(hashlib.blake2b(f"order:{seed}:{doc_id}:{copy}".encode(), digest_size=8).digest(), "big")
-
     for doc_id, seed, copy in [("doc1", 3, 0), ("doc1", 3, 1), ("doc1", 4, 0), ("ü/x", 0, 7)]:
-        assert order_key(doc_id, seed, copy) == direct(doc_id, seed, copy)
+        assert order_key(doc_id, seed, copy) == _blake2b64(f"order:{seed}:{doc_id}:{copy}")
     assert len({order_key("doc1", 3, 0), order_key("doc1", 3, 1), order_key("doc1", 4, 0)}) == 3
 
 

@@ -1,6 +1,7 @@
 """Documents in, shards out (in-process driver; the Beam stage is checked against it in test_beam.py)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections import Counter
@@ -80,7 +81,7 @@ def test_counters_and_manifest_agree(run, docs):
     length = {d.id: len(tok.encode(d.text, add_special_tokens=False).ids) + 1 for d in kept}
     held_out = {d.id for d in kept if split_of(d.id, 3, CONFIG.validation_fraction) == "validation"}
     assert counts["Tokenize/tokens_unique"] == sum(length.values())
-    assert emitted == sum(n * (1 if i in held_out else d.repeats) for d in kept for i, n in [(d.id, length[d.id])])
+    assert emitted == sum(length[d.id] * (1 if d.id in held_out else d.repeats) for d in kept)
     assert counts["Tokenize/documents_validation"] == len(held_out) > 0
     assert counts["Tokenize/documents_train"] == len(kept) - len(held_out)
     assert counts["Tokenize/documents_train"] + counts["Tokenize/documents_validation"] == counts["Tokenize/kept"]
@@ -106,7 +107,7 @@ def test_shards_keep_to_the_target_size(run):
 
 def test_a_buckets_shards_are_full_but_its_last(docs, tokenizer_path, tmp_path):
     """One bucket: its rows fill shards of shard_bytes // (4 x seq_len) = 120 rows each, all but the last."""
-    config = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 120, validation_fraction=0, buckets=1)
+    config = dataclasses.replace(CONFIG, validation_fraction=0, buckets=1)
     manifest, _ = tokenize_documents(docs, tokenizer_path, tmp_path, config)
     rows = [s["sequences"] for s in manifest["splits"]["train"]["shards"]]
     assert len(rows) > 2 and rows[:-1] == [120] * (len(rows) - 1) and 1 <= rows[-1] <= 120
@@ -127,7 +128,7 @@ def test_output_is_byte_identical_for_the_same_input_in_any_order(run, docs, tok
     other, _ = tokenize_documents(docs, tokenizer_path, tmp_path / "seed4", CONFIG, seed=4)
     assert digest(tmp_path / "seed4" / "train-00000.arrow") != digest(folder / "train-00000.arrow")
     # With no validation split the seed still reorders the packing (not only through which documents it holds out)
-    no_val = TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 120, validation_fraction=0)
+    no_val = dataclasses.replace(CONFIG, validation_fraction=0)
     for seed in (3, 4):
         tokenize_documents(docs, tokenizer_path, tmp_path / f"noval{seed}", no_val, seed=seed)
     assert digest(tmp_path / "noval3" / "train-00000.arrow") != digest(tmp_path / "noval4" / "train-00000.arrow")
