@@ -94,3 +94,18 @@ def test_arc_record_ids_are_uuid5_of_the_file_name_and_offset():
         ids[name] = [pg.record_id for pg in pages]
         assert ids[name] == [f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'arc:{name}:{o}')}>" for o in offsets]
     assert not set(ids["a.arc"]) & set(ids["b.arc"])
+
+
+@pytest.mark.parametrize("shift", range(-8, 2))
+def test_find_first_finds_a_magic_that_straddles_a_read(shift):
+    # fs.find_first reads 1 MiB at a time; a needle cut by a read's end is found where bytes.find finds it.
+    from gristmill.pipeline import fs
+
+    at = (1 << 20) + shift
+    data = b"x" * at + b"WARC/1.0\r\n" + b"y" * 100 + fs.GZIP_MAGIC + b"z" * 10
+    needles = (fs.GZIP_MAGIC, b"WARC/1.")
+    want = min(i for i in (data.find(n) for n in needles) if i >= 0)
+    assert want == at
+    assert fs.find_first(io.BytesIO(data), 0, needles) == want
+    assert fs.find_first(io.BytesIO(data), at + 1, needles) == data.find(fs.GZIP_MAGIC)
+    assert fs.find_first(io.BytesIO(data), data.find(fs.GZIP_MAGIC) + 1, needles) is None
