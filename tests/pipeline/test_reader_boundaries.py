@@ -1,5 +1,6 @@
 """The WARC reader at the edges of its rules, each checked against the spec or computation it follows: HTTP's
-Content-Type grammar, RFC 6838's name lengths, the ARC v1 header line, the size limit, and ARC record ids."""
+Content-Type grammar, RFC 6838's name lengths, the ARC v1 header line, the size limit, ARC record ids, and
+fs's search and listing."""
 from __future__ import annotations
 
 import gzip
@@ -109,3 +110,15 @@ def test_find_first_finds_a_magic_that_straddles_a_read(shift):
     assert fs.find_first(io.BytesIO(data), 0, needles) == want
     assert fs.find_first(io.BytesIO(data), at + 1, needles) == data.find(fs.GZIP_MAGIC)
     assert fs.find_first(io.BytesIO(data), data.find(fs.GZIP_MAGIC) + 1, needles) is None
+
+
+def test_matching_lists_files_in_sorted_order_not_the_directorys(tmp_path):
+    # Beam's local match lists files in the directory's order; the run reads them in sorted order, as glob + sorted do.
+    import glob
+
+    from gristmill.pipeline import fs
+
+    for name in ("c", "a", "d", "b", "e10", "e9"):
+        (tmp_path / f"{name}.warc").write_bytes(b"")
+    pattern = str(tmp_path / "*.warc")
+    assert fs.matching(pattern) == sorted(glob.glob(pattern))
