@@ -122,3 +122,12 @@ def test_matching_lists_files_in_sorted_order_not_the_directorys(tmp_path):
         (tmp_path / f"{name}.warc").write_bytes(b"")
     pattern = str(tmp_path / "*.warc")
     assert fs.matching(pattern) == sorted(glob.glob(pattern))
+
+
+@pytest.mark.parametrize("repeated", [b"WARC-Type: response\r\n", b"WARC-Record-ID: <urn:uuid:2>\r\n"])
+def test_a_header_block_that_repeats_warc_type_or_record_id_is_counted_once(repeated):
+    # WARC 1.1 section 5: WARC-Record-ID and WARC-Type are mandatory and not repeatable (WARC-Concurrent-To and
+    # WARC-Protocol are the fields that may repeat); a block holding two is two records' headers run together.
+    good = raw_response(target_uri=b"http://example.com/ok")
+    bad = raw_record(b"response", b"HTTP/1.1 200 OK\r\n\r\n<p>x</p>", repeated)
+    assert fates(good + bad + good) == [("response", None), ("response", "bad:warc_headers"), ("response", None)]
