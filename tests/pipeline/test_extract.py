@@ -75,3 +75,51 @@ def test_a_codec_that_is_not_a_text_encoding_is_no_charset(codec):
     for declared in (codec, None):
         out, enc, how = html_to_text(payload, declared)
         assert out == FRENCH.strip() and (enc, how) == ("utf-8", "detected")
+
+
+def _extracted(payload: bytes, charset: str | None, content_type: str = "text/html", **kwargs):
+    """(documents, dropped reasons) of one page (HTML, or a WET record's text/plain) through ExtractText's DoFn."""
+    from gristmill.pipeline.extract import _ExtractFn
+    from gristmill.pipeline.warc import RawPage
+
+    fn = _ExtractFn("Extract", **{"min_chars": 1, "max_bad_char_ratio": 0.05, "source": "t", **kwargs})
+    fn.setup()
+    counted = []
+    fn.counters.inc = lambda key, n=1: counted.append(key)
+    pg = RawPage(url="http://example.com/p", record_id="<urn:uuid:1>", date="", file="f", offset=0,
+                 content_type=content_type, charset=charset, status=200, payload=payload)
+    return list(fn.process(pg)), [k.split("/", 1)[1] for k in counted if k.startswith("dropped/")]
+
+
+def test_a_meta_charset_inside_whatwgs_1024_byte_prescan_is_honoured():
+    # WHATWG HTML, "prescan a byte stream to determine its encoding": a <meta charset> in the first 1024 bytes.
+    meta = " " * 900 + '<meta charset="koi8-r">'
+    payload = html(RUSSIAN, meta).encode("koi8-r")
+    assert payload.index(b"<meta") > 64
+    out, enc, how = html_to_text(payload, None)
+    assert (out, enc, how) == (RUSSIAN.strip(), "koi8-r", "meta")
+
+
+def test_min_chars_keeps_a_text_of_exactly_that_length():
+    text = "exactly twenty chars"
+    assert len(text) == 20
+    payload = html(text).encode()
+    docs, dropped = _extracted(payload, "utf-8", min_chars=20)
+    assert [d.text for d in docs] == [text] and dropped == []
+    assert _extracted(payload, "utf-8", min_chars=21) == ([], ["empty_text"])
+
+
+def test_the_bad_char_ratio_drops_only_more_than_the_limit():
+    # A WET record's 20 characters, one an invalid UTF-8 byte (U+FFFD once decoded): a ratio of exactly 1/20.
+    payload = b"abcdefghi\xffjklmnopqrs"
+    text = payload.decode("utf-8", "replace")
+    assert (len(text), text.count("\ufffd")) == (20, 1)
+    docs, dropped = _extracted(payload, "utf-8", "text/plain", max_bad_char_ratio=0.05)
+    assert [d.text for d in docs] == [text] and dropped == []
+    assert _extracted(payload, "utf-8", "text/plain", max_bad_char_ratio=0.049) == ([], ["undecodable"])
+
+
+def test_html_bytes_is_the_payloads_length_in_bytes():
+    payload = html(JAPANESE).encode("utf-8")
+    (doc,), _ = _extracted(payload, "utf-8")
+    assert doc.warc["html_bytes"] == len(payload) != len(doc.text)
