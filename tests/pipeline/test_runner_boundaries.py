@@ -116,3 +116,14 @@ def test_summary_lists_the_three_largest_drop_reasons(capsys):
 def test_beam_with_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "usage: beam" in capsys.readouterr().out
+
+
+def test_a_probability_threshold_is_a_number_from_0_to_1_inclusive(tmp_path):
+    from gristmill.filters.langid import LanguageIDFilter
+
+    model = str(tmp_path / "lid.bin")  # not loaded when the stage is built
+    for ok in (0, 0.0, 1, 1.0, 0.5):
+        FilterStage("LanguageID", LanguageIDFilter(threshold=ok, model=model))
+    for bad in (True, False, "0.5", -1e-9, 1.000001):  # a bool is an int to Python, not a probability
+        with pytest.raises(UserError, match=r"^stage LanguageID: threshold is a probability, from 0 to 1, not "):
+            FilterStage("LanguageID", LanguageIDFilter(threshold=bad, model=model))
