@@ -127,3 +127,42 @@ def test_a_probability_threshold_is_a_number_from_0_to_1_inclusive(tmp_path):
     for bad in (True, False, "0.5", -1e-9, 1.000001):  # a bool is an int to Python, not a probability
         with pytest.raises(UserError, match=r"^stage LanguageID: threshold is a probability, from 0 to 1, not "):
             FilterStage("LanguageID", LanguageIDFilter(threshold=bad, model=model))
+
+
+class _OddIds:
+    """Drops documents with an odd id and gives no reason, and counts a sub-key for every document."""
+
+    name = "odd"
+    needs_text = True
+
+    def setup(self):
+        pass
+
+    def check_batch(self, docs):
+        from gristmill.filters.base import Verdict
+
+        return [Verdict(keep=int(d.id) % 2 == 0, counts={"looked": 1}) for d in docs]
+
+
+@pytest.mark.parametrize("mode", ["drop", "annotate"])
+def test_a_verdict_without_a_reason_is_counted_under_the_stage_label(tmp_path, mode):
+    from gristmill.pipeline.docio import CreateDocuments, WriteDocuments, read_documents
+    from gristmill.pipeline.document import Document
+
+    docs = [Document(id=str(i), url=f"http://e.com/{i}", text=f"text {i}") for i in range(7)]
+    stats = run_stages([CreateDocuments("Docs", docs), FilterStage("Odd", _OddIds(), mode=mode, batch_size=3),
+                        WriteDocuments("Write", shards=1)], RunContext(output=str(tmp_path / mode)),
+                       ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    odd = stats["stages"]["Odd"]
+    assert stats["balanced"] and odd["in"] == 7 and odd["looked"] == 7  # ids 1, 3, 5 fail; 0, 2, 4, 6 pass
+    out = {d.id: d for d in read_documents(str(tmp_path / mode / "documents"))}
+    if mode == "drop":
+        assert odd["kept"] == 4 and odd["dropped"] == {"Odd": 3} and sorted(out) == ["0", "2", "4", "6"]
+    else:
+        assert odd["kept"] == 7 and odd["would_drop"] == {"Odd": 3} and "dropped" not in odd
+        assert {i: d.decisions["Odd"] for i, d in out.items()} == {str(i): "Odd" if i % 2 else "keep" for i in range(7)}
+
+
+def test_a_mode_other_than_drop_or_annotate_is_refused():
+    with pytest.raises(ValueError, match=r"^stage G: mode must be 'drop' or 'annotate', not 'anotate'$"):
+        FilterStage("G", GopherQualityFilter(), mode="anotate")
