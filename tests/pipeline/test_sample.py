@@ -459,5 +459,6 @@ def test_sentences_are_written_as_each_language_writes_them():
 def test_charset_text_and_boilerplate_sizes():
     for lang, encoding, _, _ in sample.CHARSET_CASES:
         textgen.language_text(lang, random.Random(1), 400, charset=encoding).encode(encoding)  # strict
+    assert textgen.language_text("fr", random.Random(1), 400, charset="ascii").isascii()  # no é, à, ç ...
     sizes = {len(textgen.boilerplate_lines(random.Random(s))) for s in range(400)}
     assert min(sizes) == 20 and max(sizes) <= 40  # "20-40 short lines"
