@@ -433,7 +433,8 @@ def _http_date(t: datetime) -> str:
 
 def _ip(domain: str) -> str:
     h = hashlib.sha256(domain.encode()).digest()
-    return f"198.51.{100 + h[0] % 2}.{1 + h[1] % 254}"  # TEST-NET ranges: never a real host
+    # RFC 5737's documentation blocks (TEST-NET-1, -2, -3): never a real host.
+    return f"{('192.0.2', '198.51.100', '203.0.113')[h[0] % 3]}.{1 + h[1] % 254}"
 
 
 def _truth_line(rec_id: str, wtype: str, warc_file: str, index: int | None, page: Page | None) -> dict:

@@ -326,3 +326,139 @@ def test_cli_writes_files_and_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["sample", "--help"])
     assert "example" in capsys.readouterr().out
+
+
+# --- edges of the generators, each against a rule written out by hand --------------------------------------------
+
+def test_composition_by_hand_and_every_plan_holds_it():
+    # 60 pages: 11 fixed specials, the floors (10 charset cases, 12 languages, 5 near-dup targets) and 7 prose.
+    assert sample.composition(60) == {"image": 3, "pdf": 2, "oversized": 1, "malformed": 1, "redirect": 2,
+                                      "not_found": 2, "charset": 10, "offensive": 3, "boilerplate": 4, "spam": 4,
+                                      "near_dup": 5, "dup": 4, "lang": 12, "prose": 7}
+    # 2000 pages (the default): 2% charset, 1% offensive, 7% boilerplate, 6% spam, near_dup and dup, 20% lang.
+    assert sample.composition(2000) == {"image": 3, "pdf": 2, "oversized": 1, "malformed": 1, "redirect": 2,
+                                        "not_found": 2, "charset": 40, "offensive": 20, "boilerplate": 140,
+                                        "spam": 120, "near_dup": 120, "dup": 120, "lang": 400, "prose": 1029}
+    for seed in range(12):  # the last duplicate group is cut to the copies still wanted, whatever the seed
+        kinds = collections.Counter(p.kind for p in sample._Builder(seed, 60).build())
+        assert kinds == sample.composition(60), seed
+
+
+def test_one_file_keeps_its_name_and_there_may_be_one_file_per_page(tmp_path):
+    assert sample.output_paths("a/x.warc.gz", 1) == ["a/x.warc.gz"]
+    assert sample.write_sample(tmp_path / "one.warc.gz", pages=60, files=1) == [str(tmp_path / "one.warc.gz")]
+    paths = sample.write_sample(tmp_path / "many.warc.gz", pages=60, files=60)
+    assert len(paths) == 60 and all(len(records([p])) == 1 + 3 for p in paths)  # warcinfo + one capture each
+    with pytest.raises(UserError, match=r"--files must be between 1 and the number of pages \(60\), got 61"):
+        sample.write_sample(tmp_path / "more.warc.gz", pages=60, files=61)
+
+
+def test_cli_counts_the_records_it_wrote(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="beam")
+    sample.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sample", str(tmp_path / "c.warc.gz"), "--pages", "60", "--files", "2"])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    paths = captured.out.split()
+    written = len(records(paths))  # counted by warcio: a warcinfo per file, then request, response, metadata
+    assert written == 2 + 3 * 60
+    assert captured.err.startswith(f"wrote 60 pages ({written} records, ")
+
+
+def test_capture_headers_agree_with_the_warc_record(crawl):
+    import email.utils
+    import ipaddress
+    from datetime import datetime
+
+    paths, _ = crawl
+    # RFC 5737: the three address blocks reserved for documentation, which no real host uses.
+    test_nets = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+    by_id = {t["record_id"]: t for t in crawl[1]}
+    n = 0
+    for wtype, rid, url, rec_headers, hdrs, body in records(paths):
+        if wtype != "response" or by_id[rid]["kind"] == "malformed":
+            continue
+        n += 1
+        ip = ipaddress.ip_address(rec_headers.get_header("WARC-IP-Address"))
+        assert any(ip in net for net in test_nets), ip
+        warc_date = datetime.strptime(rec_headers.get_header("WARC-Date"), "%Y-%m-%dT%H:%M:%SZ")
+        assert email.utils.parsedate_to_datetime(hdrs.get_header("Date")).replace(tzinfo=None) == warc_date
+        if hdrs.get_statuscode() == "200":  # Common Crawl's header: the media type, without parameters
+            ctype = hdrs.get_header("Content-Type")
+            assert rec_headers.get_header("WARC-Identified-Payload-Type") == ctype.split(";")[0].strip()
+    assert n == PAGES - 1
+
+
+def test_pdf_xref_and_the_malformed_body(crawl):
+    # PDF 1.4 (ISO 32000-1, 7.5.4): the xref subsection "0 N" lists objects 0..N-1, object 0 the free head,
+    # and the trailer's /Size is that same N.
+    body = sample.pdf_bytes(["one line", "another (with parentheses)"])
+    n_objects = len(re.findall(rb"^\d+ 0 obj$", body, flags=re.M))
+    xref = body[int(body.rsplit(b"startxref", 1)[1].split()[0]):]
+    assert xref.split(b"\n")[1] == b"0 %d" % (n_objects + 1)
+    assert re.search(rb"/Size (\d+)", body).group(1) == b"%d" % (n_objects + 1)
+    assert len(re.findall(rb"^\d{10} \d{5} [nf] $", xref, flags=re.M)) == n_objects + 1
+    # The malformed capture's `bytes` is the length of what follows its (broken) HTTP headers, read raw.
+    paths, truth = crawl
+    bad, = [t for t in truth if t["kind"] == "malformed" and t["warc_type"] == "response"]
+    raw, = [body for wtype, rid, _, _, _, body in records(paths, no_record_parse=True) if rid == bad["record_id"]]
+    assert bad["bytes"] == len(raw.split(b"\r\n\r\n", 1)[1])
+
+
+def test_arabic_pages_are_right_to_left(crawl):
+    class _Root(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "html":
+                self.attrs = dict(attrs)
+
+    seen = 0
+    for t, hdrs, body in responses(crawl).values():
+        if t["kind"] in ("lang", "charset") and t["warc_type"] == "response" and t["language"] in ("ar", "fr"):
+            root = _Root()
+            root.feed(body.decode(t["charset"]))
+            assert root.attrs["lang"] == t["language"]
+            assert root.attrs.get("dir") == ("rtl" if t["language"] == "ar" else None)  # HTML: dir="rtl" for Arabic
+            seen += t["language"] == "ar"
+    assert seen
+
+
+def test_jaccard_and_shingles_at_their_edges():
+    assert textgen.jaccard(set(), set()) == 1.0 and textgen.jaccard({("a",)}, set()) == 0.0
+    assert textgen.shingles("") == set() and textgen.shingles(" ... -- ") == set()
+    assert textgen.shingles("Two words.", 5) == {("two", "words")}
+    assert textgen.shingles("a b c d e F", 5) == {("a", "b", "c", "d", "e"), ("b", "c", "d", "e", "f")}
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError, match="jaccard must be in"):
+            textgen.near_duplicate("some words here", bad, random.Random(0))
+
+
+SENTENCE_END = {"zh": "\u3002", "ja": "\u3002", "hi": "\u0964"}  # the ideographic full stop; the Devanagari danda
+
+
+def test_sentences_are_written_as_each_language_writes_them():
+    for lang in textgen.SUPPORTED_LANGUAGES:
+        if lang == "en":
+            continue
+        text = textgen.language_text(lang, random.Random(11), 600)
+        for paragraph in text.split("\n\n"):
+            assert paragraph.endswith(SENTENCE_END.get(lang, ".")), (lang, paragraph[-20:])
+            first = paragraph[0]
+            assert first == first.upper(), (lang, paragraph[:20])  # cased scripts start a sentence upper-case
+        if lang == "el":  # Greek spelling: a word ends in final sigma, never in medial sigma
+            assert not any(w.endswith("\u03c3") for w in re.findall(r"\w+", text))
+        if lang in ("ru", "el", "ar", "hi", "zh", "ja"):
+            assert not any(unicodedata.name(ch, "").startswith("LATIN") for ch in text), lang
+    # French elision: l', d', qu' ... stand only before a vowel or a mute h, never alone.
+    fr = textgen.language_text("fr", random.Random(3), 3000)
+    elided = {"l", "d", "j", "n", "s", "c", "qu", "m", "t", "jusqu", "lorsqu", "puisqu"}
+    assert not [w for w in re.findall(r"[\w']+", fr.lower()) if w in elided]
+    glued = re.findall(r"\b(\w+)'(\w)", fr.lower())
+    assert glued and all(first in elided and nxt in "aeiouhàâéèêîôû" for first, nxt in glued)
+
+
+def test_charset_text_and_boilerplate_sizes():
+    for lang, encoding, _, _ in sample.CHARSET_CASES:
+        textgen.language_text(lang, random.Random(1), 400, charset=encoding).encode(encoding)  # strict
+    assert textgen.language_text("fr", random.Random(1), 400, charset="ascii").isascii()  # no é, à, ç ...
+    sizes = {len(textgen.boilerplate_lines(random.Random(s))) for s in range(400)}
+    assert min(sizes) == 20 and max(sizes) <= 40  # "20-40 short lines"
