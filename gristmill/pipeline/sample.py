@@ -56,8 +56,12 @@ from gristmill.pipeline import textgen
 DEFAULT_PAGES = 2000
 DEFAULT_FILES = 4
 MIN_PAGES = 60
-# Bump when the generator's output changes, so cached default samples are regenerated.
+# Part of every record id and named in each warcinfo record: bump it only to change the ids (and with them the
+# document ids, hence every measured count downstream).
 GENERATOR_VERSION = 1
+# Bump whenever the generator's bytes change, so that cached default samples are regenerated. Revision 2: WARC-IP-
+# Address only in RFC 5737's three documentation blocks (revision 1 also used 198.51.101.0/24, a public block).
+SAMPLE_REVISION = 2
 OVERSIZED_BYTES = 2_600_000  # above the reader's default 2 MiB cap
 NEAR_DUP_TARGETS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3)
 CRAWL_START = datetime(2024, 3, 1, tzinfo=timezone.utc)
@@ -578,7 +582,7 @@ def default_sample_paths() -> list[str]:
     from gristmill.paths import cache_dir
 
     folder = cache_dir() / "sample"
-    stamp = {"generator": GENERATOR_VERSION, "pages": DEFAULT_PAGES, "seed": 0, "files": DEFAULT_FILES,
+    stamp = {"generator": GENERATOR_VERSION, "revision": SAMPLE_REVISION, "pages": DEFAULT_PAGES, "seed": 0, "files": DEFAULT_FILES,
              "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
     names = [os.path.basename(p) for p in output_paths("sample.warc.gz", DEFAULT_FILES)]
     stamp_file = folder / "stamp.json"

@@ -308,7 +308,16 @@ def test_default_sample_is_cached_and_a_few_megabytes(tmp_path, monkeypatch):
     mtimes = [os.stat(p).st_mtime_ns for p in paths]
     assert sample.default_sample_paths() == paths  # second call reuses the files
     assert [os.stat(p).st_mtime_ns for p in paths] == mtimes
-    assert json.loads((tmp_path / "sample" / "stamp.json").read_text())["pages"] == sample.DEFAULT_PAGES
+    stamp_file = tmp_path / "sample" / "stamp.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["pages"] == sample.DEFAULT_PAGES and stamp["revision"] == sample.SAMPLE_REVISION
+    # A sample cached by revision 1 (its stamp had no revision; its bytes differ in WARC-IP-Address) is regenerated,
+    # and its record ids, which follow GENERATOR_VERSION alone, stay as they were.
+    del stamp["revision"]
+    stamp_file.write_text(json.dumps(stamp, sort_keys=True) + "\n")
+    assert sample.default_sample_paths() == paths
+    assert all(os.stat(p).st_mtime_ns != m for p, m in zip(paths, mtimes))
+    assert [t["record_id"] for t in sample.read_truth(paths)] == [t["record_id"] for t in truth]
 
 
 def test_cli_writes_files_and_rejects_bad_input(tmp_path, capsys):
