@@ -582,8 +582,8 @@ def default_sample_paths() -> list[str]:
     from gristmill.paths import cache_dir
 
     folder = cache_dir() / "sample"
-    stamp = {"generator": GENERATOR_VERSION, "revision": SAMPLE_REVISION, "pages": DEFAULT_PAGES, "seed": 0, "files": DEFAULT_FILES,
-             "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    stamp = {"generator": GENERATOR_VERSION, "revision": SAMPLE_REVISION, "pages": DEFAULT_PAGES, "seed": 0,
+             "files": DEFAULT_FILES, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
     names = [os.path.basename(p) for p in output_paths("sample.warc.gz", DEFAULT_FILES)]
     stamp_file = folder / "stamp.json"
     try:
