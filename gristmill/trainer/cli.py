@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         _report_error(f"error: {e}")
         _let_the_first_process_report()
-        return 1
+        return 2  # as beam and mix: a user mistake, apart from a crash (1, with its traceback)
     except KeyboardInterrupt:
         _report_error("error: interrupted")
         return 130

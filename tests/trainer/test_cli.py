@@ -31,12 +31,12 @@ def test_stop_after_below_one_is_a_one_line_error(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("model: tiny\nsteps: 2\nbatch_size: 2\nmicro_batch_size: 2\nwarmup_steps: 0\n")
     for n in ("0", "-1"):  # trained nothing and exited 0
-        assert main(["train", str(cfg), "--out-dir", str(tmp_path / "out"), "--stop-after", n]) == 1
+        assert main(["train", str(cfg), "--out-dir", str(tmp_path / "out"), "--stop-after", n]) == 2
         assert capsys.readouterr().err == f"error: --stop-after must be >= 1, not {n}\n"
 
 
 def test_ablate_without_mixtures_is_a_one_line_error(tmp_path, capsys):
-    assert main(["ablate", "-o", str(tmp_path / "run")]) != 0
+    assert main(["ablate", "-o", str(tmp_path / "run")]) == 2  # a user error, as every other
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
 
@@ -52,10 +52,10 @@ def test_a_token_dataset_or_mix_spec_as_mixture_is_one_line(tmp_path, capsys):
         cfg = tmp_path / "run.yaml"
         cfg.write_text(f"data: {{mixture: {mix}}}\nmodel: tiny\nsteps: 2\nwarmup_steps: 0\n"
                        f"out_dir: {tmp_path / 'out'}\n")
-        assert main(["train", str(cfg), "--quiet"]) == 1
+        assert main(["train", str(cfg), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {mix} ") and msg in err[0]
-        assert main(["ablate", str(mix), "-o", str(tmp_path / "ab")]) == 1
+        assert main(["ablate", str(mix), "-o", str(tmp_path / "ab")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0]
 
@@ -77,7 +77,7 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("parallel: zero9\n")
     proc = subprocess.run([sys.executable, "-m", "gristmill.trainer", "train", str(bad)], capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.startswith("error: config: parallel must be one of") and "Traceback" not in proc.stderr
 
 
@@ -130,7 +130,7 @@ def test_a_user_error_is_printed_when_the_first_process_is_the_slowest(tmp_path)
 
 def test_a_non_zero_rank_writes_its_error_for_torchrun_not_to_stderr(tmp_path):
     """What a rank other than a machine's first saw still reaches torchrun's report (read here by torchrun's own
-    ProcessFailure and ChildFailedError), and its exit status stays 1."""
+    ProcessFailure and ChildFailedError), and its exit status stays 2."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     bad, error_file = tmp_path / "bad.yaml", tmp_path / "error.json"
@@ -138,8 +138,8 @@ def test_a_non_zero_rank_writes_its_error_for_torchrun_not_to_stderr(tmp_path):
     env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "TORCHELASTIC_ERROR_FILE": str(error_file)}
     proc = subprocess.run([sys.executable, "-m", "gristmill.trainer", "train", str(bad)], env=env,
                           capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr == ""
-    failure = ProcessFailure(local_rank=1, pid=0, exitcode=1, error_file=str(error_file))
+    assert proc.returncode == 2 and proc.stderr == ""
+    failure = ProcessFailure(local_rank=1, pid=0, exitcode=2, error_file=str(error_file))
     report = ChildFailedError("trainer", {1: failure}).format_msg()
     assert "traceback : error: config: parallel must be one of single, ddp, zero1, zero2, zero3, not 'zero9'" in report
 
@@ -175,7 +175,7 @@ def test_config_type_and_range_errors_are_one_line(tmp_path, capsys, case, msg):
               "warmup_steps": 1, "out_dir": str(tmp_path / "o"), **yaml.safe_load(case)}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", str(path), "--quiet"]) == 1
+    assert main(["train", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert msg in err

@@ -50,10 +50,10 @@ def test_evaluate_matches_a_direct_computation(tiny, mixture, tmp_path, capsys):
 def test_evaluate_errors_are_one_line(tiny, tmp_path, capsys):
     cfg = tiny("syn", steps=1, warmup_steps=0)  # synthetic data: nothing to evaluate on
     train(cfg, verbose=False)
-    assert main(["evaluate", cfg.out_dir]) == 1
+    assert main(["evaluate", cfg.out_dir]) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'syn' / 'config.json'}: the run trained on synthetic "
                                        f"data, which has no validation sets\n")
-    assert main(["evaluate", cfg.out_dir, "--eval", "broken"]) == 1
+    assert main(["evaluate", cfg.out_dir, "--eval", "broken"]) == 2
     assert "error: " in capsys.readouterr().err
 
 
@@ -67,11 +67,11 @@ def test_evaluate_output_and_set_mistakes_are_one_line_before_any_scoring(tiny, 
     train(cfg, verbose=False)
     monkeypatch.setattr(evaluate, "evaluate_sets", lambda *a, **k: pytest.fail("evaluated before the check"))
     (tmp_path / "file").write_text("")
-    assert main(["evaluate", cfg.out_dir, "--json", str(tmp_path / "file" / "eval.json")]) == 1
+    assert main(["evaluate", cfg.out_dir, "--json", str(tmp_path / "file" / "eval.json")]) == 2
     assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'file' / 'eval.json'}: {tmp_path / 'file'} "
                                        f"is a file, not a folder\n")
     web, wiki = mixture.parent / "web", mixture.parent / "wiki"
-    assert main(["evaluate", cfg.out_dir, "--eval", f"x={web}", "--eval", f"x={wiki}"]) == 1
+    assert main(["evaluate", cfg.out_dir, "--eval", f"x={web}", "--eval", f"x={wiki}"]) == 2
     assert capsys.readouterr().err == f"error: --eval x=... is given twice ({web} and {wiki}); give each set its own name\n"
 
 

@@ -124,7 +124,7 @@ def test_the_runs_tokenizer_ships_and_encodes_the_same(tiny, tmp_path, real_mixt
 
 
 def test_export_errors_are_one_line(tiny, tmp_path, real_mixture, capsys):
-    assert main(["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "hf")]) == 1
+    assert main(["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "hf")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'} is neither a training out_dir nor a checkpoint folder\n"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no checkpoint"):

@@ -158,7 +158,7 @@ def test_plan_command(capsys, tmp_path):
     (["plan", "--params", "1e9e9", "--gpus", "8"], "not a parameter count"),
 ])
 def test_plan_errors_are_one_line(capsys, argv, msg):
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1
 
@@ -302,7 +302,7 @@ def test_trainer_layout_on_the_command_line(capsys, tmp_path):
     (["plan", "--preset", "1b", "--gpus", "8", "--accumulation", "0"], "--accumulation must be >= 1, not 0"),
 ])
 def test_trainer_layout_errors_are_one_line(capsys, argv, msg):
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1
 
