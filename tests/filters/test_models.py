@@ -132,7 +132,7 @@ def test_an_out_path_no_file_can_be_written_at_is_one_line(tmp_path, capsys, com
     # /dev/null is a device, not a folder: no file can be made under it (mkdir says "File exists").
     assert beam_main(["model", command, "--out", "/dev/null/x"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot write /dev/null/x") and err.endswith("/dev/null is not a folder"), err
+    assert err.startswith("error: cannot write /dev/null/x") and err.endswith("/dev/null is a file, not a folder"), err
     assert "\n" not in err
     if command != "fetch-url-lists":  # its --out is a folder
         assert beam_main(["model", command, "--out", str(tmp_path)]) == 2
