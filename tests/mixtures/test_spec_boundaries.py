@@ -128,8 +128,9 @@ def test_a_spec_mistake_is_its_one_line_message(changes, message):
 def test_the_base_spec_and_its_edges_are_accepted():
     """The cases above fail for their one change, not for the base; the smallest values accepted are."""
     assert spec_from_dict(edited(), ROOT).budget_tokens == 20_000_000
-    spec = spec_from_dict(edited(budget_tokens="1", seed="0", sources__1__max_tokens="1", sources__1__max_epochs="0.001",
-                                 weighting__normalize="true", validation="{max_sequences: null}"), ROOT)
+    spec = spec_from_dict(edited(budget_tokens="1", seed="0", sources__1__max_tokens="1",
+                                 sources__1__max_epochs="0.001", weighting__normalize="true",
+                                 validation="{max_sequences: null}"), ROOT)
     assert (spec.budget_tokens, spec.seed, spec.sources[1].max_tokens, spec.sources[1].max_epochs) == (1, 0, 1, 0.001)
     assert spec.weighting.normalize is True and spec.validation_max_sequences is None
 
