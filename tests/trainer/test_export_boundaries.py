@@ -171,8 +171,8 @@ def test_gristmill_json_names_the_checkpoint_absolutely_and_the_whole_model(runs
 def test_each_tokenizer_mistake_is_one_line_and_writes_nothing(runs, tmp_path, tokenizer):
     """Kills each check of the tokenizer export makes before it writes: the --dtype choice, a tokenizer larger
     than the model, a malformed one, the run's mixture manifest gone, damaged or naming none, its tokenizer gone
-    or another (sha256). A damaged manifest, a manifest naming no tokenizer and a --tokenizer folder read as a
-    JSON traceback, "is gone" and "does not exist"."""
+    or another (sha256). A damaged manifest, a manifest naming no tokenizer (or a tokenizer entry that is no
+    mapping: an AttributeError) and a --tokenizer folder read as a JSON traceback, "is gone" and "does not exist"."""
     from tokenizers import Tokenizer, models
 
     tok, path, sha = tokenizer
@@ -192,6 +192,7 @@ def test_each_tokenizer_mistake_is_one_line_and_writes_nothing(runs, tmp_path, t
          f"the run's mixture manifest {tmp_path / 'nowhere.json'} is gone, so its tokenizer is unknown; "
          "pass --tokenizer"),
         ({"format": "gristmill.mixture/1"}, {}, f"the run's mixture manifest {m} names no tokenizer; pass --tokenizer"),
+        ({"tokenizer": "tokenizer.json"}, {}, f"the run's mixture manifest {m} names no tokenizer; pass --tokenizer"),
         (gone, {}, f"the tokenizer {tmp_path / 'gone.json'} named by {m} does not exist; pass --tokenizer"),
         (other, {}, f"{path} is not the tokenizer the run's data was made with (its sha256 differs from {m}'s); "
                     "pass --tokenizer"),
