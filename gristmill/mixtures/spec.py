@@ -65,7 +65,10 @@ def parse_count(value: Any, what: str) -> int:
             exact = human_count(value)
         except ValueError:
             raise UserError(f"{what} must be a whole number like 1000000 or 1.4T, not {value!r}") from None
-        if exact != exact.to_integral_value() or not math.isfinite(float(exact)):
+        # The exact value in the message: as a float, 2.0000000000000000001 read "not 2.0" and 1e-400 "not 0.0".
+        if exact != exact.to_integral_value():
+            raise UserError(f"{what} must be a whole number, not {exact}")
+        if not math.isfinite(float(exact)):
             raise UserError(f"{what} must be a whole number, not {float(exact)!r}")
         return int(exact)
     if isinstance(value, float):
@@ -87,8 +90,9 @@ def _number(value: Any, what: str, *, positive: bool = True) -> float:
 
 def _check_keys(d: Any, allowed: set[str], where: str) -> dict:
     if not isinstance(d, dict):
-        raise UserError(f"{where} must be a mapping, not {type(d).__name__}")
-    extra = sorted(set(d) - allowed)
+        raise UserError(f"{where} must be a mapping, not {'null' if d is None else type(d).__name__}")
+    # key=str: YAML reads `on:` or `yes:` as a bool key, and sorting it with a text key was a TypeError
+    extra = sorted(set(d) - allowed, key=str)
     if extra:
         raise UserError(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
     return d
@@ -106,8 +110,10 @@ def spec_from_dict(raw: Any, base: Path, *, path: Path | None = None, sha256: st
     for k, s in enumerate(raw["sources"]):
         where = f"sources[{k}]"
         s = _check_keys(s, {"name", "manifest", "domain", "max_epochs", "max_tokens"}, where)
-        if not isinstance(s.get("name"), str) or not s["name"]:
+        if s.get("name") is None:
             raise UserError(f"{where}: needs a name")
+        if not isinstance(s["name"], str) or not s["name"]:  # `name: 2024` had "needs a name": quote it
+            raise UserError(f"{where}: name must be a non-empty string (quote it in YAML), not {s['name']!r}")
         if not isinstance(s.get("manifest"), str) or not s["manifest"]:
             raise UserError(f"{where} ({s['name']}): needs a manifest path")
         domain = s.get("domain")
@@ -172,6 +178,8 @@ def load_spec(path: str | Path) -> MixtureSpec:
         raw = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise UserError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if raw is None:  # "spec must be a mapping, not NoneType" did not say the file was empty
+        raise UserError(f"{p} is empty: a mixture spec needs sources, budget_tokens and weighting")
     if isinstance(raw, dict) and str(raw.get("format", "")).startswith("gristmill."):  # a manifest, given by mistake
         raise UserError(f"{p} is a {raw['format']} manifest, not a mixture spec (YAML with sources, budget_tokens and "
                         f"weighting; see `mix build --help`)")

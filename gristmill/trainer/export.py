@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gristmill.errors import UserError
+from gristmill.errors import UserError, require_file
 from gristmill.trainer.checkpoint import find_run, load_model
 from gristmill.trainer.model import ModelConfig
 
@@ -100,16 +100,26 @@ def _tokenizer(saved: dict[str, Any], override: str | None) -> tuple[bytes | Non
 
     mixture = (saved.get("train", {}).get("data") or {}).get("mixture")
     mpath = Path(mixture) if mixture else None
-    tok = (json.loads(mpath.read_text()).get("tokenizer") or {}) if mpath and mpath.is_file() else {}
+    tok: Any = {}
+    if mpath and mpath.is_file():
+        try:
+            manifest = json.loads(mpath.read_text())
+        except ValueError as e:  # a damaged manifest was json's traceback; --tokenizer does without it
+            if not override:
+                raise UserError(f"the run's mixture manifest {mpath} is not valid JSON ({e}); "
+                                "pass --tokenizer") from None
+            manifest = {}
+        tok = manifest.get("tokenizer") if isinstance(manifest, dict) else None
+        tok = tok if isinstance(tok, dict) else {}
     special = {"bos": tok.get("bos_id"), "eos": tok.get("eos_id"), "pad": tok.get("pad_id")} if tok else {}
     if override:
-        if not Path(override).is_file():
-            raise UserError(f"--tokenizer {override} does not exist")
+        require_file(override, "--tokenizer")  # a folder read "does not exist"
         return Path(override).read_bytes(), override, special
     if mpath is None:
         return None, "", {}
-    if not tok:
-        raise UserError(f"the run's mixture manifest {mpath} is gone, so its tokenizer is unknown; pass --tokenizer")
+    if not tok:  # a manifest there that names none had read "is gone"
+        state = "names no tokenizer" if mpath.is_file() else "is gone, so its tokenizer is unknown"
+        raise UserError(f"the run's mixture manifest {mpath} {state}; pass --tokenizer")
     where = str(fs.resolve(mpath.parent, tok.get("path", "")))
     if not tok.get("path") or not fs.is_file(where):
         raise UserError(f"the tokenizer {where} named by {mpath} does not exist; pass --tokenizer")
