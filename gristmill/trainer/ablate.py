@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from gristmill.counts import is_count
 from gristmill.errors import UserError
 from gristmill.mixtures.build import largest_remainder
-from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT, read_mixture_manifest
+from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT, mixture_problem, read_mixture_manifest
 from gristmill.mixtures.spec import parse_count
 from gristmill.pipeline import fs
 from gristmill.tokenize.shards import TokenDataset, load_manifest
@@ -75,6 +76,15 @@ def load_mixture(path: str | Path, name: str | None = None) -> dict[str, Any]:
     _, manifest = read_mixture_manifest(path)
     if manifest.get("format") != MIXTURE_FORMAT:
         raise UserError(f"{path} is not a mixture manifest (format {MIXTURE_FORMAT!r}); build one with `mix build`")
+    # One line for a manifest edited by hand, as MixtureLoader gives, before the plan reads its tokenizer, budget
+    # and validation sets (these were KeyError tracebacks); the loader never reads the two fields checked here.
+    problem = mixture_problem(manifest)
+    if problem is None and not isinstance(manifest["tokenizer"].get("sha256"), str):
+        problem = "it has no tokenizer.sha256"
+    if problem is None and not is_count(manifest.get("budget_tokens")):
+        problem = f"budget_tokens is {manifest.get('budget_tokens')!r}, not an integer >= 0"
+    if problem:
+        raise UserError(f"{path} was edited or damaged: {problem}; write it again with `mix build`")
     return {"name": name or path.stem, "path": str(path.resolve()), "sha256": _sha256(path),
             "proportions": {s["name"]: s["proportion"] for s in manifest["sources"]}, "manifest": manifest}
 
@@ -270,6 +280,13 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [{"name": f"{m['name']}-s{s}", "mixture": m["name"], "seed": s} for m in mixtures for s in seeds]
     eval_sets = evaluation_sets(mixtures, extra, args.eval_max_sequences)
+    # "avg" is the mean over all sets (--rank-by avg, the avg_bpb/avg_loss columns): a set of that name could not be
+    # ranked by, and its columns in results.csv and summary.csv would repeat those names
+    for e in eval_sets:
+        if e["name"] == "avg":
+            where = "--eval avg=..." if e["kind"] == "extra" else "mixture domain 'avg'"
+            raise UserError(f"{where}: 'avg' names the average over all evaluation sets in the report; "
+                            + ("pick another name" if e["kind"] == "extra" else "tokenize it under another --domain"))
     if args.rank_by != "avg" and args.rank_by not in [e["name"] for e in eval_sets]:
         raise UserError(f"--rank-by {args.rank_by!r} is not an evaluation set; choose avg or one of "
                         f"{', '.join(e['name'] for e in eval_sets)}")
