@@ -343,8 +343,12 @@ def format_markdown(mixture: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` whole or not at all (a temporary file renamed over it): a run killed mid-write
+    leaves the old file or none, never a cut-short one that a later run would read as damaged, or as done."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(part, path)
 
 
 def write_mixture(mixture: dict[str, Any], out_path: Path) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 
 from gristmill.counts import is_count
 from gristmill.errors import UserError
-from gristmill.mixtures.build import largest_remainder
+from gristmill.mixtures.build import largest_remainder, write_json
 from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT, mixture_problem, read_mixture_manifest
 from gristmill.mixtures.spec import parse_count
 from gristmill.pipeline import fs
@@ -101,8 +101,14 @@ def load_sweep(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]
     if not isinstance(index, dict) or index.get("format") != "gristmill.sweep/1":
         found = index.get("format") if isinstance(index, dict) else None
         raise UserError(f"{index_path}: format is {found!r}, expected 'gristmill.sweep/1'")
-    members = [load_mixture(Path(folder) / m["path"], m["name"]) for m in index["mixtures"]]
-    for mix, entry in zip(members, index["mixtures"]):
+    entries = index.get("mixtures")
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(m, dict) and isinstance(m.get("path"), str) and isinstance(m.get("name"), str)
+            and isinstance(m.get("proportions"), dict) for m in entries):
+        raise UserError(f"{index_path}: mixtures must be a non-empty list of entries with a path, a name and "
+                        f"proportions, as `mix sweep` writes them; make the sweep again")
+    members = [load_mixture(Path(folder) / m["path"], m["name"]) for m in entries]
+    for mix, entry in zip(members, entries):
         mix["proportions"] = dict(entry["proportions"])
     return members, index
 
@@ -316,7 +322,7 @@ def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
     path = rundir / "ablation.json"
     versions = {}  # every mixture this RUNDIR has trained on -> the sha256 of its manifest
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = _read_json(path, f"delete {rundir} or use another -o")
         for key, what in (("settings", "training settings"), ("eval_sets", "evaluation sets")):
             if old.get(key) != plan[key]:
                 raise UserError(f"{rundir} holds an ablation with different {what}; use another -o "
@@ -327,8 +333,7 @@ def save_plan(rundir: Path, plan: dict[str, Any]) -> None:
             raise UserError(f"{rundir} holds runs of mixture(s) {', '.join(changed)} made from another version of "
                             f"the mixture manifest; use another -o (or delete {rundir})")
     plan = {**plan, "mixture_sha256": {**versions, **{m["name"]: m["sha256"] for m in plan["mixtures"]}}}
-    rundir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    write_json(path, plan)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -435,6 +440,17 @@ def train_run(plan: dict[str, Any], run: dict[str, Any], rundir: Path, *, log=No
             "avg_bpb": final["avg_bpb"], "sets": final["sets"], "curve": evals}
 
 
+def _read_json(path: Path, remedy: str) -> dict[str, Any]:
+    """A JSON object this command wrote in a RUNDIR; one line where it has been damaged or edited since."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged ({e}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is damaged (not a JSON object); {remedy}")
+    return data
+
+
 def _last_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
@@ -455,12 +471,11 @@ def execute(plan: dict[str, Any], rundir: Path, names: list[str], *, keep_checkp
             result = train_run(plan, run, rundir, log=log)
         except Exception as e:  # a crashed run must not stop the others
             out.mkdir(parents=True, exist_ok=True)
-            (out / "failed.json").write_text(json.dumps({"name": run["name"], "error": _last_line(e)}) + "\n",
-                                             encoding="utf-8")
+            write_json(out / "failed.json", {"name": run["name"], "error": _last_line(e)})
             log(f"[{i}/{len(todo)}] {run['name']}: FAILED: {_last_line(e)}")
             continue
         (out / "failed.json").unlink(missing_ok=True)
-        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(out / "result.json", result)
         if not keep_checkpoints:  # only once result.json marks the run done
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         bpb = f", {result['avg_bpb']:.4f} bits/byte" if result["avg_bpb"] is not None else ""
@@ -504,11 +519,11 @@ def collect(plan: dict[str, Any], rundir: Path) -> list[dict[str, Any]]:
     for run in plan["runs"]:
         out = rundir / "runs" / run["name"]
         if (out / "result.json").is_file():
-            records.append(json.loads((out / "result.json").read_text(encoding="utf-8")))
+            records.append(_read_json(out / "result.json", f"delete it to train {run['name']} again"))
             continue
         error = "did not finish (interrupted, or its worker process died)"
         if (out / "failed.json").is_file():
-            error = json.loads((out / "failed.json").read_text(encoding="utf-8"))["error"]
+            error = str(_read_json(out / "failed.json", "delete it").get("error", error))
         records.append({"format": RUN_FORMAT, **run, "status": "failed", "error": error})
     return records
 

@@ -265,6 +265,53 @@ def test_a_rundir_remembers_every_mixture_version_it_trained(tmp_path):
         ablate.save_plan(tmp_path, _plan(("a", "a2")))
 
 
+def test_a_result_killed_mid_write_leaves_the_run_unfinished(tmp_path, monkeypatch):
+    """A result.json cut short by a kill would be read as finished forever (execute skips any result.json):
+    it is written whole or not at all, so a write that never completes leaves the run to train again."""
+    plan = {"runs": [{"name": "a-s0", "mixture": "a", "seed": 0}]}
+    monkeypatch.setattr(ablate, "train_run", lambda plan, run, rundir, *, log=None: {
+        "format": ablate.RUN_FORMAT, **run, "status": "ok", "avg_loss": 2.0, "avg_bpb": None, "pad": "x" * 65536})
+
+    def killed(src, dst):  # the process dies between writing the data and putting it in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mixbuild.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ablate.execute(plan, tmp_path, ["a-s0"], log=lambda _: None)
+    assert not (tmp_path / "runs" / "a-s0" / "result.json").exists()
+    assert [r["status"] for r in ablate.collect(plan, tmp_path)] == ["failed"]
+    # and an ablation.json rewritten by a rerun keeps the old one until the new one is whole
+    (tmp_path / "ablation.json").write_text(json.dumps(_plan(("a", "a1"))))
+    with pytest.raises(KeyboardInterrupt):
+        ablate.save_plan(tmp_path, _plan(("a", "a1"), ("b", "b1")))
+    assert json.loads((tmp_path / "ablation.json").read_text()) == _plan(("a", "a1"))
+
+
+@pytest.mark.parametrize("name, text", [("ablation.json", '{"settings": {"steps"'), ("ablation.json", "[1, 2]"),
+                                        ("runs/a-s0/result.json", '{"name": "a-s0", "sta'),
+                                        ("runs/a-s0/failed.json", b"\xff\xfe")])
+def test_a_damaged_rundir_file_is_one_line_naming_it(tmp_path, name, text):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(UserError, match=rf"^{path} is damaged \(.+\); delete "):
+        if name == "ablation.json":
+            ablate.save_plan(tmp_path, _plan(("a", "a1")))
+        else:
+            ablate.collect({"runs": [{"name": "a-s0", "mixture": "a", "seed": 0}]}, tmp_path)
+
+
+@pytest.mark.parametrize("entries", ['[]', '{"a": 1}', '[{"path": "a.json", "name": "a"}]',
+                                     '[{"path": 3, "name": "a", "proportions": {}}]', '["a.json"]'])
+def test_a_sweep_index_without_whole_entries_is_one_line(tmp_path, entries):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text('{"format": "gristmill.sweep/1", "mixtures": %s}' % entries)
+    with pytest.raises(UserError, match=r"sweep.json: mixtures must be a non-empty list of entries with a path, a "
+                                        r"name and proportions, as `mix sweep` writes them; make the sweep again$"):
+        ablate.load_sweep(sweep)
+
+
 def test_last_line_of_an_error():
     assert ablate._last_line(ValueError("while reading shard 3\nArrowInvalid: bad magic\n")) == \
         "ValueError: ArrowInvalid: bad magic"
