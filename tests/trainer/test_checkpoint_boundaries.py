@@ -1,7 +1,8 @@
 """Checkpoints at their edges, against references worked here: the data file's size as DCP wrote it (one byte
 short is damage, whatever order the .metadata lists its extents in), which step folders count (only those DCP
 finished, by step number), the process count checked both ways, this run's schedule at the saved position, the
-loop state handed back as saved, and one-line refusals of what is not a checkpoint, a run or a model config."""
+loop state handed back as saved, a run's model loaded in eval mode, and one-line refusals of what is not a
+checkpoint, a run or a model config."""
 from __future__ import annotations
 
 import json
@@ -114,7 +115,8 @@ def test_what_is_not_a_checkpoint_a_run_or_a_model_config_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         checkpoint.load_model_weights(empty, objects()[0])
     assert str(e.value) == f"not a checkpoint (no .metadata): {empty}"
-    ckpt = checkpoint.save(tmp_path / "run" / "checkpoints", *objects(), 2, rank=0, world=1, keep=0)
+    saved = objects()
+    ckpt = checkpoint.save(tmp_path / "run" / "checkpoints", *saved, 2, rank=0, world=1, keep=0)
     config = tmp_path / "run" / "config.json"
     with pytest.raises(UserError) as e:
         checkpoint.find_run(ckpt)
@@ -123,8 +125,13 @@ def test_what_is_not_a_checkpoint_a_run_or_a_model_config_is_one_line(tmp_path):
         checkpoint.find_run(tmp_path)
     assert str(e.value) == (f"{tmp_path} holds no checkpoint (looked in {tmp_path / 'checkpoints'}); an ablation "
                             f"keeps its runs' checkpoints only with --keep-checkpoints")
-    for saved, why in (({"train": {}}, "'model'"), ({"model": {"d_model": 64, "heads": 2}}, "heads")):
-        config.write_text(json.dumps(saved))
+    for text, why in (({"train": {}}, "'model'"), ({"model": {"d_model": 64, "heads": 2}}, "heads")):
+        config.write_text(json.dumps(text))
         with pytest.raises(UserError, match=rf"^{config}: no model config a Transformer accepts \(.*{why}"):
             checkpoint.load_model(*checkpoint.find_run(tmp_path / "run"))
     assert checkpoint.find_run(tmp_path / "run") == (config, ckpt)  # the newest finished step, beside its config
+    config.write_text(json.dumps({"model": saved[0].config.to_dict()}))
+    model, _ = checkpoint.load_model(config, ckpt)
+    assert not model.training  # for export and evaluation, however the run was saved
+    want = saved[0].state_dict()
+    assert all(torch.equal(t, want[k]) for k, t in model.state_dict().items())
