@@ -2,11 +2,12 @@
 scored targets' nats from torch's cross_entropy / ln 2 / the rows' bytes), document masking against each
 document scored on its own (RoPE is relative, so a document alone from position 0 gets the masked logits), the
 tokenizer's PAD left out, counts exact past float32's integers, no bytes or no targets, the model's mode, the
-progress figures over ranks by a fixed clock, and `trainer evaluate`'s set choice and refusals."""
+progress figures over ranks by a fixed clock, and `trainer evaluate`'s set choice, step and refusals."""
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import types
 
 import numpy as np
@@ -203,6 +204,12 @@ def test_trainer_evaluate_without_mixture_sets_and_of_another_vocabulary(doc_run
     assert list(only["sets"]) == ["again"] and sorted(both["sets"]) == ["again", "web"]
     assert only["sets"]["again"] == both["sets"]["again"] and only["sets"]["again"]["sequences"] == 4
     assert (only["step"], only["checkpoint"]) == (2, str(run / "checkpoints" / "step-00000002"))
+    # a checkpoint folder copied under another name keeps its step (the name was parsed: ValueError 'best')
+    best = tmp_path / "copy" / "checkpoints" / "best"
+    shutil.copytree(run, tmp_path / "copy")
+    (tmp_path / "copy" / "checkpoints" / "step-00000002").rename(best)
+    renamed = evaluate_run(best, {"again": str(web)}, max_sequences=4, mixture_sets=False)
+    assert renamed == {**only, "checkpoint": str(best)}
     with pytest.raises(UserError) as e:
         evaluate_run(run, mixture_sets=False)
     assert str(e.value) == "--no-mixture-sets leaves nothing to evaluate: add --eval NAME=DIR"
