@@ -1,8 +1,8 @@
 """Checkpoints at their edges, against references worked here: the data file's size as DCP wrote it (one byte
 short is damage, whatever order the .metadata lists its extents in), which step folders count (only those DCP
-finished, by step number), the process count checked both ways, this run's schedule at the saved position, the
-loop state handed back as saved, a run's model loaded in eval mode, and one-line refusals of what is not a
-checkpoint, a run or a model config."""
+finished, by step number), the process count and ZeRO-1's shards checked both ways, this run's schedule at the
+saved position, the loop state handed back as saved, a run's model loaded in eval mode, and one-line refusals of
+what is not a checkpoint, a run or a model config."""
 from __future__ import annotations
 
 import json
@@ -21,10 +21,14 @@ from gristmill.trainer.train import WarmupCosine
 SEQ_LEN = 32  # conftest.SEQ_LEN
 
 
-def objects(lr: float = 1e-3):
-    """A tiny model, AdamW, a 10-step warmup-cosine LambdaLR and a synthetic source, as `trainer train` makes them."""
+def objects(lr: float = 1e-3, zero1: bool = False):
+    """A tiny model, AdamW (or ZeRO-1's sharded one), a 10-step warmup-cosine LambdaLR and a synthetic source, as
+    `trainer train` makes them."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
     model = Transformer(model_config("tiny", max_seq_len=SEQ_LEN))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = (ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=lr) if zero1
+           else torch.optim.AdamW(model.parameters(), lr=lr))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(2, 10, 0.1))
     return model, opt, sched, SyntheticSource(256, SEQ_LEN, 4, seed=0)
 
@@ -135,3 +139,33 @@ def test_what_is_not_a_checkpoint_a_run_or_a_model_config_is_one_line(tmp_path):
     assert not model.training  # for export and evaluation, however the run was saved
     want = saved[0].state_dict()
     assert all(torch.equal(t, want[k]) for k, t in model.state_dict().items())
+
+
+def test_zero1_shards_round_trip_and_a_checkpoint_of_the_other_optimizer_is_refused(tmp_path):
+    """ZeRO-1's Adam states go through the rank's own entry, not DCP's optimizer helpers; a one-process gloo group
+    makes a ZeroRedundancyOptimizer here (test_parallel covers two ranks, at far greater cost)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model, opt, sched, src = objects(zero1=True)
+        batch = src.next_batch()
+        model(batch[:, :-1], batch[:, 1:]).backward()
+        opt.step()  # Adam states to save
+        zero1 = checkpoint.save(tmp_path / "zero1", model, opt, sched, src, 1, rank=0, world=1, keep=0)
+        plain = checkpoint.save(tmp_path / "plain", *objects(), 1, rank=0, world=1, keep=0)
+        fresh = objects(zero1=True)
+        checkpoint.load(zero1, *fresh, rank=0, world=1)
+        want, got = opt.optim.state_dict()["state"], fresh[1].optim.state_dict()["state"]
+        assert sorted(got) == sorted(want) and len(want) == len(list(model.parameters()))
+        assert all(torch.equal(got[k][name], want[k][name]) for k in want for name in ("exp_avg", "exp_avg_sq", "step"))
+        with pytest.raises(UserError) as e:
+            checkpoint.load(zero1, *objects(), rank=0, world=1)
+        assert str(e.value) == (f"checkpoint {zero1} was written with ZeRO-1 optimizer shards; resume it with "
+                                f"parallel: zero1")
+        with pytest.raises(UserError) as e:
+            checkpoint.load(plain, *objects(zero1=True), rank=0, world=1)
+        assert str(e.value) == (f"checkpoint {plain} was written without ZeRO-1 optimizer shards; resume it with "
+                                f"parallel: ddp, zero2 or zero3")
+    finally:
+        dist.destroy_process_group()
