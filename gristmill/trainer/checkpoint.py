@@ -160,6 +160,14 @@ def _restore_position(scheduler, optimizer, last_epoch: int) -> None:
     scheduler._last_lr = lrs
 
 
+def saved_step(path: Path) -> int:
+    """The step a checkpoint written by `save` was saved at, from its own record: the folder may have been
+    copied or renamed (e.g. checkpoints/best)."""
+    meta = {"meta": b""}
+    _dcp_load(meta, Path(path), "cannot read {path}: not a checkpoint of `trainer train` ({problem})")
+    return int(_from_bytes(meta["meta"])["step"])
+
+
 def load(path: Path, model, optimizer, scheduler, source, *, rank: int, world: int,
          allow_draw_change: bool = False) -> tuple[int, dict, str | None]:
     """Restore everything saved by `save` into live objects; returns (step, loop_state, draw change). A data

@@ -105,7 +105,7 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
 
     from gristmill.errors import UserError
     from gristmill.trainer import ablate
-    from gristmill.trainer.checkpoint import find_run, load_model
+    from gristmill.trainer.checkpoint import find_run, load_model, saved_step
 
     config_path, ckpt = find_run(Path(path))
     model, saved = load_model(config_path, ckpt)
@@ -130,4 +130,4 @@ def evaluate_run(path, extra: dict[str, str] | None = None, *, max_sequences: in
                            progress="lines" if progress else None)
     out = {s["name"]: {**scores[s["name"]], "kind": s["kind"],
                        "sequences": sum(src["sequences"] for src in s["sources"])} for s in sets}
-    return {"checkpoint": str(ckpt), "step": int(ckpt.name.split("-")[-1]), "sets": out}
+    return {"checkpoint": str(ckpt), "step": saved_step(ckpt), "sets": out}
