@@ -27,7 +27,7 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from gristmill.errors import UserError
 
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_STEP_DIR = re.compile(r"^step-(\d{8}|[1-9]\d{8,})$")  # as f"{step:08d}" writes: more digits from step 1e8 on
 
 
 def _to_bytes(obj) -> bytes:
@@ -123,7 +123,8 @@ def step_of(path: Path) -> int:
 def step_dirs(root: Path) -> list[Path]:
     """The step-NNNNNNNN folders under `root`, oldest first (written whole or not)."""
     root = Path(root)
-    return sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name)) if root.is_dir() else []
+    # by step, not by name: step-100000000 sorts before step-99999999 as text
+    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name)), key=step_of) if root.is_dir() else []
 
 
 def latest(root: Path) -> Path | None:

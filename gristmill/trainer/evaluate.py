@@ -22,7 +22,7 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
     to pad_id are not scored, and the loss is plain cross-entropy (no z-loss); with eos_id, attention stays
     within each document (document masking). on_batch(rows, scored targets) is called after each batch (this
     rank's; progress). Returns {"loss": mean nats/token, "bits_per_byte": ..., "tokens": scored targets,
-    "bytes": n}, reduced over ranks."""
+    "bytes": n}, reduced over ranks; loss and bits_per_byte are NaN where no target is scored."""
     from gristmill.trainer.model import IGNORE_INDEX, doc_segments, lm_targets
 
     was_training = model.training
@@ -53,7 +53,9 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, device: torch.device 
     model.train(was_training)
     nats, tokens, nbytes = totals.tolist()
     return {"loss": nats / tokens if tokens else float("nan"),
-            "bits_per_byte": nats / math.log(2) / nbytes if have_bytes and nbytes else None,
+            # no scored target: no figure, as the loss (nats 0 over the rows' bytes would read a perfect 0.0)
+            "bits_per_byte": (nats / math.log(2) / nbytes if tokens else float("nan")) if have_bytes and nbytes
+            else None,
             "tokens": int(tokens), "bytes": int(nbytes)}
 
 

@@ -69,7 +69,7 @@ def test_latest_is_the_highest_step_dcp_finished(tmp_path):
     assert checkpoint.latest(tmp_path) == tmp_path / "step-00000010"
     assert [p.name for p in checkpoint.step_dirs(tmp_path)] == ["step-00000002", "step-00000010", "step-00000011"]
     # oldest first by number, whatever order the folders were made (and the file system lists them) in
-    steps = list(range(1, 41)) + [99_999_999]
+    steps = list(range(1, 41)) + [99_999_999, 100_000_000, 1_000_000_001]  # past 8 digits: by number, not name
     random.Random(0).shuffle(steps)
     root = tmp_path / "many"
     for step in steps:

@@ -120,6 +120,7 @@ def test_no_bytes_or_no_scored_targets_give_none_and_nan_not_a_division_by_zero(
     only_pad[:, 0] = 7
     empty = evaluate(model, [(only_pad, torch.tensor([3, 3]))], pad_id=0)
     assert empty["tokens"] == 0 and math.isnan(empty["loss"])
+    assert empty["bytes"] == 6 and math.isnan(empty["bits_per_byte"])  # no targets: no figure, not a perfect 0.0
 
 
 def test_evaluation_runs_in_eval_mode_and_leaves_the_mode_it_found():
