@@ -258,7 +258,9 @@ def _evaluate(args) -> int:
         bpb = f"{m['bits_per_byte']:.4f}" if m["bits_per_byte"] is not None else "-"
         print(f"{name:<16}{m['kind']:<8}{m['sequences']:>10,}{m['tokens']:>12,}{m['loss']:>10.4f}{bpb:>11}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        from gristmill.trainer.train import json_line
+
+        Path(args.json).write_text(json_line(result, indent=2, sort_keys=True))  # strict: no NaN, as eval.jsonl
     return 0
 
 

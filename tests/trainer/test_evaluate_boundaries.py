@@ -225,3 +225,24 @@ def test_trainer_evaluate_without_mixture_sets_and_of_another_vocabulary(doc_run
     with pytest.raises(UserError) as e:
         evaluate_run(other)
     assert str(e.value) == f"{mixture} has vocabulary 256, the checkpoint's model 300"
+
+
+def test_trainer_evaluate_json_is_strict_with_no_scored_target(tmp_path, monkeypatch, capsys):
+    """A set with no scored target has NaN loss and bits per byte: --json writes them as null, as eval.jsonl does,
+    since json.dumps' default NaN is rejected by strict parsers (json.loads with parse_constant raising here)."""
+    from gristmill.trainer.cli import main
+
+    nan = float("nan")
+    monkeypatch.setattr(evaluate_module, "evaluate_run", lambda *a, **k: {
+        "checkpoint": "c", "step": 3, "sets": {"pad": {"kind": "extra", "sequences": 2, "tokens": 0, "bytes": 6,
+                                                       "loss": nan, "bits_per_byte": nan}}})
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(tmp_path), "--json", str(out)]) == 0
+    assert "nan" in capsys.readouterr().out
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    got = json.loads(out.read_text(), parse_constant=refuse)
+    assert got["sets"]["pad"] == {"kind": "extra", "sequences": 2, "tokens": 0, "bytes": 6, "loss": None,
+                                  "bits_per_byte": None}
