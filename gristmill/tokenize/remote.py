@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from gristmill.errors import UserError
 from gristmill.paths import cache_dir
 from gristmill.pipeline import fs
-from gristmill.tokenize.shards import file_sha256
+from gristmill.tokenize.shards import FORMAT, file_sha256, manifest_problem
 
 MANIFEST = "manifest.json"
 
@@ -128,7 +128,15 @@ def stage(path: str, splits: Iterable[str] = ()) -> Path:
         raise UserError(f"{url} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{url} is not a token dataset manifest")
-    wanted = _wanted(manifest, url, splits)
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{url}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    try:
+        wanted = _wanted(manifest, url, splits)
+    except (AttributeError, TypeError, ValueError):
+        # A field of the wrong type (a shard that is not an object, "bytes_on_disk": "12x"): the line a local copy
+        # gets from load_manifest, not the exception (`beam tokenize verify` exited 1, as for a file that differs).
+        problem = manifest_problem(manifest) or "a field has the wrong type"
+        raise UserError(f"{url} is damaged: {problem}; write the token dataset again") from None
     folder = local_folder(url, raw)
     folder.mkdir(parents=True, exist_ok=True)
     root = fs.dirname(url)

@@ -236,7 +236,11 @@ def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
         raise UserError(f"the tokenizer's decoder ({', '.join(sorted(kinds)) or 'none'}) is neither byte-level nor "
                         f"SentencePiece-style, so the bytes each token stands for (bits per byte) are unknown")
     table = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=np.int32)
-    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    added = tok.get_added_tokens_decoder()
+    special = {i for i, t in added.items() if t.special}
+    # A plain added token (GPT-NeoX's runs of spaces) is matched in the raw text and decodes to its content as
+    # written, not through the byte-level map: `héllo` is 6 bytes, not 5 characters.
+    raw = {i for i, t in added.items() if not t.special} if length is len else set()
     for token, i in tok.get_vocab(with_added_tokens=True).items():
-        table[i] = 0 if i in special else length(token)
+        table[i] = 0 if i in special else len(token.encode("utf-8")) if i in raw else length(token)
     return table
