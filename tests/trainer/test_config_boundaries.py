@@ -94,8 +94,7 @@ def test_wsd_decay_steps_are_the_rounded_share_and_at_least_one(fraction, steps,
     assert TrainConfig(schedule="wsd", steps=steps, warmup_steps=0, decay_fraction=fraction).decay_steps() == want
     # the warmup that fits exactly is accepted; one more step is refused
     TrainConfig(schedule="wsd", steps=steps, warmup_steps=steps - want, decay_fraction=fraction).validate()
-    if steps - want + 1 <= steps:
-        refused("exceed steps", schedule="wsd", steps=steps, warmup_steps=steps - want + 1, decay_fraction=fraction)
+    refused("exceed steps", schedule="wsd", steps=steps, warmup_steps=steps - want + 1, decay_fraction=fraction)
 
 
 def test_accumulation_steps_divide_the_batch_over_micro_batches_and_ranks():
