@@ -12,6 +12,11 @@ from gristmill.counts import is_number
 from gristmill.errors import UserError
 
 
+def _bound(x) -> str:
+    # an integer bound in full: :g would print 2**64 - 1 as 1.84467e+19, a limit the reader cannot check against
+    return str(x) if x is None or is_int(x) else f"{x:g}"
+
+
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -27,12 +32,13 @@ class Check:
     nonempty: bool = False     # str: "" is refused
 
     def _range(self) -> str:
+        lo, hi = _bound(self.lo), _bound(self.hi)
         if self.lo is not None and self.hi is not None:
-            return f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+            return f" in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
         if self.lo is not None:
-            return f" {'>' if self.lo_open else '>='} {self.lo:g}"
+            return f" {'>' if self.lo_open else '>='} {lo}"
         if self.hi is not None:
-            return f" {'<' if self.hi_open else '<='} {self.hi:g}"
+            return f" {'<' if self.hi_open else '<='} {hi}"
         return ""
 
     def _in_range(self, value) -> bool:

@@ -27,6 +27,8 @@ DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 KERNELS = ("auto", "triton", "torch")
 DATA_KINDS = ("mixture", "synthetic")
 
+# torch.manual_seed and the synthetic rows' Philox key take 64-bit words: a larger seed was a ValueError traceback
+SEED = Int(lo=0, hi=2**64 - 1)
 # Each scalar field's type and range (model, data and betas are checked on their own, in validate).
 FIELD_CHECKS = {
     "parallel": OneOf(*PARALLEL_MODES), "steps": Int(lo=1), "batch_size": Int(lo=1), "micro_batch_size": Int(lo=1),
@@ -34,12 +36,12 @@ FIELD_CHECKS = {
     "schedule": OneOf(*SCHEDULES), "decay_fraction": Number(0, 1, lo_open=True), "decay_shape": OneOf(*DECAY_SHAPES),
     "weight_decay": Number(lo=0), "eps": Number(lo=0, lo_open=True), "grad_clip": Number(lo=0),
     "precision": OneOf(*PRECISIONS), "activation_checkpointing": BOOL, "document_masking": BOOL, "compile": BOOL,
-    "seed": Int(lo=0), "init_from": STR, "out_dir": PATH, "checkpoint_every": Int(lo=0), "keep_checkpoints": Int(lo=0),
+    "seed": SEED, "init_from": STR, "out_dir": PATH, "checkpoint_every": Int(lo=0), "keep_checkpoints": Int(lo=0),
     "save_checkpoints": BOOL,
     "on_anomaly": OneOf(*ANOMALY_ACTIONS), "spike_factor": Number(lo=1, lo_open=True), "max_skips": Int(lo=0),
     "log_every": Int(lo=1), "eval_every": Int(lo=0), "eval_max_sequences": Int(lo=1), "kernels": OneOf(*KERNELS),
 }
-SYNTHETIC_CHECKS = {"vocab_size": Int(lo=2), "seq_len": Int(lo=2), "seed": Int(lo=0)}
+SYNTHETIC_CHECKS = {"vocab_size": Int(lo=2), "seq_len": Int(lo=2), "seed": SEED}
 
 
 @dataclass
@@ -154,7 +156,10 @@ def load_config(path: str | Path, validate: bool = True, **overrides) -> TrainCo
     path = Path(path)
     require_file(path, "config file")
     try:
-        raw = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except UnicodeDecodeError as e:  # a binary file given as the config (a checkpoint, a shard): not a traceback
+        raise UserError(f"config {path}: cannot parse: not UTF-8 text (byte {e.start})") from None
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise UserError(f"config {path}: cannot parse: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):

@@ -153,7 +153,7 @@ def test_a_non_zero_rank_writes_its_error_for_torchrun_not_to_stderr(tmp_path):
     ("min_lr_ratio: a", "min_lr_ratio must be a number in [0, 1]"),
     ("betas: 0.9", "betas must be two numbers in [0, 1)"),
     ("eps: -1", "eps must be a number > 0, not -1"),
-    ("seed: abc", "seed must be an integer >= 0"),
+    ("seed: abc", "seed must be an integer in [0, 18446744073709551615], not 'abc'"),
     ("steps: true", "steps must be an integer >= 1, not True"),
     ("data: {synthetic: {vocab_size: abc}}", "data: synthetic: vocab_size must be an integer >= 2"),
     ("data: {synthetic: {vocab: 256}}", "data: synthetic: unknown key(s) vocab"),
