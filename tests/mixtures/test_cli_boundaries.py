@@ -1,6 +1,7 @@
 """mix build and mix sweep at their edges, against the rules of docs/mixtures.md: a count of mixtures under one and
 sources of two seq_lens refused as one line, the weighting record as the spec gives it, validation entries only for
-sources with validation rows, the sweep's printed table recomputed from sweep.json: each test kills a mutation of
+sources with validation rows, the sweep's documented defaults (concentration 10, the spec's seed) and --seed against
+mixbuild.sweep itself, its printed table recomputed from sweep.json: each test kills a mutation of
 build.py or cli.py that the rest of the suite let through."""
 from __future__ import annotations
 
@@ -61,3 +62,27 @@ def test_a_concentration_of_zero_or_not_finite_is_refused(tmp_path, spec_file, c
         argv = ["sweep", str(spec_file()), "-n", "1", "--concentration", value, "-o", str(tmp_path / "s")]
         assert f"--concentration must be > 0, not {float(value)}" in one_line_error(capsys, argv)
     assert not (tmp_path / "s" / "sweep.json").exists()
+
+
+def test_sweep_defaults_to_concentration_10_and_the_spec_s_seed_and_takes_seed(tmp_path, spec_file, capsys):
+    spec = load_spec(spec_file())
+    assert main(["sweep", str(spec_file()), "-n", "2", "-o", str(tmp_path / "d")]) == 0
+    default = json.loads((tmp_path / "d" / "sweep.json").read_text())
+    assert (default["concentration"], default["seed"], default["prior"]) == (10.0, 7, "spec")
+    reference = mixbuild.sweep(spec, 2, tmp_path / "r", concentration=10.0, seed=7)
+    assert default["mixtures"] == reference["mixtures"]
+    assert main(["sweep", str(spec_file()), "-n", "2", "-o", str(tmp_path / "s8"), "--seed", "8"]) == 0
+    seeded = json.loads((tmp_path / "s8" / "sweep.json").read_text())
+    assert seeded["seed"] == 8
+    assert seeded["mixtures"] == mixbuild.sweep(spec, 2, tmp_path / "r8", concentration=10.0, seed=8)["mixtures"]
+    assert seeded["mixtures"] != default["mixtures"]
+
+
+def test_sweep_prints_the_prior_then_each_mixture_as_percentages(tmp_path, spec_file, capsys):
+    assert main(["sweep", str(spec_file()), "-n", "3", "-o", str(tmp_path / "s")]) == 0
+    index = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    names = ["web", "news", "wiki"]
+    expected = [["mixture", *names], ["prior", "50.0%", "30.0%", "20.0%"]]
+    expected += [[m["name"], *(f"{100 * m['proportions'][n]:.1f}%" for n in names)] for m in index["mixtures"]]
+    assert rows == expected
