@@ -2,8 +2,7 @@
 representative counted once in ExactDedup (the larger of the copies' dup_count total and the representative's
 cluster_size, not their sum), cluster fields left alone on copies in no cluster, a kept member under the
 representative's id unmarked so resampling keeps it, an unknown keep refused, with in = kept + dropped by reason
-throughout: each test kills a mutation of stages.py that the
-rest of the suite let through."""
+throughout: each test kills a mutation of stages.py that the rest of the suite let through."""
 from __future__ import annotations
 
 import math
