@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from gristmill.errors import UserError
 from gristmill.paths import cache_dir
 from gristmill.pipeline import fs
-from gristmill.tokenize.shards import FORMAT, file_sha256, manifest_problem
+from gristmill.tokenize.shards import check_format, file_sha256, manifest_problem
 
 MANIFEST = "manifest.json"
 
@@ -128,8 +128,7 @@ def stage(path: str, splits: Iterable[str] = ()) -> Path:
         raise UserError(f"{url} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{url} is not a token dataset manifest")
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{url}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    check_format(manifest, url)
     try:
         wanted = _wanted(manifest, url, splits)
     except (AttributeError, TypeError, ValueError):

@@ -248,11 +248,16 @@ def load_manifest(path_or_manifest: str | os.PathLike, splits: Iterable[str] = (
         raise UserError(f"{mpath} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{mpath} is not a token dataset manifest (a JSON {type(manifest).__name__}, not an object)")
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    check_format(manifest, mpath)
     if problem := manifest_problem(manifest):
         raise UserError(f"{mpath} is damaged: {problem}; write the token dataset again")
     return manifest, mpath.parent
+
+
+def check_format(manifest: dict[str, Any], where) -> None:
+    """One line where `manifest` (read from `where`) is not a token dataset manifest of this format."""
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
 
 
 def manifest_problem(manifest: dict[str, Any]) -> str | None:
