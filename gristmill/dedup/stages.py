@@ -221,14 +221,16 @@ class _UnitKeysFn(beam.DoFn):
         self.counters.inc("in")
         self.counters.inc("tokens_in", word_count(doc.text))
         units, _ = bloom_core.split_units(doc.text, self.cfg.unit)
-        self.counters.inc("units_in", len(units))
         this_doc = doc_key(doc)
         yield beam.pvalue.TaggedOutput("docs", (this_doc, doc))
+        keyed = 0
         for idx, u in enumerate(units):
             key = bloom_core.unit_key(u)
-            if key is not None:
+            if key is not None:  # blank units are never deduplicated, so they are not counted in units_in
                 self.buf.setdefault(bloom_core.shard_of(key, self.cfg.num_shards), []).append((key, this_doc, idx))
-                self.buffered += 1
+                keyed += 1
+        self.counters.inc("units_in", keyed)
+        self.buffered += keyed
         if self.buffered >= self.FLUSH_AT:
             yield from self._flush()
 

@@ -60,6 +60,16 @@ def test_stage_removes_repeated_lines_and_drops_emptied_documents(run_dedup, mak
         len(t.split()) for t in by_id.values())
 
 
+def test_units_in_counts_only_the_units_dedup_can_remove(run_dedup, make_docs):
+    # Blank lines have no key and are never removed, so units_removed / units_in is the duplicate rate:
+    # here 3 non-blank lines (the blank and whitespace-only lines are not counted), one of them a copy.
+    texts = ["First line\n\nShared line", "  \nShared line\n\t"]
+    docs = make_docs(texts)
+    _, stats = run_dedup(docs, [BloomDedup(num_shards=2, expected_keys=100, save_to=None)])
+    s = stats["stages"]["BloomDedup"]
+    assert (s["units_in"], s["units_removed"]) == (3, 1)
+
+
 def test_cross_run_dedup_with_a_saved_filter(run_dedup, make_docs, tmp_path):
     saved = str(tmp_path / "filter")
     first = make_docs(["Line seen in run one\nunique A", "another old line"], prefix="run1")
