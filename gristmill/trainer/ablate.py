@@ -30,6 +30,7 @@ from gristmill.mixtures.loader import FORMAT as MIXTURE_FORMAT, mixture_problem,
 from gristmill.mixtures.spec import parse_count
 from gristmill.pipeline import fs
 from gristmill.tokenize.shards import TokenDataset, load_manifest
+from gristmill.trainer.config import SEED
 
 PLAN_FORMAT = "gristmill.ablation/1"
 RUN_FORMAT = "gristmill.ablation-run/1"
@@ -241,6 +242,9 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
                                ("--eval-batch-size", args.eval_batch_size, 1), ("--parallel-gpus", args.parallel_gpus, 0)):
         if value is not None and value < least:
             raise UserError(f"{flag} must be >= {least}, not {value}")
+    last_seed = args.seed + args.seeds - 1
+    if last_seed > SEED.hi:  # each run's seed goes to torch.manual_seed, which takes a 64-bit word
+        raise UserError(f"--seed + --seeds - 1 must be <= {SEED.hi} (a 64-bit seed), not {last_seed}")
     extra = parse_eval_sets(args.eval)
     base: dict[str, Any] = {}
     if args.config:

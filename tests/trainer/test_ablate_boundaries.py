@@ -133,9 +133,17 @@ def test_a_config_warmup_is_capped_and_the_plan_survives_its_own_rerun(data, tmp
     (["--micro-batch-size", "0"], r"^--micro-batch-size must be >= 1, not 0$"),
     (["--parallel-gpus", "-1"], r"^--parallel-gpus must be >= 0, not -1$"),
     (["--sweep", "SWEEP"], r"^give mixtures or --sweep DIR, not both$"),
+    # torch.manual_seed takes a 64-bit word: the last seed, not only the first, must fit, or run K crashes
+    (["--seed", str(2**64 - 2), "--seeds", "2"], None),
+    (["--seed", str(2**64 - 1), "--seeds", "2"],
+     rf"^--seed \+ --seeds - 1 must be <= {2**64 - 1} \(a 64-bit seed\), not {2**64}$"),
+    (["--seed", str(2**64)], rf"^--seed \+ --seeds - 1 must be <= {2**64 - 1} \(a 64-bit seed\), not {2**64}$"),
 ])
 def test_flags_out_of_range_are_one_line(data, tmp_path, flags, message):
     flags = [str(tmp_path / "sweep") if f == "SWEEP" else f for f in flags]
+    if message is None:  # the largest accepted value: planned, with every seed in range
+        assert plan_for(data, tmp_path, *TINY, *flags)["seeds"] == [2**64 - 2, 2**64 - 1]
+        return
     with pytest.raises(UserError, match=message):
         plan_for(data, tmp_path, *TINY, *flags)
 
