@@ -85,7 +85,8 @@ class TrainTokenizer(Stage):
         tokenizer = (
             nonempty
             | f"{label}/Sample" >> beam.Filter(lambda d, ids: d.id in ids, AsSingleton(chosen))
-            | f"{label}/OneKey" >> beam.Map(lambda d: (0, (sample_key(seed, d.id), d.id, d.text)))
+            # clean_text: a lone surrogate (valid in JSON) cannot cross the runner as UTF-8, nor reach the trainer
+            | f"{label}/OneKey" >> beam.Map(lambda d: (0, (sample_key(seed, d.id), d.id, E.clean_text(d.text)[0])))
             | f"{label}/Gather" >> beam.GroupByKey()
             | f"{label}/Train" >> beam.ParDo(_TrainFn(label, ctx.path(TOKENS_DIR, TOKENIZER), self.vocab_size,
                                                       self.min_frequency))

@@ -99,7 +99,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator((t[:SAMPLE_MAX_CHARS] for t in texts), trainer=trainer)
+    from gristmill.tokenize.encode import clean_text  # encode imports this module
+
+    # Lone surrogates (valid in JSON, not in UTF-8) become U+FFFD, as Tokenize encodes them.
+    tok.train_from_iterator((clean_text(t[:SAMPLE_MAX_CHARS])[0] for t in texts), trainer=trainer)
     tok.encode_special_tokens = True
     return tok
 
