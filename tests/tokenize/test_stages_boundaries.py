@@ -182,3 +182,14 @@ def test_training_takes_a_lone_surrogate_as_the_replacement_character():
     texts = ["lone \ud800 surrogate and more words"] * 5 + ["other words here"] * 5
     repaired = [t.replace("\ud800", "\ufffd") for t in texts]
     assert train_tokenizer(texts, 300).to_str() == train_tokenizer(repaired, 300).to_str()
+
+
+def test_tokenize_train_command_takes_a_document_with_a_lone_surrogate(docs, tmp_path, capsys):
+    from gristmill.pipeline.cli import main
+
+    lines = [d.to_json() for d in docs[1:20]]
+    lines.append(json.dumps({"id": "s", "url": "u", "text": "lone \ud800 surrogate"}))  # valid JSON: "\ud800"
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["tokenize", "train", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "t"),
+                 "--vocab-size", "300", "--sample-docs", "100"]) == 0
+    assert "sha256=" in capsys.readouterr().out
