@@ -25,7 +25,7 @@ from gristmill.pipeline.stages import RunContext, Stage
 from gristmill.tokenize import stages as S
 from gristmill.tokenize.encode import TokenizeConfig, split_of
 from gristmill.tokenize.stages import Tokenize, TrainTokenizer
-from gristmill.tokenize.train import save_tokenizer, select_sample, train_tokenizer
+from gristmill.tokenize.train import sample_key, save_tokenizer, select_sample, train_tokenizer
 
 BEAM_ARGS = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
 
@@ -75,7 +75,7 @@ def test_shards_hold_each_documents_own_ids_repeats_times_and_counters_balance(t
     save_tokenizer(train_tokenizer(select_sample(docs, 60, seed=seed), 600, min_frequency=8), tmp_path / "ref.json")
     assert (out / "tokenizer.json").read_bytes() == (tmp_path / "ref.json").read_bytes()
     sample = select_sample(docs, 60, seed=seed)
-    assert any("\ud800" in t for t in sample)  # the sample holds the lone surrogate: it once failed the run
+    assert "lone \ufffd surrogate here" in sample  # the sample holds the lone surrogate: it once failed the run
     train = stats["stages"]["Train2"]
     assert train["sample_documents"] == 60 and train["sample_chars"] == sum(map(len, sample))
 
@@ -193,3 +193,20 @@ def test_tokenize_train_command_takes_a_document_with_a_lone_surrogate(docs, tmp
     assert main(["tokenize", "train", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "t"),
                  "--vocab-size", "300", "--sample-docs", "100"]) == 0
     assert "sha256=" in capsys.readouterr().out
+
+
+def test_documents_sharing_an_id_give_a_sample_of_exactly_n_whatever_their_order(tmp_path):
+    # the stage took every copy of a chosen id (3 documents for sample_docs=2), and select_sample the first
+    # copies it met, so `tokenize train` on reordered input gave another tokenizer
+    ids = sorted((f"d{i}" for i in range(10)), key=lambda i: sample_key(0, i))
+    docs = [Document(id=ids[0], url="u", text=f"copy {k} of the first words") for k in (2, 0, 1)]
+    docs += [Document(id=i, url="u", text=f"other words {i}") for i in ids[1:]]
+    assert select_sample(docs, 2, 0) == select_sample(docs[::-1], 2, 0) == [
+        "copy 0 of the first words", "copy 1 of the first words"]
+    for k, order in enumerate((docs, docs[::-1])):
+        out = tmp_path / f"run{k}"
+        stats = run_stages([CreateDocuments("Create", order), TrainTokenizer(vocab_size=300, sample_docs=2)],
+                           RunContext(output=str(out)), BEAM_ARGS)
+        assert stats["stages"]["TrainTokenizer"]["sample_documents"] == 2
+        ref = train_tokenizer(["copy 0 of the first words", "copy 1 of the first words"], 300)
+        assert (out / "tokens" / "tokenizer.json").read_bytes() == ref.to_str(pretty=True).encode("utf-8")
