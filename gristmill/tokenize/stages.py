@@ -36,13 +36,16 @@ _trained: "weakref.WeakKeyDictionary[beam.Pipeline, beam.PCollection]" = weakref
 
 
 class _TrainFn(beam.DoFn):
-    def __init__(self, label: str, path: str, vocab_size: int, min_frequency: int):
+    def __init__(self, label: str, path: str, vocab_size: int, min_frequency: int, n: int):
         self.label, self.path, self.vocab_size, self.min_frequency = label, path, vocab_size, min_frequency
+        self.n = n
 
     def process(self, item):
         _, sample = item
         # Training does not depend on text order (measured), but sorting makes that independent of it too.
-        texts = [text for _, _, text in sorted(sample)]
+        # Every copy of a chosen id arrives; documents sharing an id are ordered by text and cut to n, as
+        # select_sample does (without the cut, copies at the boundary made the sample larger than n).
+        texts = [text for _, _, text in sorted(sample)[: self.n]]
         counters = StageCounters(self.label)
         counters.inc("sample_documents", len(texts))
         counters.inc("sample_chars", sum(len(t) for t in texts))
@@ -85,10 +88,11 @@ class TrainTokenizer(Stage):
         tokenizer = (
             nonempty
             | f"{label}/Sample" >> beam.Filter(lambda d, ids: d.id in ids, AsSingleton(chosen))
-            | f"{label}/OneKey" >> beam.Map(lambda d: (0, (sample_key(seed, d.id), d.id, d.text)))
+            # clean_text: a lone surrogate (valid in JSON) cannot cross the runner as UTF-8, nor reach the trainer
+            | f"{label}/OneKey" >> beam.Map(lambda d: (0, (sample_key(seed, d.id), d.id, E.clean_text(d.text)[0])))
             | f"{label}/Gather" >> beam.GroupByKey()
             | f"{label}/Train" >> beam.ParDo(_TrainFn(label, ctx.path(TOKENS_DIR, TOKENIZER), self.vocab_size,
-                                                      self.min_frequency))
+                                                      self.min_frequency, n))
         )
         _trained[docs.pipeline] = tokenizer
         return docs

@@ -59,9 +59,12 @@ def sample_key(seed: int, doc_id: str) -> int:
 
 def select_sample(docs: Iterable, n: int, seed: int) -> list[str]:
     """Texts of the `n` non-empty documents with the smallest sample_key, in key order (what the
-    TrainTokenizer stage picks with Beam's Top.Smallest)."""
-    candidates = ((sample_key(seed, d.id), d.id, d.text) for d in docs if d.text)
-    chosen = heapq.nsmallest(n, candidates, key=lambda c: (c[0], c[1]))  # keeps n candidates in memory
+    TrainTokenizer stage picks with Beam's Top.Smallest). Documents that share an id are ordered by their text
+    (lone surrogates repaired, as the stage sees it), so the sample does not depend on the input's order."""
+    from gristmill.tokenize.encode import clean_text  # encode imports this module
+
+    candidates = ((sample_key(seed, d.id), d.id, clean_text(d.text)[0]) for d in docs if d.text)
+    chosen = heapq.nsmallest(n, candidates)  # keeps n candidates in memory
     return [text[:SAMPLE_MAX_CHARS] for _, _, text in chosen]
 
 
@@ -99,7 +102,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator((t[:SAMPLE_MAX_CHARS] for t in texts), trainer=trainer)
+    from gristmill.tokenize.encode import clean_text  # encode imports this module
+
+    # Lone surrogates (valid in JSON, not in UTF-8) become U+FFFD, as Tokenize encodes them.
+    tok.train_from_iterator((clean_text(t[:SAMPLE_MAX_CHARS])[0] for t in texts), trainer=trainer)
     tok.encode_special_tokens = True
     return tok
 
