@@ -49,7 +49,8 @@ def default_path(kind: str) -> Path:
 
 
 def is_url(spec: str) -> bool:
-    return spec.startswith(("http://", "https://", "file://"))
+    # RFC 3986 section 3.1: schemes are case-insensitive (urllib opens HTTPS:// and FILE:// alike)
+    return spec.lower().startswith(("http://", "https://", "file://"))
 
 
 def resolve(kind: str, spec: str | os.PathLike | None = None) -> Path:
