@@ -292,3 +292,25 @@ def test_init_distributed_takes_the_gpu_of_the_local_rank(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert parallel.init_distributed() == (3, 1, torch.device("cuda", 1)) and chosen == [1]
+
+
+def test_a_metrics_row_cut_short_by_a_crash_is_dropped_on_resume(tiny, tmp_path):
+    """The run died while writing step 4's row: the torn last line (no newline) is dropped and the resumed run's
+    metrics are the uninterrupted run's (it was a JSONDecodeError traceback). A damaged line before the end is
+    not a crash's: one line naming the file and the line."""
+    from gristmill.errors import UserError
+
+    def rows(name):
+        return [{k: v for k, v in json.loads(x).items() if k not in ("tokens_per_s", "step_time_s", "peak_mem_gb")}
+                for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    train(tiny("full"), verbose=False)
+    train(tiny("cut", checkpoint_every=3), stop_after=3, verbose=False)
+    path = tmp_path / "cut" / "metrics.jsonl"
+    path.write_text(path.read_text() + '{"step": 4, "lo')
+    train(tiny("cut", checkpoint_every=3), verbose=False)
+    assert rows("cut") == rows("full")
+    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl: line 2 is not a metrics row; move the file aside to "
+                                        r"resume$"):
+        train(tiny("cut", checkpoint_every=3, steps=6), verbose=False)
