@@ -26,7 +26,8 @@ SEQ_LEN = 32  # conftest.SEQ_LEN
 OPT = dict(lr=3e-3, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.5, grad_clip=0.5, warmup_steps=2, min_lr_ratio=0.1)
 
 
-def reference_run(steps: int, skipped: frozenset = frozenset(), *, seed: int = 0) -> list[tuple[float, float, float]]:
+def reference_run(steps: int, skipped: frozenset = frozenset(), *, seed: int = 0,
+                  clip: float = OPT["grad_clip"]) -> list[tuple[float, float, float]]:
     """(loss, grad_norm, lr) per step of the TINY config (batch 8 as 2 micro-batches of 4, synthetic data), by
     plain PyTorch: AdamW with weight decay on the matrices only, clip_grad_norm_, and torch's LinearLR warmup
     followed by CosineAnnealingLR to min_lr_ratio at the last update. A step in `skipped` reads its batch and
@@ -53,7 +54,7 @@ def reference_run(steps: int, skipped: frozenset = frozenset(), *, seed: int = 0
             loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()) / 2
             loss.backward()
             loss_total += float(loss.detach())
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), OPT["grad_clip"]))
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
         if step not in skipped:
             opt.step()
             sched.step()
@@ -73,6 +74,15 @@ def test_training_is_plain_pytorch_adamw_with_clipping_and_the_schedule(tiny):
     assert [r["grad_norm"] for r in rows] == pytest.approx([w[1] for w in want], rel=1e-5)
     assert [r["lr"] for r in rows] == pytest.approx([w[2] for w in want], rel=1e-9)
     assert all(w[1] > OPT["grad_clip"] for w in want[:2])  # clipping did act
+
+
+def test_grad_clip_0_trains_unclipped(tiny):
+    """grad_clip 0 turns clipping off: the plain loop without clipping (mutant: 0 taken as a norm of 0, every
+    gradient scaled to nothing and only the weight decay moving the weights)."""
+    rows = train(tiny(steps=4, save_checkpoints=False, **{**OPT, "grad_clip": 0.0}), verbose=False)
+    want = reference_run(4, clip=math.inf)
+    assert [r["loss"] for r in rows] == pytest.approx([w[0] for w in want], rel=1e-5)
+    assert [r["grad_norm"] for r in rows] == pytest.approx([w[1] for w in want], rel=1e-5)
 
 
 def test_a_skipped_steps_gradient_is_not_carried_into_the_next_update(tiny, monkeypatch):
