@@ -324,3 +324,18 @@ def test_a_metrics_row_cut_short_by_a_crash_is_dropped_on_resume(tiny, tmp_path)
     with pytest.raises(UserError, match=r"metrics.jsonl: line 2 is not a metrics row; move the file aside to "
                                         r"resume$"):
         train(tiny("cut", checkpoint_every=3, steps=6), verbose=False)
+
+
+def test_resume_drops_evaluations_logged_after_the_checkpoint(tiny, mixture, tmp_path):
+    """The run evaluated step 3 and died before its checkpoint: the resume from step 2 drops that eval row, so
+    eval.jsonl is the uninterrupted run's, each step once (mutant: eval.jsonl not truncated, step 3 twice)."""
+    import shutil
+
+    kw = dict(steps=4, data={"mixture": str(mixture)}, eval_every=1, eval_max_sequences=2, checkpoint_every=2)
+    train(tiny("full", **kw), verbose=False)
+    train(tiny("cut", **kw), stop_after=3, verbose=False)
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-00000003")
+    train(tiny("cut", **kw), verbose=False)
+    lines = (tmp_path / "cut" / "eval.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+    assert lines == (tmp_path / "full" / "eval.jsonl").read_text().splitlines()
