@@ -339,3 +339,11 @@ def test_resume_drops_evaluations_logged_after_the_checkpoint(tiny, mixture, tmp
     lines = (tmp_path / "cut" / "eval.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
     assert lines == (tmp_path / "full" / "eval.jsonl").read_text().splitlines()
+
+
+def test_the_last_step_is_evaluated_when_eval_every_does_not_divide_the_steps(tiny, mixture, tmp_path):
+    """steps 3, eval_every 2: evaluations at step 2 and at the run's end, step 3 (mutant: only multiples)."""
+    train(tiny(steps=3, data={"mixture": str(mixture)}, eval_every=2, eval_max_sequences=2, save_checkpoints=False),
+          verbose=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 3] and rows[1]["tokens"] == 3 * 8 * (SEQ_LEN - 1)
