@@ -347,3 +347,17 @@ def test_the_last_step_is_evaluated_when_eval_every_does_not_divide_the_steps(ti
           verbose=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 3] and rows[1]["tokens"] == 3 * 8 * (SEQ_LEN - 1)
+
+
+def test_a_seeded_runs_resume_needs_only_its_own_checkpoint(tiny, tmp_path):
+    """init_from seeds a run that has no checkpoint yet; once it has one, a resume reads that alone: the base run
+    may be gone (mutant: the base weights loaded again on every resume, so its removal failed the resume)."""
+    import shutil
+
+    train(tiny("base", steps=2), verbose=False)
+    kw = dict(steps=4, init_from=str(tmp_path / "base"))
+    full = train(tiny("full", **kw), verbose=False)
+    train(tiny("cut", **kw), stop_after=2, verbose=False)
+    shutil.rmtree(tmp_path / "base")
+    rows = train(tiny("cut", **kw), verbose=False)
+    assert [r["loss"] for r in rows] == [r["loss"] for r in full[2:]]
