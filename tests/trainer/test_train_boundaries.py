@@ -361,3 +361,12 @@ def test_a_seeded_runs_resume_needs_only_its_own_checkpoint(tiny, tmp_path):
     shutil.rmtree(tmp_path / "base")
     rows = train(tiny("cut", **kw), verbose=False)
     assert [r["loss"] for r in rows] == [r["loss"] for r in full[2:]]
+
+
+def test_unlabelled_progress_off_a_terminal_prints_every_twentieth(capsys):
+    """No label, not a terminal: a plain line at each 5% of the run, 20 lines for 100 steps (mutant: every 10%)."""
+    bar = Progress(100, True)
+    for step in range(1, 101):
+        bar.update(step, 1.0, 10.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [int(line.split("] step ")[1].split("/")[0]) for line in lines] == list(range(5, 101, 5))
