@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
     import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
     from gristmill.trainer import parallel
     from gristmill.trainer.model import Transformer, model_config
 
@@ -34,6 +35,7 @@ SCRIPT = textwrap.dedent("""
             grad = model.layers[0].attn.wq.weight.grad
             out[f"{mode}:{bf16}"] = {"compute": seen, "stored": str(model.layers[0].attn.wq.weight.dtype),
                                      "grad": str(grad.dtype)}
+            out[f"{mode}:units"] = [isinstance(m, FSDPModule) for m in (model, *model.layers)]
     torch.manual_seed(0)
     model = parallel.parallelize(Transformer(model_config("tiny", max_seq_len=16)), "zero1", world_size=2,
                                  device=torch.device("cpu"))
@@ -75,3 +77,10 @@ def test_zero1_decays_the_matrices_only_with_the_configured_adamw(layout):
     assert [(g["weight_decay"], g["dims"]) for g in z["groups"]] == [(0.25, [2]), (0.0, [1])]
     assert sum(g["n"] for g in z["groups"]) == z["params"]
     assert all(g["betas"] == [0.8, 0.9] and g["eps"] == 1e-3 for g in z["groups"])
+
+
+@pytest.mark.parametrize("mode", ["zero2", "zero3"])
+def test_fsdp_shards_each_block_as_its_own_unit(layout, mode):
+    """fully_shard per block, then the root (torchtitan's order): each block gathers and frees its own weights,
+    so ZeRO-3 holds one block's at a time (mutant: only the root sharded, the whole model gathered at once)."""
+    assert all(layout[f"{mode}:units"]) and len(layout[f"{mode}:units"]) == 3  # the root and the tiny model's 2 blocks
