@@ -205,11 +205,22 @@ def _set_aside_later_checkpoints(out: Path, ckpt_root: Path, step: int) -> Path 
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint being resumed from (a crash can leave some), so steps stay unique."""
+    """Drop rows logged after the checkpoint being resumed from (a crash can leave some, the last of them cut
+    short mid-line), so steps stay unique."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    lines, keep = path.read_text().splitlines(keepends=True), []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines) and not line.endswith("\n"):
+                continue  # the row being written when the run died, cut short
+            raise UserError(f"{path}: line {number} is not a metrics row; move the file aside to resume") from None
+        if step <= last_step:
+            keep.append(line)
     path.write_text("".join(keep))
 
 
