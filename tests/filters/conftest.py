@@ -1,7 +1,10 @@
 """Shared fixtures for filter tests: a varied generated corpus and tiny models trained once per session."""
 from __future__ import annotations
 
+import http.server
 import random
+import threading
+import time
 
 import pytest
 
@@ -156,3 +159,67 @@ def lid_model():
 @pytest.fixture(name="as_docs")
 def as_docs_fixture():
     return as_docs
+
+
+class LoopbackServer:
+    """Loopback HTTP for model downloads (no network): serve(path, data, mode) answers GETs of that exact path;
+    anything else is 404. `hits` counts the GETs of each path. Modes: "whole"; "short" announces all of it and
+    sends half; "slow" sends it in pieces; "nolength" sends no Content-Length (the body ends when the connection
+    closes, as HTTP/1.0 allows); "stall" announces its length, sends 10 bytes and waits for `release`."""
+
+    MODES = ("whole", "short", "slow", "nolength", "stall")
+
+    def __init__(self):
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.hits: dict[str, int] = {}
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                if self.path not in outer.routes:
+                    self.send_error(404)
+                    return
+                data, mode = outer.routes[self.path]
+                self.send_response(200)
+                if mode != "nolength":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if mode == "short":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True
+                elif mode == "slow":
+                    for i in range(0, len(data), len(data) // 8 + 1):
+                        self.wfile.write(data[i:i + len(data) // 8 + 1])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                elif mode == "stall":
+                    self.wfile.write(data[:10])
+                    self.wfile.flush()
+                    outer.release.wait(10)
+                else:
+                    self.wfile.write(data)
+                    self.close_connection = mode == "nolength"
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, data: bytes, mode: str = "whole") -> str:
+        """Serve `data` at `path` (from "/"); returns its URL."""
+        assert mode in self.MODES, mode
+        self.routes[path] = (data, mode)
+        return self.base + path
+
+
+@pytest.fixture()
+def server():
+    s = LoopbackServer()
+    yield s
+    s.release.set()
+    s.httpd.shutdown()
+    s.httpd.server_close()

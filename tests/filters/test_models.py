@@ -144,64 +144,15 @@ def test_an_out_path_no_file_can_be_written_at_is_one_line(tmp_path, capsys, com
 
 import errno  # noqa: E402
 import fcntl  # noqa: E402
-import http.server  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _Server:
-    """A loopback HTTP server: /NAME serves files[NAME]; /short/NAME announces all of it and sends half;
-    /slow/NAME sends it in pieces; anything else is 404. `hits` counts the GETs of each path."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.hits: dict[str, int] = {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                mode, _, name = self.path.lstrip("/").rpartition("/")
-                data = outer.files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if mode == "short":
-                    self.wfile.write(data[: len(data) // 2])
-                    self.close_connection = True
-                elif mode == "slow":
-                    for i in range(0, len(data), len(data) // 8 + 1):
-                        self.wfile.write(data[i:i + len(data) // 8 + 1])
-                        self.wfile.flush()
-                        time.sleep(0.02)
-                else:
-                    self.wfile.write(data)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
-@pytest.fixture()
-def server():
-    s = _Server()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
 
 
 def _fasttext_labels(path: Path) -> list[str]:
@@ -254,8 +205,7 @@ def test_model_of_the_wrong_kind_is_one_line(lid_model, tiny_kenlm):
 
 
 def test_http_download_is_reused_and_loads(empty_cache, server, lid_model):
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
-    url = f"{server.base}/lid.176.ftz"
+    url = server.serve("/lid.176.ftz", lid_model.read_bytes())
     flt = LanguageIDFilter(model=url)
     assert flt.predict(["The river rises in the hills and runs to the sea."])[0][0] == "en"
     path = models.resolve("lid", url)
@@ -265,8 +215,7 @@ def test_http_download_is_reused_and_loads(empty_cache, server, lid_model):
 
 
 def test_a_download_cut_short_is_never_used(empty_cache, server, lid_model):
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
-    url = f"{server.base}/short/lid.176.ftz"
+    url = server.serve("/short/lid.176.ftz", lid_model.read_bytes(), "short")
     with pytest.raises(UserError) as e:
         models.resolve("lid", url)
     size = lid_model.stat().st_size
@@ -275,8 +224,7 @@ def test_a_download_cut_short_is_never_used(empty_cache, server, lid_model):
 
 
 def test_concurrent_workers_fetch_one_url_once(empty_cache, server, lid_model):
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
-    url = f"{server.base}/slow/lid.176.ftz"
+    url = server.serve("/slow/lid.176.ftz", lid_model.read_bytes(), "slow")
     results: list = []
 
     def worker():
@@ -304,7 +252,7 @@ def _flock_raising(err: int):
 def test_a_cache_on_a_filesystem_without_locks_downloads_unlocked_with_one_warning(empty_cache, server, lid_model,
                                                                                    monkeypatch, caplog, err):
     # Some NFS and FUSE mounts refuse flock; the download is atomic without it, so it goes on, and says so.
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    server.serve("/lid.176.ftz", lid_model.read_bytes())
     monkeypatch.setattr(fcntl, "flock", _flock_raising(err))
     with caplog.at_level(logging.WARNING):
         path = models.resolve("lid", f"{server.base}/lid.176.ftz")
@@ -315,7 +263,7 @@ def test_a_cache_on_a_filesystem_without_locks_downloads_unlocked_with_one_warni
 
 
 def test_other_lock_errors_still_raise(empty_cache, server, lid_model, monkeypatch):
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    server.serve("/lid.176.ftz", lid_model.read_bytes())
     monkeypatch.setattr(fcntl, "flock", _flock_raising(errno.EBADF))
     with pytest.raises(OSError) as e:
         models.resolve("lid", f"{server.base}/lid.176.ftz")
@@ -324,12 +272,11 @@ def test_other_lock_errors_still_raise(empty_cache, server, lid_model, monkeypat
 
 def test_a_corrupt_download_leaves_the_cache(empty_cache, server, lid_model):
     # A wrong URL (a web page instead of the file) gives a 200 with HTML; it must not stay cached for ever.
-    server.files["model.bin"] = b"<html><body>Sign in to download</body></html>" * 20
-    url = f"{server.base}/model.bin"
+    url = server.serve("/model.bin", b"<html><body>Sign in to download</body></html>" * 20)
     with pytest.raises(UserError) as e:
         LanguageIDFilter(model=url).setup()
     assert "(a download) is not a fastText model" in str(e.value) and "removed it from the cache" in str(e.value)
-    server.files["model.bin"] = lid_model.read_bytes()  # the URL fixed on the server's side
+    server.serve("/model.bin", lid_model.read_bytes())  # the URL fixed on the server's side
     LanguageIDFilter(model=url).setup()
 
 
@@ -344,7 +291,7 @@ def test_fetch_lid_keeps_no_broken_model(empty_cache, tiny_kenlm, tmp_path, caps
 
 
 def test_cli_truncated_url_model_is_one_error_line(empty_cache, server, tiny_quality, tmp_path):
-    server.files["quality.bin"] = tiny_quality.read_bytes()
+    server.serve("/short/quality.bin", tiny_quality.read_bytes(), "short")
     (tmp_path / "s.txt").write_text("Some sample prose about rivers.\n")
     for url in (f"{server.base}/short/quality.bin", f"{server.base}/missing.bin"):
         r = subprocess.run([sys.executable, "-m", "gristmill.pipeline.cli", "model", "calibrate-classifier",
@@ -412,7 +359,7 @@ def _unwritable_folder(tmp_path) -> Path:
 
 
 def test_a_read_only_cache_is_one_error_line_before_any_download(tmp_path, monkeypatch, server, lid_model):
-    server.files["lid.176.ftz"] = lid_model.read_bytes()
+    server.serve("/lid.176.ftz", lid_model.read_bytes())
     monkeypatch.setenv("GRISTMILL_CACHE", str(_unwritable_folder(tmp_path)))
     try:
         with pytest.raises(UserError) as e:

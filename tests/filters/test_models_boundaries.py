@@ -5,10 +5,8 @@ itself (loopback server only: no network)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import struct
 import tempfile
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -22,58 +20,6 @@ from gristmill.filters import models
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRISTMILL_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-class _Server:
-    """Loopback HTTP: routes[path] is served with a Content-Length, nolength[path] without one (the body ends when
-    the connection closes, as HTTP/1.0 allows), stall[path] announces its length, sends 10 bytes and waits."""
-
-    def __init__(self):
-        self.routes: dict[str, bytes] = {}
-        self.nolength: dict[str, bytes] = {}
-        self.stall: dict[str, bytes] = {}
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if self.path in outer.routes:
-                    data = outer.routes[self.path]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                elif self.path in outer.nolength:
-                    self.send_response(200)
-                    self.end_headers()
-                    self.wfile.write(outer.nolength[self.path])
-                    self.close_connection = True
-                elif self.path in outer.stall:
-                    data = outer.stall[self.path]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data[:10])
-                    self.wfile.flush()
-                    outer.release.wait(10)
-                else:
-                    self.send_error(404)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
-@pytest.fixture()
-def server():
-    s = _Server()
-    yield s
-    s.release.set()
-    s.httpd.shutdown()
-    s.httpd.server_close()
 
 
 # --- resolving a spec ---
@@ -105,7 +51,7 @@ def test_a_folder_is_no_model(cache, tmp_path):
 def test_url_schemes_are_case_insensitive(cache, server, tmp_path):
     # RFC 3986 section 3.1: a scheme is case-insensitive, and urllib opens HTTP:// and FILE:// as it opens the
     # lowercase forms; such a URL is not a local path that "is missing".
-    server.routes["/m.bin"] = b"by http"
+    server.serve("/m.bin", b"by http")
     src = tmp_path / "words.txt"
     src.write_text("by file")
     assert models.resolve("badwords", f"HTTP://{server.base.removeprefix('http://')}/m.bin").read_bytes() == b"by http"
@@ -117,8 +63,8 @@ def test_url_schemes_are_case_insensitive(cache, server, tmp_path):
 def test_a_download_is_named_by_the_urls_hash_and_last_segment(cache, server):
     # The docstring's rule by hand: CACHE/downloads/<first 12 hex of sha256(url)>-<last path segment>, where a
     # trailing slash does not make the segment empty.
-    server.routes["/models/lid.bin"] = b"one"
-    server.routes["/models/latest/"] = b"two"
+    server.serve("/models/lid.bin", b"one")
+    server.serve("/models/latest/", b"two")
     for url, name, data in ((f"{server.base}/models/lid.bin", "lid.bin", b"one"),
                             (f"{server.base}/models/latest/", "latest", b"two")):
         digest = hashlib.sha256(url.encode()).hexdigest()[:12]
@@ -128,8 +74,8 @@ def test_a_download_is_named_by_the_urls_hash_and_last_segment(cache, server):
 
 def test_two_urls_with_one_file_name_are_two_downloads(cache, server):
     # CCNet publishes en.arpa.bin, and so does a mirror with another model: the cache key is the whole URL.
-    server.routes["/a/en.bin"] = b"first model"
-    server.routes["/b/en.bin"] = b"second model"
+    server.serve("/a/en.bin", b"first model")
+    server.serve("/b/en.bin", b"second model")
     first = models.resolve("kenlm", f"{server.base}/a/en.bin")
     second = models.resolve("kenlm", f"{server.base}/b/en.bin")
     assert first != second
@@ -156,14 +102,14 @@ def test_a_cached_download_is_reused_without_writing_to_the_cache(cache):
 
 def test_a_body_without_content_length_is_downloaded_whole(cache, server):
     data = bytes(range(256)) * 40
-    server.nolength["/plain/model.bin"] = data
+    server.serve("/plain/model.bin", data, "nolength")
     path = models.resolve("badwords", f"{server.base}/plain/model.bin")
     assert path.read_bytes() == data
     assert [p.name for p in (cache / "downloads").iterdir()] == [path.name]
 
 
 def test_a_server_that_stalls_is_one_line_and_leaves_nothing(cache, server, monkeypatch):
-    server.stall["/slow.bin"] = b"x" * 1000
+    server.serve("/slow.bin", b"x" * 1000, "stall")
     real = urllib.request.urlopen
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: real(url, timeout=0.5))  # not 60 s
     with pytest.raises(UserError) as e:
@@ -182,7 +128,7 @@ def test_a_malformed_url_is_one_line(cache):
 
 def test_the_partial_file_is_made_in_the_cache_not_the_system_temp_folder(cache, server, tmp_path, monkeypatch):
     # The rename into place is atomic only within one filesystem; a missing or full /tmp must not matter.
-    server.routes["/m.bin"] = b"model bytes"
+    server.serve("/m.bin", b"model bytes")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-folder"))
     assert models.resolve("badwords", f"{server.base}/m.bin").read_bytes() == b"model bytes"
 
