@@ -9,56 +9,20 @@ import gzip
 import hashlib
 import json
 import os
-import posixpath
 import shutil
 import struct
 
 import numpy as np
 import pytest
-from apache_beam.io.localfilesystem import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from gristmill.errors import UserError
 from gristmill.pipeline.cli import main
 from gristmill.pipeline.document import Document
-from gristmill.tokenize import remote
 from gristmill.tokenize import train as T
 from gristmill.tokenize.encode import TokenizeConfig, tokenize_documents
 from gristmill.tokenize.shards import TokenDataset
-
-SCHEME = "gmbound://"
-
-
-class BoundFileSystem(LocalFileSystem):
-    """gmbound://a/b is the local file ROOT/a/b, reached only through Beam's FileSystems (the reading side of
-    test_remote_output's gmtest://, under its own scheme so that both modules load in one session)."""
-
-    ROOT = ""
-
-    @classmethod
-    def scheme(cls):
-        return "gmbound"
-
-    def _local(self, path: str) -> str:
-        assert path.startswith(SCHEME), path
-        return os.path.join(self.ROOT, path[len(SCHEME):])
-
-    def has_dirs(self):
-        return False
-
-    def join(self, basepath, *paths):
-        return posixpath.join(basepath, *paths)
-
-    def split(self, path):
-        head, tail = posixpath.split(path[len(SCHEME):])
-        return SCHEME + head, tail
-
-    def exists(self, path):
-        return os.path.isfile(self._local(path))
-
-    def open(self, path, *args, **kwargs):
-        return super().open(self._local(path), *args, **kwargs)
-
+from object_store import PREFIX, MappedFileSystem
 
 def _text_docs(texts):
     return [Document(id=f"d{i:04d}", url="", text=t) for i, t in enumerate(texts)]
@@ -170,15 +134,15 @@ def test_an_added_token_that_is_not_special_counts_the_bytes_it_stands_for():
 
 @pytest.fixture
 def bucket(docs, tokenizer_path, tmp_path, monkeypatch):
-    """(the local token folder, its copy at gmbound://ds); the cache is the test's own."""
-    monkeypatch.setattr(BoundFileSystem, "ROOT", str(tmp_path / "bucket"))
+    """(the local token folder, its copy at gmtest://ds); the cache is the test's own."""
+    monkeypatch.setattr(MappedFileSystem, "ROOT", str(tmp_path / "bucket"))
     monkeypatch.setenv("GRISTMILL_CACHE", str(tmp_path / "cache"))
     local = tmp_path / "local"
     tokenize_documents(docs[:300], tokenizer_path, local, TokenizeConfig(seq_len=64, shard_bytes=64 * 4 * 100,
                                                                          validation_fraction=0.1),
                        seed=1, source="t", recipe_sha256="0")
     shutil.copytree(local, tmp_path / "bucket" / "ds")
-    return local, SCHEME + "ds"
+    return local, PREFIX + "ds"
 
 
 def _staged_folder(tmp_path):
