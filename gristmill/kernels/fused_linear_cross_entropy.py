@@ -11,6 +11,7 @@ the number of the others (nan when there are none, as F.cross_entropy gives).
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 import triton
 import triton.language as tl
@@ -211,6 +212,7 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
     def backward(ctx, grad_loss):
         if ctx.grads is None:
             raise RuntimeError("fused_linear_cross_entropy supports one backward per forward (no retain_graph)")

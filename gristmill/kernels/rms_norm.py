@@ -7,6 +7,7 @@ Casting follows HF LLaMA: normalise in fp32, round x_hat to x's dtype, then mult
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 import triton
 import triton.language as tl
 
@@ -88,6 +89,7 @@ class RMSNormFunction(torch.autograd.Function):
         return y.view(x.shape)
 
     @staticmethod
+    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
     def backward(ctx, dy: torch.Tensor):
         rows, weight, rstd = ctx.saved_tensors
         dy_rows = _as_rows(dy)

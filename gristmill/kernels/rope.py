@@ -7,6 +7,7 @@ in x, so the backward applies its transpose: dx1 = dy1 * cos1 + dy2 * sin2, dx2 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 import triton
 import triton.language as tl
 
@@ -81,6 +82,7 @@ class RoPEFunction(torch.autograd.Function):
         return _rotated(q, cos, sin, transpose=False), _rotated(k, cos, sin, transpose=False)
 
     @staticmethod
+    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
     def backward(ctx, dq, dk):
         cos, sin = ctx.saved_tensors
         return _rotated(dq, cos, sin, transpose=True), _rotated(dk, cos, sin, transpose=True), None, None
@@ -102,6 +104,7 @@ class RoPEInPlaceFunction(torch.autograd.Function):
         return x
 
     @staticmethod
+    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
     def backward(ctx, dy):
         cos, sin = ctx.saved_tensors
         return _rotated(dy, cos, sin, transpose=True), None, None

@@ -6,6 +6,7 @@ from a instead of saving silu(a), so the forward keeps only its two inputs.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 import triton
 import triton.language as tl
@@ -53,6 +54,7 @@ class SwiGLUFunction(torch.autograd.Function):
         return c
 
     @staticmethod
+    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
     def backward(ctx, dc: torch.Tensor):
         a, b = ctx.saved_tensors
         dc = dc.contiguous()
