@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 OPS = ("rms_norm", "swiglu", "rope", "fused_linear_ce")
+BLOCK_MS = 5.0  # GPU timing: calls run back to back per pair of CUDA events fill about this long
 EPILOG = """examples:
   python bench/kernels.py                      # GPU: full shapes, bf16; CPU: smoke mode
   python bench/kernels.py --ops rms_norm,swiglu --repeat 50
@@ -149,11 +150,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ms(fn, inputs, cotangents, device: str, repeat: int, warmup_s: float = 0.2,
-            block_ms: float = 5.0) -> float:
+def time_ms(fn, inputs, cotangents, device: str, repeat: int, warmup_s: float = 0.2) -> float:
     """Milliseconds per forward+backward: on a GPU, the median over `repeat` blocks of calls run back to back.
 
-    A block is as many calls as fill about `block_ms` (one call for the slow ones) between one pair of CUDA events,
+    A block is as many calls as fill about BLOCK_MS (one call for the slow ones) between one pair of CUDA events,
     so the GPU time of a call is measured as a training step sees it, with the CPU launching ahead. A single call
     timed from an idle GPU measures the CPU's launch path instead wherever that is longer than the kernels: on the
     lent H200 (2026-12-04) Triton RMSNorm 8192x4096 took 0.13 ms of kernels but 0.52 ms of Python and launches.
@@ -175,7 +175,7 @@ def time_ms(fn, inputs, cotangents, device: str, repeat: int, warmup_s: float = 
         _sync(device)
         n += 1
     per_call_ms = (time.perf_counter() - t0) * 1e3 / n
-    calls = max(1, min(50, int(block_ms / per_call_ms)))
+    calls = max(1, min(50, int(BLOCK_MS / per_call_ms)))
     samples = []
     for _ in range(repeat):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = f"; {torch.get_num_threads()} CPU thread" if device == "cpu" else ""
     # run_case times the interpreter's rows once: each takes seconds, and their time means nothing anyway
     timing = (f"median of {args.repeat} runs, Triton-interpreter rows one run" if device == "cpu"
-              else f"median of {args.repeat} blocks of back-to-back calls (about 5 ms each), per call")
+              else f"median of {args.repeat} blocks of back-to-back calls (about {BLOCK_MS:g} ms each), per call")
     print(f"device: {where}{threads}; torch {torch.__version__}; triton {triton.__version__}; "
           f"liger-kernel: {'yes' if _liger() else 'not installed'}; {timing}")
     if smoke and device == "cpu":

@@ -212,7 +212,7 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
+    @once_differentiable  # the kernels build no graph: a double backward must raise, not be silently wrong
     def backward(ctx, grad_loss):
         if ctx.grads is None:
             raise RuntimeError("fused_linear_cross_entropy supports one backward per forward (no retain_graph)")

@@ -89,7 +89,7 @@ class RMSNormFunction(torch.autograd.Function):
         return y.view(x.shape)
 
     @staticmethod
-    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
+    @once_differentiable  # the kernels build no graph: a double backward must raise, not be silently wrong
     def backward(ctx, dy: torch.Tensor):
         rows, weight, rstd = ctx.saved_tensors
         dy_rows = _as_rows(dy)

@@ -82,7 +82,7 @@ class RoPEFunction(torch.autograd.Function):
         return _rotated(q, cos, sin, transpose=False), _rotated(k, cos, sin, transpose=False)
 
     @staticmethod
-    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
+    @once_differentiable  # the kernels build no graph: a double backward must raise, not be silently wrong
     def backward(ctx, dq, dk):
         cos, sin = ctx.saved_tensors
         return _rotated(dq, cos, sin, transpose=True), _rotated(dk, cos, sin, transpose=True), None, None
@@ -104,7 +104,7 @@ class RoPEInPlaceFunction(torch.autograd.Function):
         return x
 
     @staticmethod
-    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
+    @once_differentiable  # the kernels build no graph: a double backward must raise, not be silently wrong
     def backward(ctx, dy):
         cos, sin = ctx.saved_tensors
         return _rotated(dy, cos, sin, transpose=True), None, None

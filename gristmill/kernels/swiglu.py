@@ -54,7 +54,7 @@ class SwiGLUFunction(torch.autograd.Function):
         return c
 
     @staticmethod
-    @once_differentiable  # the kernels build no graph: double backward must raise, not return zeros
+    @once_differentiable  # the kernels build no graph: a double backward must raise, not be silently wrong
     def backward(ctx, dc: torch.Tensor):
         a, b = ctx.saved_tensors
         dc = dc.contiguous()

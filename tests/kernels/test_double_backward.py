@@ -9,8 +9,6 @@ from gristmill.kernels import apply_rope, fused_linear_cross_entropy, rms_norm, 
 _gen = torch.Generator().manual_seed(0)
 _x = torch.randn(6, 16, generator=_gen)
 _w = torch.randn(16, generator=_gen) * 0.1 + 1
-_q = torch.randn(1, 5, 2, 8, generator=_gen)
-_k = torch.randn(1, 5, 1, 8, generator=_gen)
 _cos, _sin = rope_cache(5, 8)
 _W = torch.randn(11, 16, generator=_gen) * 0.3
 _y = torch.randint(0, 11, (6,), generator=_gen)
