@@ -25,6 +25,8 @@ if "triton" not in sys.modules and (_forced == "interpreter" or (_forced is None
     # Stays set for the session: Triton also reads it lazily, when a launch first imports its gluon modules.
     os.environ["TRITON_INTERPRET"] = "1"
 
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make flce_cases importable
+
 from gristmill.kernels.dispatch import interpreter_active  # noqa: E402
 
 MODE = "interpreter" if interpreter_active() else "compiled"

@@ -10,34 +10,18 @@ from gristmill.kernels import fused_linear_cross_entropy, use_backend
 from gristmill.kernels.fused_linear_cross_entropy import (
     _vocab_block, chunk_rows, fused_linear_cross_entropy_forward, fused_linear_cross_entropy_reference,
 )
+from flce_cases import by_hand, problem, triton_loss as _triton
 
 aten = torch.ops.aten
 
 
 def _problem(rows, hidden, vocab, seed):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, hidden, generator=gen)
-    w = torch.randn(vocab, hidden, generator=gen) / hidden ** 0.5 * 4
-    return x, w, torch.randint(0, vocab, (rows,), generator=gen)
+    return problem(rows, hidden, vocab, seed, ignore_every=None)
 
 
-def _reference(x, w, y, ignore_index=-100, z_loss=0.0, label_smoothing=0.0, reduction="mean"):
-    """The definition on the full logits (fp32, or fp64 for fp64 inputs): F.cross_entropy, plus
-    z_loss * logsumexp^2 over the kept tokens."""
-    logits = x.reshape(-1, x.shape[-1]) @ w.t()
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    y = y.reshape(-1)
-    loss = F.cross_entropy(logits, y, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)
-    kept = y != ignore_index
-    z = z_loss * (torch.logsumexp(logits, -1)[kept] ** 2).sum()
-    return loss + (z / kept.sum() if reduction == "mean" else z)
-
-
-def _triton(**kw):
-    def run(x, w, y):
-        with use_backend("triton"):
-            return fused_linear_cross_entropy(x, w, y, **kw)
-    return run
+def _reference(x, w, y, **kw):
+    """The definition on the full logits, in fp32 (fp64 for fp64 inputs)."""
+    return by_hand(x, w, y, fp32_logits=True, **kw)
 
 
 class _PoisonEmpty(TorchDispatchMode):

@@ -6,34 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from gristmill.kernels import fused_linear_cross_entropy, use_backend
 from gristmill.kernels.fused_linear_cross_entropy import chunk_rows, fused_linear_cross_entropy_reference
-
-IGNORE = -100
-
-
-def _problem(rows=37, hidden=64, vocab=1100, seed=0, ignore_every=5):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, hidden, generator=gen)
-    w = torch.randn(vocab, hidden, generator=gen) / hidden ** 0.5 * 4
-    y = torch.randint(0, vocab, (rows,), generator=gen)
-    y[::ignore_every] = IGNORE
-    return x, w, y
-
-
-def _by_hand(x, w, y, z_loss=0.0, label_smoothing=0.0, reduction="mean"):
-    """The definition, from F.cross_entropy on the full logits and z_loss * logsumexp^2 on the kept tokens."""
-    logits = x.reshape(-1, x.shape[-1]) @ w.t()
-    y = y.reshape(-1)
-    loss = F.cross_entropy(logits, y, ignore_index=IGNORE, label_smoothing=label_smoothing, reduction=reduction)
-    kept = y != IGNORE
-    z = (z_loss * torch.logsumexp(logits, -1)[kept] ** 2).sum()
-    return loss + (z / kept.sum() if reduction == "mean" else z)
-
-
-def _triton(**kw):
-    def run(x, w, y):
-        with use_backend("triton"):
-            return fused_linear_cross_entropy(x, w, y, ignore_index=IGNORE, **kw)
-    return run
+from flce_cases import IGNORE, by_hand as _by_hand, problem as _problem, triton_loss as _triton
 
 
 @pytest.mark.parametrize("kw", [
